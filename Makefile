@@ -1,0 +1,53 @@
+# The one entry point for building, running and testing the relay.
+# `make run` serves the demo; `make test` is what CI runs.
+
+CARGO   ?= cargo
+WASM    := wasm32-wasip2
+PLUGINS := openai
+RELAY   := target/release/relay
+DEMO    := target/release/demo-upstream
+
+.PHONY: all build host plugins run test lint fmt clean toolchain
+
+all: build
+
+toolchain:
+	@rustup target list --installed 2>/dev/null | grep -qx $(WASM) || rustup target add $(WASM)
+
+## build: the relay at target/release/relay and every adapter at plugins.d/<name>.wasm
+build: host plugins
+
+host:
+	$(CARGO) build --release --locked -p relay -p demo-upstream
+
+plugins: toolchain
+	$(CARGO) build --locked --profile plugin --target $(WASM) $(foreach p,$(PLUGINS),-p $(p)-adapter)
+	@mkdir -p plugins.d
+	@for p in $(PLUGINS); do cp target/$(WASM)/plugin/$${p}_adapter.wasm plugins.d/$$p.wasm; echo "plugins.d/$$p.wasm"; done
+
+## run: the demo upstream on 127.0.0.1:8081 and the relay on 127.0.0.1:3000
+run: build
+	@echo
+	@echo "Try it (token sk-relay-demo, model demo-gpt):"
+	@echo "  curl -s http://127.0.0.1:3000/v1/chat/completions -H 'Authorization: Bearer sk-relay-demo' -H 'Content-Type: application/json' -d '{\"model\":\"demo-gpt\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"
+	@echo "  curl -sN http://127.0.0.1:3000/v1/chat/completions -H 'Authorization: Bearer sk-relay-demo' -H 'Content-Type: application/json' -d '{\"model\":\"demo-gpt\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"
+	@echo
+	@$(DEMO) --listen 127.0.0.1:8081 & demo=$$!; \
+	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
+	$(RELAY) serve --config examples/relay.toml
+
+## test: unit tests, adapter tests and end-to-end tests against the real binary
+test: build
+	$(CARGO) test --release --locked --workspace
+
+lint: toolchain
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --target $(WASM) $(foreach p,$(PLUGINS),-p $(p)-adapter) -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -f plugins.d/*.wasm

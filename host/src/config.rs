@@ -1,0 +1,597 @@
+//! `relay.toml`: parsed, validated and resolved into the runtime configuration.
+//!
+//! Every default is a named constant; every invalid value stops start-up (or a reload)
+//! with a message that names the key, and the line where the file has one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use http::{HeaderName, HeaderValue, Uri};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The seed's defaults: fail fast while connecting, give a 10-minute response 5 minutes
+/// of margin, and bound the whole request by the same 15 minutes.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(900);
+/// Vendors send keep-alive pings every few seconds; 5 minutes of silence is a dead stream.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(900);
+/// A client that cannot upload its prompt in 30 s is stuck, not slow.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time for in-flight streams to finish after SIGTERM before they are ended.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Longest accepted bound: a week is already far past any sane request.
+const MAX_TIMEOUT_SECS: f64 = 7.0 * 24.0 * 3600.0;
+
+/// Large enough for long multimodal prompts with inline images; bounded so one client
+/// cannot make the relay buffer gigabytes.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 32 * 1024 * 1024;
+/// A non-stream vendor response is buffered whole for the adapter; same reasoning.
+pub const DEFAULT_MAX_RESPONSE_BODY: u64 = 32 * 1024 * 1024;
+/// One SSE event; vendors send a few KiB at most, tool-call arguments included.
+pub const DEFAULT_MAX_STREAM_EVENT: usize = 1024 * 1024;
+/// Idle upstream connections are closed after this (vendors' own idle cut is ~60-120 s).
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per upstream host; enough to absorb bursts without hoarding sockets.
+pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 64;
+/// Per-instance linear memory cap for an adapter: JSON mapping needs a few MiB at most.
+pub const DEFAULT_PLUGIN_MEMORY: u64 = 64 * 1024 * 1024;
+/// CPU budget per adapter call; a mapping takes microseconds, a loop is cut at this.
+pub const DEFAULT_PLUGIN_CALL_TIMEOUT: Duration = Duration::from_millis(100);
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+pub const DEFAULT_PLUGIN_DIR: &str = "plugins.d";
+
+/// The resolved configuration the relay runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub plugin_dir: PathBuf,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub channels: Vec<Channel>,
+    pub tokens: Vec<Token>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub tls_handshake: Duration,
+    pub response_header: Duration,
+    pub stream_idle: Duration,
+    pub total: Duration,
+    pub client_body: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            tls_handshake: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            response_header: DEFAULT_RESPONSE_HEADER_TIMEOUT,
+            stream_idle: DEFAULT_STREAM_IDLE_TIMEOUT,
+            total: DEFAULT_TOTAL_TIMEOUT,
+            client_body: DEFAULT_CLIENT_BODY_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_request_body: u64,
+    pub max_response_body: u64,
+    pub max_stream_event: usize,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    pub plugin_memory: u64,
+    pub plugin_call_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_body: DEFAULT_MAX_REQUEST_BODY,
+            max_response_body: DEFAULT_MAX_RESPONSE_BODY,
+            max_stream_event: DEFAULT_MAX_STREAM_EVENT,
+            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
+            pool_max_idle_per_host: DEFAULT_POOL_MAX_IDLE_PER_HOST,
+            plugin_memory: DEFAULT_PLUGIN_MEMORY,
+            plugin_call_timeout: DEFAULT_PLUGIN_CALL_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Channel {
+    pub name: String,
+    pub adapter: String,
+    /// Scheme, authority and path prefix; never ends with `/`.
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub models: Vec<String>,
+    pub priority: i64,
+    pub weight: u32,
+    pub settings: Vec<(String, String)>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub timeouts: Timeouts,
+}
+
+// Hand-written so a credential can never reach a log line through `{:?}`.
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("name", &self.name)
+            .field("adapter", &self.adapter)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("models", &self.models)
+            .field("priority", &self.priority)
+            .field("weight", &self.weight)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+pub struct Token {
+    pub name: String,
+    pub key: String,
+    /// `*` allows every model.
+    pub models: Vec<String>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("key", &"<redacted>")
+            .field("models", &self.models)
+            .finish()
+    }
+}
+
+impl Token {
+    pub fn allows(&self, model: &str) -> bool {
+        self.models.iter().any(|m| m == "*" || m == model)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    plugin_dir: Option<PathBuf>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default, rename = "channel")]
+    channels: Vec<Spanned<RawChannel>>,
+    #[serde(default, rename = "token")]
+    tokens: Vec<Spanned<RawToken>>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<Spanned<f64>>,
+    tls_handshake: Option<Spanned<f64>>,
+    response_header: Option<Spanned<f64>>,
+    stream_idle: Option<Spanned<f64>>,
+    total: Option<Spanned<f64>>,
+    client_body: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_request_body: Option<Spanned<u64>>,
+    max_response_body: Option<Spanned<u64>>,
+    max_stream_event: Option<Spanned<u64>>,
+    pool_idle_timeout: Option<Spanned<f64>>,
+    pool_max_idle_per_host: Option<usize>,
+    plugin_memory_mib: Option<Spanned<u64>>,
+    plugin_call_timeout_ms: Option<Spanned<u64>>,
+    shutdown_grace: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChannel {
+    name: String,
+    adapter: String,
+    base_url: Spanned<String>,
+    api_key: Option<String>,
+    api_key_env: Option<Spanned<String>>,
+    models: Vec<String>,
+    #[serde(default)]
+    priority: i64,
+    weight: Option<Spanned<u32>>,
+    #[serde(default)]
+    settings: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    key: Option<String>,
+    key_env: Option<Spanned<String>>,
+    models: Vec<String>,
+}
+
+/// Where the environment comes from: the process, or a map in tests.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file; relative paths resolve against its folder.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, base, env).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    pub fn parse(text: &str, base: &Path, env: &dyn Env) -> Result<Config> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
+        let at = |span: std::ops::Range<usize>| line_of(text, span.start);
+
+        let listen = match &raw.listen {
+            Some(s) => s
+                .get_ref()
+                .parse::<SocketAddr>()
+                .map_err(|e| anyhow!("listen (line {}): '{}' is not an address: {e}", at(s.span()), s.get_ref()))?,
+            None => DEFAULT_LISTEN.parse().expect("default listen address parses"),
+        };
+        let plugin_dir = base.join(raw.plugin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGIN_DIR)));
+
+        let mut timeouts = resolve_timeouts(&raw.timeouts, Timeouts::default(), "timeouts", text)?;
+        apply_env_timeouts(&mut timeouts, env)?;
+        let limits = resolve_limits(&raw.limits, text)?;
+
+        let mut channels = Vec::with_capacity(raw.channels.len());
+        for (i, sc) in raw.channels.iter().enumerate() {
+            let line = at(sc.span());
+            let c = sc.get_ref();
+            let ctx = |what: &str| format!("channel[{i}] '{}' (line {line}): {what}", c.name);
+            if c.name.trim().is_empty() {
+                bail!("channel[{i}] (line {line}): name must not be empty");
+            }
+            if channels.iter().any(|o: &Channel| o.name == c.name) {
+                bail!("{}", ctx("name is used by another channel"));
+            }
+            if c.adapter.trim().is_empty() {
+                bail!("{}", ctx("adapter must not be empty"));
+            }
+            let base_url = validate_base_url(c.base_url.get_ref())
+                .map_err(|e| anyhow!("{}", ctx(&format!("base_url (line {}): {e}", at(c.base_url.span())))))?;
+            let api_key = match (&c.api_key, &c.api_key_env) {
+                (Some(_), Some(_)) => bail!("{}", ctx("set api_key or api_key_env, not both")),
+                (Some(k), None) => Some(k.clone()),
+                (None, Some(var)) => Some(env.var(var.get_ref()).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    anyhow!(
+                        "{}",
+                        ctx(&format!(
+                            "api_key_env (line {}): environment variable {} is not set",
+                            at(var.span()),
+                            var.get_ref()
+                        ))
+                    )
+                })?),
+                (None, None) => None,
+            };
+            if c.models.is_empty() {
+                bail!("{}", ctx("models must list at least one model"));
+            }
+            if c.models.iter().any(|m| m.trim().is_empty()) {
+                bail!("{}", ctx("models must not contain an empty name"));
+            }
+            let weight = match &c.weight {
+                Some(w) if *w.get_ref() == 0 => {
+                    bail!("{}", ctx(&format!("weight (line {}): must be at least 1", at(w.span()))))
+                }
+                Some(w) => *w.get_ref(),
+                None => 1,
+            };
+            let mut settings = Vec::with_capacity(c.settings.len());
+            for (k, v) in &c.settings {
+                let v = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    _ => bail!("{}", ctx(&format!("settings.{k}: must be a string, number or boolean"))),
+                };
+                settings.push((k.clone(), v));
+            }
+            let mut headers = Vec::with_capacity(c.headers.len());
+            for (k, v) in &c.headers {
+                let name = HeaderName::try_from(k.as_str())
+                    .map_err(|_| anyhow!("{}", ctx(&format!("headers: '{k}' is not a valid header name"))))?;
+                let value = HeaderValue::try_from(v.as_str())
+                    .map_err(|_| anyhow!("{}", ctx(&format!("headers.{k}: not a valid header value"))))?;
+                headers.push((name, value));
+            }
+            let timeouts = resolve_timeouts(&c.timeouts, timeouts, &format!("channel[{i}].timeouts"), text)?;
+            channels.push(Channel {
+                name: c.name.clone(),
+                adapter: c.adapter.clone(),
+                base_url,
+                api_key,
+                models: c.models.clone(),
+                priority: c.priority,
+                weight,
+                settings,
+                headers,
+                timeouts,
+            });
+        }
+
+        let mut tokens: Vec<Token> = Vec::with_capacity(raw.tokens.len());
+        for (i, st) in raw.tokens.iter().enumerate() {
+            let line = at(st.span());
+            let t = st.get_ref();
+            let ctx = |what: &str| format!("token[{i}] '{}' (line {line}): {what}", t.name);
+            if t.name.trim().is_empty() {
+                bail!("token[{i}] (line {line}): name must not be empty");
+            }
+            let key = match (&t.key, &t.key_env) {
+                (Some(_), Some(_)) => bail!("{}", ctx("set key or key_env, not both")),
+                (Some(k), None) => k.clone(),
+                (None, Some(var)) => env.var(var.get_ref()).unwrap_or_default(),
+                (None, None) => bail!("{}", ctx("set key or key_env")),
+            };
+            if key.is_empty() {
+                bail!("{}", ctx("the key is empty (is its environment variable set?)"));
+            }
+            if tokens.iter().any(|o| o.key == key) {
+                bail!("{}", ctx("the same key is used by another token"));
+            }
+            if t.models.is_empty() {
+                bail!("{}", ctx("models must list at least one model, or \"*\""));
+            }
+            tokens.push(Token { name: t.name.clone(), key, models: t.models.clone() });
+        }
+
+        Ok(Config { listen, plugin_dir, timeouts, limits, channels, tokens })
+    }
+}
+
+/// A bound as operators wrote it: "900 s", "0.5 s".
+pub fn fmt_secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 { format!("{s:.0} s") } else { format!("{s} s") }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+fn seconds(v: &Spanned<f64>, key: &str, text: &str) -> Result<Duration> {
+    let secs = *v.get_ref();
+    to_duration(secs).map_err(|e| anyhow!("{key} (line {}): {e}", line_of(text, v.span().start)))
+}
+
+fn to_duration(secs: f64) -> Result<Duration, String> {
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("must be a positive number of seconds, got {secs}"));
+    }
+    if secs > MAX_TIMEOUT_SECS {
+        return Err(format!("{secs} s is more than the maximum of {MAX_TIMEOUT_SECS} s"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn resolve_timeouts(raw: &RawTimeouts, base: Timeouts, table: &str, text: &str) -> Result<Timeouts> {
+    let mut t = base;
+    let fields: [(&Option<Spanned<f64>>, &mut Duration, &str); 6] = [
+        (&raw.connect, &mut t.connect, "connect"),
+        (&raw.tls_handshake, &mut t.tls_handshake, "tls_handshake"),
+        (&raw.response_header, &mut t.response_header, "response_header"),
+        (&raw.stream_idle, &mut t.stream_idle, "stream_idle"),
+        (&raw.total, &mut t.total, "total"),
+        (&raw.client_body, &mut t.client_body, "client_body"),
+    ];
+    for (value, slot, key) in fields {
+        if let Some(v) = value {
+            *slot = seconds(v, &format!("{table}.{key}"), text)?;
+        }
+    }
+    Ok(t)
+}
+
+/// The seed's knobs: the environment wins over the file, so an operator can change a
+/// bound on a running deployment's next start without editing it.
+pub const ENV_TIMEOUTS: [&str; 5] = [
+    "RELAY_CONNECT_TIMEOUT",
+    "RELAY_TLS_HANDSHAKE_TIMEOUT",
+    "RELAY_RESPONSE_HEADER_TIMEOUT",
+    "RELAY_STREAM_IDLE_TIMEOUT",
+    "RELAY_TIMEOUT",
+];
+
+fn apply_env_timeouts(t: &mut Timeouts, env: &dyn Env) -> Result<()> {
+    let slots: [&mut Duration; 5] =
+        [&mut t.connect, &mut t.tls_handshake, &mut t.response_header, &mut t.stream_idle, &mut t.total];
+    for (name, slot) in ENV_TIMEOUTS.iter().zip(slots) {
+        if let Some(v) = env.var(name) {
+            let secs: f64 = v
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("environment variable {name}: '{v}' is not a number of seconds"))?;
+            *slot = to_duration(secs).map_err(|e| anyhow!("environment variable {name}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn resolve_limits(raw: &RawLimits, text: &str) -> Result<Limits> {
+    let mut l = Limits::default();
+    let positive = |v: &Spanned<u64>, key: &str| -> Result<u64> {
+        if *v.get_ref() == 0 {
+            bail!("limits.{key} (line {}): must be greater than 0", line_of(text, v.span().start));
+        }
+        Ok(*v.get_ref())
+    };
+    if let Some(v) = &raw.max_request_body {
+        l.max_request_body = positive(v, "max_request_body")?;
+    }
+    if let Some(v) = &raw.max_response_body {
+        l.max_response_body = positive(v, "max_response_body")?;
+    }
+    if let Some(v) = &raw.max_stream_event {
+        l.max_stream_event = usize::try_from(positive(v, "max_stream_event")?).unwrap_or(usize::MAX);
+    }
+    if let Some(v) = &raw.pool_idle_timeout {
+        l.pool_idle_timeout = seconds(v, "limits.pool_idle_timeout", text)?;
+    }
+    if let Some(v) = raw.pool_max_idle_per_host {
+        l.pool_max_idle_per_host = v;
+    }
+    if let Some(v) = &raw.plugin_memory_mib {
+        l.plugin_memory = positive(v, "plugin_memory_mib")?.saturating_mul(1024 * 1024);
+    }
+    if let Some(v) = &raw.plugin_call_timeout_ms {
+        l.plugin_call_timeout = Duration::from_millis(positive(v, "plugin_call_timeout_ms")?);
+    }
+    if let Some(v) = &raw.shutdown_grace {
+        l.shutdown_grace = seconds(v, "limits.shutdown_grace", text)?;
+    }
+    Ok(l)
+}
+
+/// `base_url` follows each vendor SDK's convention (OpenAI's includes `/v1`); the adapter's
+/// path is appended to it. No query or fragment: those would make the join ambiguous.
+fn validate_base_url(s: &str) -> Result<String, String> {
+    let trimmed = s.trim_end_matches('/');
+    let uri: Uri = trimmed.parse().map_err(|e| format!("'{s}' is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("'{s}' must start with http:// or https://")),
+    }
+    if uri.authority().is_none_or(|a| a.host().is_empty()) {
+        return Err(format!("'{s}' has no host"));
+    }
+    if uri.query().is_some() || trimmed.contains('#') {
+        return Err(format!("'{s}' must not have a query or fragment"));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(format!("'{s}' must not carry credentials; use api_key or api_key_env"));
+    }
+    Ok(trimmed.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:3999"
+plugin_dir = "adapters"
+[timeouts]
+total = 600
+stream_idle = 0.5
+[[channel]]
+name = "main"
+adapter = "openai"
+base_url = "https://api.openai.com/v1/"
+api_key_env = "OPENAI_KEY"
+models = ["gpt-4o"]
+priority = 2
+settings = { flag = true, n = 3 }
+headers = { "x-team" = "a" }
+[channel.timeouts]
+total = 30
+[[token]]
+name = "team-a"
+key = "sk-a"
+models = ["*"]
+"#;
+
+    #[test]
+    fn parses_and_resolves() {
+        let c = Config::parse(GOOD, Path::new("/etc/relay"), &env(&[("OPENAI_KEY", "sk-up")])).unwrap();
+        assert_eq!(c.listen.port(), 3999);
+        assert_eq!(c.plugin_dir, Path::new("/etc/relay/adapters"));
+        assert_eq!(c.timeouts.total, Duration::from_secs(600));
+        assert_eq!(c.timeouts.stream_idle, Duration::from_millis(500));
+        assert_eq!(c.timeouts.connect, DEFAULT_CONNECT_TIMEOUT);
+        let ch = &c.channels[0];
+        assert_eq!(ch.base_url, "https://api.openai.com/v1");
+        assert_eq!(ch.api_key.as_deref(), Some("sk-up"));
+        assert_eq!(ch.timeouts.total, Duration::from_secs(30));
+        assert_eq!(ch.timeouts.stream_idle, Duration::from_millis(500));
+        assert_eq!(ch.settings, vec![("flag".into(), "true".into()), ("n".into(), "3".into())]);
+        assert!(c.tokens[0].allows("anything"));
+        assert!(!format!("{ch:?}").contains("sk-up"));
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let e = env(&[("OPENAI_KEY", "k"), ("RELAY_TIMEOUT", "1200"), ("RELAY_CONNECT_TIMEOUT", "2.5")]);
+        let c = Config::parse(GOOD, Path::new("."), &e).unwrap();
+        assert_eq!(c.timeouts.total, Duration::from_secs(1200));
+        assert_eq!(c.timeouts.connect, Duration::from_millis(2500));
+        let bad = env(&[("OPENAI_KEY", "k"), ("RELAY_TIMEOUT", "soon")]);
+        let err = Config::parse(GOOD, Path::new("."), &bad).unwrap_err().to_string();
+        assert!(err.contains("RELAY_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let err = |text: &str| format!("{:#}", Config::parse(text, Path::new("."), &env(&[])).unwrap_err());
+        let e = err("[timeouts]\ntotal = -1\n");
+        assert!(e.contains("timeouts.total") && e.contains("line 2"), "{e}");
+        let e = err("listen = \"nope\"\n");
+        assert!(e.contains("listen") && e.contains("line 1"), "{e}");
+        let e = err("[[channel]]\nname = \"a\"\nadapter = \"openai\"\nbase_url = \"ftp://x\"\nmodels = [\"m\"]\n");
+        assert!(e.contains("base_url") && e.contains("line 4"), "{e}");
+        let e = err(
+            "[[channel]]\nname = \"a\"\nadapter = \"o\"\nbase_url = \"http://x\"\napi_key_env = \"NOPE\"\nmodels = [\"m\"]\n",
+        );
+        assert!(e.contains("NOPE") && e.contains("line 5"), "{e}");
+        let e = err("bogus = 1\n");
+        assert!(e.contains("bogus") && e.contains("line 1"), "{e}");
+        let e = err("[[token]]\nname = \"t\"\nmodels = [\"*\"]\n");
+        assert!(e.contains("token[0] 't'") && e.contains("key"), "{e}");
+        let e = err("[limits]\nmax_request_body = 0\n");
+        assert!(e.contains("limits.max_request_body") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn base_url_rules() {
+        assert_eq!(validate_base_url("http://127.0.0.1:8080/").unwrap(), "http://127.0.0.1:8080");
+        assert!(validate_base_url("http://h/v1?x=1").is_err());
+        assert!(validate_base_url("https://user:pw@h").is_err());
+        assert!(validate_base_url("h/v1").is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! The relay host: an OpenAI-compatible endpoint in front of many vendors, with vendor
+//! adapters as sandboxed WebAssembly components. See docs/architecture.md.
+
+pub mod access;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod plugin;
+pub mod relay;
+pub mod route;
+pub mod server;
+pub mod sse;
+pub mod stream;
+pub mod upstream;

@@ -1,0 +1,298 @@
+//! Prometheus metrics: what the seed's operators had to script by hand (goroutine counts,
+//! docker stats, timeout probes), built in. Gauges move through RAII guards, so every
+//! increment has its decrement on every path, panics and cancellations included.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Count one live thing until the guard drops.
+    pub fn track(&self) -> GaugeGuard<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        GaugeGuard(self)
+    }
+
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
+#[must_use = "the gauge goes down when the guard drops"]
+pub struct GaugeGuard<'a>(&'a Gauge);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A guard that owns its gauge's metrics handle, for values that outlive a borrow
+/// (connections in the pool, stream bodies handed to hyper).
+pub struct OwnedGaugeGuard {
+    metrics: std::sync::Arc<Metrics>,
+    pick: fn(&Metrics) -> &Gauge,
+}
+
+impl OwnedGaugeGuard {
+    pub fn new(metrics: std::sync::Arc<Metrics>, pick: fn(&Metrics) -> &Gauge) -> Self {
+        pick(&metrics).0.fetch_add(1, Ordering::Relaxed);
+        Self { metrics, pick }
+    }
+}
+
+impl Drop for OwnedGaugeGuard {
+    fn drop(&mut self) {
+        (self.pick)(&self.metrics).0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A counter family keyed by label values. The lock is held for a map update only.
+pub struct Family<const N: usize> {
+    labels: [&'static str; N],
+    values: Mutex<BTreeMap<[String; N], u64>>,
+}
+
+impl<const N: usize> Family<N> {
+    pub fn new(labels: [&'static str; N]) -> Self {
+        Self { labels, values: Mutex::new(BTreeMap::new()) }
+    }
+
+    pub fn add(&self, labels: [&str; N], n: u64) {
+        let key = labels.map(str::to_owned);
+        let mut map = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(key).or_insert(0) += n;
+    }
+
+    pub fn inc(&self, labels: [&str; N]) {
+        self.add(labels, 1);
+    }
+
+    pub fn get(&self, labels: [&str; N]) -> u64 {
+        let key = labels.map(str::to_owned);
+        self.values.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied().unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str, kind: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        let map = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        for (values, n) in map.iter() {
+            let _ = writeln!(out, "{name}{{{}}} {n}", label_pairs(&self.labels, values));
+        }
+    }
+}
+
+fn label_pairs(names: &[&str], values: &[String]) -> String {
+    let mut s = String::new();
+    for (i, (k, v)) in names.iter().zip(values).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let _ = write!(s, "{k}=\"{v}\"");
+    }
+    s
+}
+
+/// Seconds: from a fast non-stream answer to the seed's 15-minute bound.
+const BUCKETS: [f64; 16] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 900.0];
+
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in BUCKETS.iter().zip(&self.counts) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+pub struct Metrics {
+    pub inflight_requests: Gauge,
+    pub active_streams: Gauge,
+    pub upstream_connections_open: Gauge,
+    pub client_disconnects: Counter,
+    /// stage: connect, tls_handshake, response_header, stream_idle, total, client_body
+    pub timeouts: Family<1>,
+    pub requests: Family<3>,
+    pub tokens: Family<3>,
+    pub plugin_calls: Family<2>,
+    pub plugin_errors: Family<2>,
+    pub plugin_traps: Family<2>,
+    pub request_duration: Histogram,
+    pub time_to_first_byte: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            inflight_requests: Gauge::default(),
+            active_streams: Gauge::default(),
+            upstream_connections_open: Gauge::default(),
+            client_disconnects: Counter::default(),
+            timeouts: Family::new(["stage"]),
+            requests: Family::new(["channel", "model", "status"]),
+            tokens: Family::new(["channel", "model", "kind"]),
+            plugin_calls: Family::new(["plugin", "call"]),
+            plugin_errors: Family::new(["plugin", "kind"]),
+            plugin_traps: Family::new(["plugin", "reason"]),
+            request_duration: Histogram::default(),
+            time_to_first_byte: Histogram::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Prometheus text exposition format, version 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge(&mut out, "relay_inflight_requests", "Requests being served now.", self.inflight_requests.get());
+        gauge(&mut out, "relay_active_streams", "Streaming responses being sent now.", self.active_streams.get());
+        gauge(
+            &mut out,
+            "relay_upstream_connections_open",
+            "Upstream connections open now, in use or idle in the pool.",
+            self.upstream_connections_open.get(),
+        );
+        let tasks = tokio::runtime::Handle::try_current().map(|h| h.metrics().num_alive_tasks()).unwrap_or(0);
+        gauge(
+            &mut out,
+            "relay_runtime_alive_tasks",
+            "Live tokio tasks: accept loop, connections, background owners.",
+            tasks as i64,
+        );
+        gauge(
+            &mut out,
+            "process_resident_memory_bytes",
+            "Resident memory of the relay.",
+            resident_memory_bytes() as i64,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_client_disconnects_total Clients that went away before their answer was complete.\n\
+             # TYPE relay_client_disconnects_total counter\nrelay_client_disconnects_total {}",
+            self.client_disconnects.get()
+        );
+        self.timeouts.render(&mut out, "relay_timeouts_total", "Bounds that expired, by stage.", "counter");
+        self.requests.render(&mut out, "relay_requests_total", "Answered relay requests.", "counter");
+        self.tokens.render(&mut out, "relay_tokens_total", "Tokens reported by vendors.", "counter");
+        self.plugin_calls.render(&mut out, "relay_plugin_calls_total", "Adapter calls.", "counter");
+        self.plugin_errors.render(
+            &mut out,
+            "relay_plugin_errors_total",
+            "Adapter calls that returned an error.",
+            "counter",
+        );
+        self.plugin_traps.render(
+            &mut out,
+            "relay_plugin_traps_total",
+            "Adapter calls that trapped or hit a limit.",
+            "counter",
+        );
+        self.request_duration.render(
+            &mut out,
+            "relay_request_duration_seconds",
+            "From request received to the last byte of the answer.",
+        );
+        self.time_to_first_byte.render(
+            &mut out,
+            "relay_time_to_first_byte_seconds",
+            "From request received to the first byte of the answer.",
+        );
+        out
+    }
+}
+
+/// Resident set size from /proc; 0 where there is no /proc.
+pub fn resident_memory_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0 };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_restore_gauges() {
+        let m = Metrics::default();
+        {
+            let _a = m.inflight_requests.track();
+            let _b = m.inflight_requests.track();
+            assert_eq!(m.inflight_requests.get(), 2);
+        }
+        assert_eq!(m.inflight_requests.get(), 0);
+    }
+
+    #[test]
+    fn renders_families_and_histograms() {
+        let m = Metrics::default();
+        m.requests.inc(["c\"1", "m", "200"]);
+        m.request_duration.observe(Duration::from_millis(20));
+        let text = m.render();
+        assert!(text.contains("relay_requests_total{channel=\"c\\\"1\",model=\"m\",status=\"200\"} 1"));
+        assert!(text.contains("relay_request_duration_seconds_bucket{le=\"0.025\"} 1"));
+        assert!(text.contains("relay_request_duration_seconds_count 1"));
+        assert!(resident_memory_bytes() > 0);
+    }
+}

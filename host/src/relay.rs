@@ -1,0 +1,567 @@
+//! The request path: authenticate, parse just enough of the body, route to a channel,
+//! let the adapter translate, call the vendor under the host's bounds, answer.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::access::RequestLog;
+use crate::auth::authenticate;
+use crate::config::{Channel, Limits, fmt_secs};
+use crate::error::RelayError;
+use crate::metrics::Metrics;
+use crate::plugin::{AuthScheme, CallContext, Endpoint, Header, Plugin, Registry, StreamFormat, UpstreamResponse};
+use crate::route::Snapshot;
+use crate::sse::{Format, Framer};
+use crate::stream::{Bounds, Translation, usage};
+use crate::upstream::{ConnectError, HttpClient, connect_error};
+
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+pub struct Relay {
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    snapshot: ArcSwap<Snapshot>,
+    shutdown: watch::Receiver<bool>,
+    /// Unix time of start-up, the `created` of every listed model.
+    started: u64,
+}
+
+/// What one channel attempt came to.
+enum Outcome {
+    Answer(Response<Body>),
+    /// A vendor error (5xx, 429) that another channel may not have.
+    RetryableAnswer(Response<Body>),
+    Failed(RelayError),
+}
+
+#[derive(Deserialize)]
+struct ChatProbe {
+    model: Option<serde_json::Value>,
+    messages: Option<Vec<IgnoredAny>>,
+    input: Option<IgnoredAny>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+impl Relay {
+    pub fn new(
+        snapshot: Snapshot,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Self { metrics, registry, snapshot: ArcSwap::from_pointee(snapshot), shutdown, started }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// `POST /v1/chat/completions` and `POST /v1/embeddings`.
+    pub async fn handle(&self, req: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
+        let name = match endpoint {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Embeddings => "embeddings",
+        };
+        let mut log = RequestLog::new(self.metrics.clone(), request_id(req.headers()), name);
+        let snapshot = self.snapshot();
+        match self.serve(req, endpoint, &snapshot, &mut log).await {
+            Ok(resp) => resp,
+            Err(e) => fail(&mut log, e),
+        }
+    }
+
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        endpoint: Endpoint,
+        snap: &Snapshot,
+        log: &mut RequestLog,
+    ) -> Result<Response<Body>, RelayError> {
+        let token = authenticate(req.headers(), snap)?;
+        log.token = token.name.clone();
+        let limits = &snap.config.limits;
+        let body =
+            read_client_body(req, limits.max_request_body, snap.config.timeouts.client_body, &self.metrics).await?;
+        let text =
+            std::str::from_utf8(&body).map_err(|_| RelayError::bad_request("the request body is not valid UTF-8"))?;
+        let probe: ChatProbe = serde_json::from_str(text)
+            .map_err(|e| RelayError::bad_request(format!("We could not parse the JSON body of your request: {e}")))?;
+        let model = match probe.model {
+            Some(serde_json::Value::String(m)) if !m.is_empty() => m,
+            Some(_) => {
+                return Err(RelayError::bad_request("'model' must be a non-empty string").with_param("model").into());
+            }
+            None => {
+                return Err(RelayError::bad_request("you must provide a model parameter").with_param("model").into());
+            }
+        };
+        log.model = model.clone();
+        match endpoint {
+            Endpoint::ChatCompletions => match &probe.messages {
+                None => {
+                    return Err(RelayError::bad_request("'messages' is a required property")
+                        .with_param("messages")
+                        .into());
+                }
+                Some(m) if m.is_empty() => {
+                    return Err(RelayError::bad_request("'messages' must not be empty").with_param("messages"));
+                }
+                Some(_) => {}
+            },
+            Endpoint::Embeddings => {
+                if probe.input.is_none() {
+                    return Err(RelayError::bad_request("'input' is a required property").with_param("input"));
+                }
+            }
+        }
+        let stream = endpoint == Endpoint::ChatCompletions && probe.stream.unwrap_or(false);
+        log.stream = stream;
+        if !token.allows(&model) {
+            return Err(RelayError::model_forbidden(&model, &token.name));
+        }
+        let candidates = snap.candidates(&model);
+        if candidates.is_empty() {
+            return Err(RelayError::model_not_found(&model));
+        }
+
+        let mut ctx = CallContext {
+            request_id: log.request_id.clone(),
+            endpoint,
+            model,
+            stream,
+            include_usage: probe.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+            settings: Vec::new(),
+        };
+        let count = candidates.len();
+        for (i, (channel, client)) in candidates.into_iter().enumerate() {
+            let last = i + 1 == count;
+            log.channel = channel.name.clone();
+            log.adapter = channel.adapter.clone();
+            log.attempts += 1;
+            ctx.settings.clone_from(&channel.settings);
+            match self.attempt(channel, client, &ctx, text, limits, log).await {
+                Outcome::Answer(resp) => return Ok(resp),
+                Outcome::RetryableAnswer(resp) if last => return Ok(resp),
+                Outcome::Failed(e) if last || !e.retryable => return Err(e.into()),
+                Outcome::RetryableAnswer(resp) => {
+                    tracing::warn!(request_id = %log.request_id, channel = %channel.name, status = resp.status().as_u16(), "vendor error, trying the next channel");
+                }
+                Outcome::Failed(e) => {
+                    tracing::warn!(request_id = %log.request_id, channel = %channel.name, error = %e.message, "channel failed, trying the next channel");
+                }
+            }
+        }
+        unreachable!("the last candidate always returns")
+    }
+
+    async fn attempt(
+        &self,
+        channel: &Channel,
+        client: &HttpClient,
+        ctx: &CallContext,
+        body: &str,
+        limits: &Limits,
+        log: &mut RequestLog,
+    ) -> Outcome {
+        let Some(plugin) = self.registry.get(&channel.adapter) else {
+            return Outcome::Failed(
+                RelayError::unavailable(format!(
+                    "adapter '{}' of channel {} is not loaded",
+                    channel.adapter, channel.name
+                ))
+                .retryable(),
+            );
+        };
+        if !plugin.supports(ctx.endpoint) {
+            return Outcome::Failed(
+                RelayError::bad_request(format!("adapter '{}' does not serve this endpoint", plugin.name()))
+                    .with_code("unsupported_endpoint")
+                    .retryable(),
+            );
+        }
+        let t = &channel.timeouts;
+        let deadline = Instant::from_std(log.start) + t.total;
+
+        let ureq = match plugin.transform_request(ctx, body).await {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed(e.into_relay(plugin.name())),
+        };
+        let request = match build_request(channel, &plugin, ureq) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed(e),
+        };
+
+        let header_at = (Instant::now() + t.response_header).min(deadline);
+        let resp = match tokio::time::timeout_at(header_at, client.request(request)).await {
+            Err(_) => {
+                let (stage, what, bound) = if header_at >= deadline {
+                    ("total", "total request", t.total)
+                } else {
+                    ("response_header", "upstream response header", t.response_header)
+                };
+                self.metrics.timeouts.inc([stage]);
+                return Outcome::Failed(RelayError::upstream_timeout(format!(
+                    "{what} timeout after {} on channel {}",
+                    fmt_secs(bound),
+                    channel.name
+                )));
+            }
+            Ok(Err(e)) => return Outcome::Failed(self.send_error(&e, channel)),
+            Ok(Ok(r)) => r,
+        };
+
+        let (parts, incoming) = resp.into_parts();
+        if ctx.stream && parts.status.is_success() {
+            let session = match plugin.open_stream(ctx).await {
+                Ok(s) => s,
+                Err(e) => return Outcome::Failed(e.into_relay(plugin.name())),
+            };
+            let format = match plugin.info.stream_format {
+                StreamFormat::Sse => Format::Sse,
+                StreamFormat::Ndjson => Format::Ndjson,
+            };
+            let framer = Framer::new(format, limits.max_stream_event);
+            let bounds = Bounds { idle: t.stream_idle, deadline, total: t.total };
+            // The stream body owns the request's record from here: it is logged when the
+            // stream ends or the client drops it.
+            let mut stream_log = log.hand_over();
+            stream_log.first_byte();
+            let translation = Translation::new(
+                incoming,
+                framer,
+                session,
+                bounds,
+                channel.name.clone(),
+                stream_log,
+                self.metrics.clone(),
+                self.shutdown.clone(),
+            );
+            let mut resp = Response::new(translation.into_body());
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            set_request_id(h, &ctx.request_id);
+            return Outcome::Answer(resp);
+        }
+
+        let limit = limits.max_response_body;
+        let bytes = match tokio::time::timeout_at(deadline, Limited::new(incoming, limit as usize).collect()).await {
+            Err(_) => {
+                self.metrics.timeouts.inc(["total"]);
+                return Outcome::Failed(RelayError::upstream_timeout(format!(
+                    "total request timeout after {} on channel {}",
+                    fmt_secs(t.total),
+                    channel.name
+                )));
+            }
+            Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return Outcome::Failed(RelayError::bad_upstream(format!(
+                    "the response of channel {} is larger than the limit of {limit} bytes",
+                    channel.name
+                )));
+            }
+            Ok(Err(e)) => {
+                return Outcome::Failed(RelayError::bad_upstream(format!(
+                    "reading the response of channel {} failed: {e}",
+                    channel.name
+                )));
+            }
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+        let upstream_status = parts.status;
+        let uresp = UpstreamResponse {
+            status: upstream_status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    v.to_str().ok().map(|v| Header { name: k.as_str().to_string(), value: v.to_string() })
+                })
+                .collect(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        };
+        let answer = match plugin.transform_response(ctx, &uresp).await {
+            Ok(a) => a,
+            Err(e) => return Outcome::Failed(e.into_relay(plugin.name())),
+        };
+        let Ok(status) = StatusCode::from_u16(answer.status) else {
+            return Outcome::Failed(RelayError::plugin(format!(
+                "adapter '{}' answered an invalid status {}",
+                plugin.name(),
+                answer.status
+            )));
+        };
+        if let Some(u) = answer.usage {
+            log.usage = Some(usage(u));
+        }
+        let mut resp = Response::new(Full::new(Bytes::from(answer.body)).boxed_unsync());
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(v) = parts.headers.get(header::RETRY_AFTER) {
+            h.insert(header::RETRY_AFTER, v.clone());
+        }
+        set_request_id(h, &ctx.request_id);
+        log.finish(status.as_u16());
+        log.first_byte();
+        if upstream_status.is_server_error() || upstream_status == StatusCode::TOO_MANY_REQUESTS {
+            log.error = Some(format!("vendor answered {upstream_status}"));
+            Outcome::RetryableAnswer(resp)
+        } else {
+            Outcome::Answer(resp)
+        }
+    }
+
+    fn send_error(&self, e: &hyper_util::client::legacy::Error, channel: &Channel) -> RelayError {
+        match connect_error(e) {
+            Some(ConnectError::Timeout { stage, after }) => {
+                self.metrics.timeouts.inc([stage]);
+                let what = if *stage == "connect" { "connect" } else { "TLS handshake" };
+                RelayError::upstream_timeout(format!(
+                    "upstream {what} timeout after {} on channel {}",
+                    fmt_secs(*after),
+                    channel.name
+                ))
+                .retryable()
+            }
+            Some(c) => RelayError::upstream_unreachable(format!("cannot reach channel {}: {c}", channel.name)),
+            None if e.is_connect() => {
+                RelayError::upstream_unreachable(format!("cannot reach channel {}: {e}", channel.name))
+            }
+            None => {
+                let cause = std::error::Error::source(e).map_or_else(|| e.to_string(), |s| s.to_string());
+                RelayError::bad_upstream(format!("channel {} failed before answering: {cause}", channel.name))
+            }
+        }
+    }
+
+    /// `GET /v1/models`: the models this token may use.
+    pub fn models(&self, headers: &HeaderMap) -> Response<Body> {
+        let snap = self.snapshot();
+        let token = match authenticate(headers, &snap) {
+            Ok(t) => t,
+            Err(e) => return error_response(&e, None),
+        };
+        let data: Vec<_> = snap
+            .models_for(token)
+            .into_iter()
+            .map(|(id, owner)| serde_json::json!({"id": id, "object": "model", "created": self.started, "owned_by": owner}))
+            .collect();
+        json_response(StatusCode::OK, serde_json::json!({"object": "list", "data": data}).to_string())
+    }
+
+    /// `GET /v1/models/{id}`.
+    pub fn model(&self, headers: &HeaderMap, id: &str) -> Response<Body> {
+        let snap = self.snapshot();
+        let token = match authenticate(headers, &snap) {
+            Ok(t) => t,
+            Err(e) => return error_response(&e, None),
+        };
+        match snap.models_for(token).into_iter().find(|(m, _)| *m == id) {
+            Some((id, owner)) => json_response(
+                StatusCode::OK,
+                serde_json::json!({"id": id, "object": "model", "created": self.started, "owned_by": owner})
+                    .to_string(),
+            ),
+            None => error_response(&RelayError::model_not_found(id), None),
+        }
+    }
+}
+
+fn fail(log: &mut RequestLog, e: RelayError) -> Response<Body> {
+    log.error = Some(e.message.clone());
+    log.finish(e.status.as_u16());
+    log.first_byte();
+    error_response(&e, Some(&log.request_id))
+}
+
+pub fn error_response(e: &RelayError, request_id: Option<&str>) -> Response<Body> {
+    let mut resp = json_response(e.status, e.body());
+    if let Some(id) = request_id {
+        set_request_id(resp.headers_mut(), id);
+    }
+    if e.status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    resp
+}
+
+pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()).boxed_unsync());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn set_request_id(h: &mut HeaderMap, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        h.insert("x-request-id", v);
+    }
+}
+
+/// A client-supplied `x-request-id` is kept when it is short and plain, so callers can
+/// trace their own ids through; otherwise the relay makes one.
+fn request_id(headers: &HeaderMap) -> String {
+    if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 64
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return v.to_string();
+    }
+    format!("req_{:016x}", rand::random::<u64>())
+}
+
+async fn read_client_body(
+    req: Request<Incoming>,
+    limit: u64,
+    timeout: std::time::Duration,
+    metrics: &Metrics,
+) -> Result<Bytes, RelayError> {
+    if req.method() != Method::POST {
+        return Err(RelayError::method_not_allowed("use POST"));
+    }
+    // Refuse a declared oversize body before reading a byte of it.
+    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && len > limit
+    {
+        return Err(RelayError::payload_too_large(limit));
+    }
+    let body = Limited::new(req.into_body(), usize::try_from(limit).unwrap_or(usize::MAX));
+    match tokio::time::timeout(timeout, body.collect()).await {
+        Err(_) => {
+            metrics.timeouts.inc(["client_body"]);
+            Err(RelayError::client_timeout(format!("the request body was not received within {}", fmt_secs(timeout))))
+        }
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(RelayError::payload_too_large(limit))
+        }
+        Ok(Err(e)) => Err(RelayError::bad_request(format!("reading the request body failed: {e}"))),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// The vendor request: the channel's base URL + the adapter's path, the adapter's headers
+/// minus anything that could redirect or forge the connection, the channel's headers, and
+/// the credential placed as the adapter's auth scheme says.
+fn build_request(
+    channel: &Channel,
+    plugin: &Plugin,
+    ureq: crate::plugin::UpstreamRequest,
+) -> Result<Request<Full<Bytes>>, RelayError> {
+    let bad = |why: String| RelayError::plugin(format!("adapter '{}' built an invalid request: {why}", plugin.name()));
+    let path = ureq.path;
+    if !path.starts_with('/')
+        || path.starts_with("//")
+        || path.contains("://")
+        || path.contains('#')
+        || path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(bad(format!("path '{path}' must be a plain path starting with '/'")));
+    }
+    let mut url = String::with_capacity(channel.base_url.len() + path.len() + 64);
+    url.push_str(&channel.base_url);
+    url.push_str(&path);
+    if let (AuthScheme::Query(param), Some(key)) = (&plugin.info.auth, &channel.api_key) {
+        url.push(if path.contains('?') { '&' } else { '?' });
+        url.push_str(&percent_encode(param));
+        url.push('=');
+        url.push_str(&percent_encode(key));
+    }
+    let uri: http::Uri = url.parse().map_err(|_| bad(format!("path '{path}' does not make a valid URL")))?;
+    let method = Method::from_bytes(ureq.method.as_bytes()).map_err(|_| bad(format!("method '{}'", ureq.method)))?;
+
+    let mut builder = Request::builder().method(method).uri(uri);
+    let h = builder.headers_mut().expect("a fresh builder has headers");
+    let auth_header = match &plugin.info.auth {
+        AuthScheme::Header(name) => Some(name.to_ascii_lowercase()),
+        _ => None,
+    };
+    for Header { name, value } in ureq.headers {
+        let lower = name.to_ascii_lowercase();
+        if is_reserved_header(&lower) || auth_header.as_deref() == Some(lower.as_str()) {
+            continue;
+        }
+        let (Ok(n), Ok(v)) = (http::HeaderName::try_from(lower), HeaderValue::try_from(value)) else {
+            return Err(bad(format!("header '{name}'")));
+        };
+        h.append(n, v);
+    }
+    for (n, v) in &channel.headers {
+        h.insert(n.clone(), v.clone());
+    }
+    if !h.contains_key(header::CONTENT_TYPE) {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    h.insert(header::USER_AGENT, HeaderValue::from_static(concat!("relay/", env!("CARGO_PKG_VERSION"))));
+    if let Some(key) = &channel.api_key {
+        let credential = |v: String| {
+            let mut v = HeaderValue::try_from(v).map_err(|_| {
+                RelayError::unavailable(format!("the key of channel {} is not a valid header value", channel.name))
+            })?;
+            v.set_sensitive(true);
+            Ok::<_, RelayError>(v)
+        };
+        match &plugin.info.auth {
+            AuthScheme::Bearer => {
+                h.insert(header::AUTHORIZATION, credential(format!("Bearer {key}"))?);
+            }
+            AuthScheme::Header(name) => {
+                let n = http::HeaderName::try_from(name.as_str()).map_err(|_| bad(format!("auth header '{name}'")))?;
+                h.insert(n, credential(key.clone())?);
+            }
+            AuthScheme::Query(_) | AuthScheme::None => {}
+        }
+    }
+    builder.body(Full::new(Bytes::from(ureq.body))).map_err(|e| bad(e.to_string()))
+}
+
+/// Headers an adapter may not set: they belong to the connection, or to the credential.
+fn is_reserved_header(lower: &str) -> bool {
+    matches!(
+        lower,
+        "host"
+            | "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "authorization"
+            | "cookie"
+    )
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,126 @@
+//! The routing snapshot: tokens by key, channels by model, one pooled client per channel.
+//! Built whole from a `Config` and swapped whole, so a request sees one configuration.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rand::Rng;
+
+use crate::config::{Channel, Config, Token};
+use crate::metrics::Metrics;
+use crate::upstream::{self, HttpClient};
+
+pub struct Snapshot {
+    pub config: Config,
+    tokens: HashMap<String, usize>,
+    routes: HashMap<String, Vec<usize>>,
+    clients: Vec<HttpClient>,
+}
+
+impl Snapshot {
+    pub fn new(config: Config, tls: Arc<rustls::ClientConfig>, metrics: Arc<Metrics>) -> Snapshot {
+        let tokens = config.tokens.iter().enumerate().map(|(i, t)| (t.key.clone(), i)).collect();
+        let mut routes: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, c) in config.channels.iter().enumerate() {
+            for m in &c.models {
+                routes.entry(m.clone()).or_default().push(i);
+            }
+        }
+        let clients = config
+            .channels
+            .iter()
+            .map(|c| upstream::client(&c.timeouts, &config.limits, tls.clone(), metrics.clone()))
+            .collect();
+        Snapshot { config, tokens, routes, clients }
+    }
+
+    pub fn token(&self, key: &str) -> Option<&Token> {
+        self.tokens.get(key).map(|&i| &self.config.tokens[i])
+    }
+
+    /// Models a token may use, sorted, each with the adapter of its first channel.
+    pub fn models_for(&self, token: &Token) -> Vec<(&str, &str)> {
+        let mut v: Vec<(&str, &str)> = self
+            .routes
+            .iter()
+            .filter(|(m, _)| token.allows(m))
+            .map(|(m, chans)| (m.as_str(), self.config.channels[chans[0]].adapter.as_str()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn serves(&self, model: &str) -> bool {
+        self.routes.contains_key(model)
+    }
+
+    /// The channels to try for `model`: highest priority first, weighted-random among
+    /// equal priorities, so load spreads by weight and failover follows priority.
+    pub fn candidates(&self, model: &str) -> Vec<(&Channel, &HttpClient)> {
+        let Some(idx) = self.routes.get(model) else { return Vec::new() };
+        let mut rng = rand::rng();
+        let mut keyed: Vec<(i64, f64, usize)> = idx
+            .iter()
+            .map(|&i| {
+                let c = &self.config.channels[i];
+                // Efraimidis-Spirakis: sorting by u^(1/w) draws a weighted order.
+                let u: f64 = rng.random_range(f64::EPSILON..1.0);
+                (c.priority, u.powf(1.0 / f64::from(c.weight)), i)
+            })
+            .collect();
+        keyed.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)));
+        keyed.into_iter().map(|(_, _, i)| (&self.config.channels[i], &self.clients[i])).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn snapshot(text: &str) -> Snapshot {
+        let cfg = Config::parse(text, Path::new("."), &HashMap::new()).unwrap();
+        Snapshot::new(cfg, upstream::tls_config(), Arc::new(Metrics::default()))
+    }
+
+    #[tokio::test]
+    async fn priority_then_weight() {
+        let s = snapshot(
+            r#"
+[[channel]]
+name = "backup"
+adapter = "openai"
+base_url = "http://127.0.0.1:1"
+models = ["m"]
+priority = 0
+[[channel]]
+name = "heavy"
+adapter = "openai"
+base_url = "http://127.0.0.1:2"
+models = ["m"]
+priority = 5
+weight = 9
+[[channel]]
+name = "light"
+adapter = "openai"
+base_url = "http://127.0.0.1:3"
+models = ["m", "other"]
+priority = 5
+weight = 1
+"#,
+        );
+        let mut heavy_first = 0;
+        for _ in 0..1000 {
+            let order: Vec<&str> = s.candidates("m").iter().map(|(c, _)| c.name.as_str()).collect();
+            assert_eq!(order.len(), 3);
+            assert_eq!(order[2], "backup");
+            if order[0] == "heavy" {
+                heavy_first += 1;
+            }
+        }
+        // 90% expected; the bounds are loose so the test cannot flake.
+        assert!((800..=980).contains(&heavy_first), "{heavy_first}");
+        assert!(s.candidates("nope").is_empty());
+        assert!(s.serves("other"));
+    }
+}
