@@ -4,10 +4,12 @@
 CARGO   ?= cargo
 WASM    := wasm32-wasip2
 PLUGINS := openai
+# Misbehaving adapters for the tests; never copied into plugins.d.
+FIXTURES := misbehave
 RELAY   := target/release/relay
 DEMO    := target/release/demo-upstream
 
-.PHONY: all build host plugins run test lint fmt clean toolchain
+.PHONY: all build host plugins fixtures run test lint fmt clean toolchain
 
 all: build
 
@@ -25,6 +27,9 @@ plugins: toolchain
 	@mkdir -p plugins.d
 	@for p in $(PLUGINS); do cp target/$(WASM)/plugin/$${p}_adapter.wasm plugins.d/$$p.wasm; echo "plugins.d/$$p.wasm"; done
 
+fixtures: toolchain
+	$(CARGO) build --locked --profile plugin --target $(WASM) $(foreach p,$(FIXTURES),-p $(p)-adapter)
+
 ## run: the demo upstream on 127.0.0.1:8081 and the relay on 127.0.0.1:3000
 run: build
 	@echo
@@ -37,13 +42,13 @@ run: build
 	$(RELAY) serve --config examples/relay.toml
 
 ## test: unit tests, adapter tests and end-to-end tests against the real binary
-test: build
+test: build fixtures
 	$(CARGO) test --release --locked --workspace
 
 lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
-	$(CARGO) clippy --locked --target $(WASM) $(foreach p,$(PLUGINS),-p $(p)-adapter) -- -D warnings
+	$(CARGO) clippy --locked --target $(WASM) $(foreach p,$(PLUGINS) $(FIXTURES),-p $(p)-adapter) -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

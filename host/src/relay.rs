@@ -107,19 +107,17 @@ impl Relay {
         let model = match probe.model {
             Some(serde_json::Value::String(m)) if !m.is_empty() => m,
             Some(_) => {
-                return Err(RelayError::bad_request("'model' must be a non-empty string").with_param("model").into());
+                return Err(RelayError::bad_request("'model' must be a non-empty string").with_param("model"));
             }
             None => {
-                return Err(RelayError::bad_request("you must provide a model parameter").with_param("model").into());
+                return Err(RelayError::bad_request("you must provide a model parameter").with_param("model"));
             }
         };
         log.model = model.clone();
         match endpoint {
             Endpoint::ChatCompletions => match &probe.messages {
                 None => {
-                    return Err(RelayError::bad_request("'messages' is a required property")
-                        .with_param("messages")
-                        .into());
+                    return Err(RelayError::bad_request("'messages' is a required property").with_param("messages"));
                 }
                 Some(m) if m.is_empty() => {
                     return Err(RelayError::bad_request("'messages' must not be empty").with_param("messages"));
@@ -160,7 +158,7 @@ impl Relay {
             match self.attempt(channel, client, &ctx, text, limits, log).await {
                 Outcome::Answer(resp) => return Ok(resp),
                 Outcome::RetryableAnswer(resp) if last => return Ok(resp),
-                Outcome::Failed(e) if last || !e.retryable => return Err(e.into()),
+                Outcome::Failed(e) if last || !e.retryable => return Err(e),
                 Outcome::RetryableAnswer(resp) => {
                     tracing::warn!(request_id = %log.request_id, channel = %channel.name, status = resp.status().as_u16(), "vendor error, trying the next channel");
                 }

@@ -1,1 +1,307 @@
+//! Shared helpers for the end-to-end tests: the real `relay` binary started on a free
+//! loopback port with a generated config, an HTTP client, SSE and metrics readers.
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub use demo_upstream::{Mock, Options};
+
+/// The client key every test config defines.
+pub const CLIENT_KEY: &str = "sk-test-client";
+/// The vendor key the mock expects.
+pub const UPSTREAM_KEY: &str = "sk-demo-upstream";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+fn relay_bin() -> PathBuf {
+    let bin = std::env::var_os("RELAY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/relay"));
+    assert!(bin.exists(), "{} is missing: run `make build` first (make test does)", bin.display());
+    bin
+}
+
+/// A built adapter: `plugins.d/<name>.wasm` for shipped ones, the fixtures' build output
+/// for test-only ones.
+pub fn adapter_wasm(name: &str) -> PathBuf {
+    let shipped = workspace_root().join("plugins.d").join(format!("{name}.wasm"));
+    if shipped.exists() {
+        return shipped;
+    }
+    let fixture = workspace_root().join(format!("target/wasm32-wasip2/plugin/{name}_adapter.wasm"));
+    assert!(fixture.exists(), "{} is missing: run `make build fixtures` first", fixture.display());
+    fixture
+}
+
+pub struct TestRelay {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    child: Child,
+    logs: Arc<Mutex<String>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a test asks of a relay: the config's body (channels, tokens, tables) and the
+/// adapters to put in its plugin directory.
+pub struct Setup<'a> {
+    pub config: &'a str,
+    pub adapters: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+impl TestRelay {
+    /// A relay with the OpenAI adapter and one token allowed every model.
+    pub async fn openai(channels: &str) -> TestRelay {
+        let config = format!("{channels}\n{}", token_block(CLIENT_KEY, "*"));
+        Self::start(Setup { config: &config, adapters: &["openai"], env: &[] }).await
+    }
+
+    pub async fn start(setup: Setup<'_>) -> TestRelay {
+        Self::try_start(setup).await.unwrap_or_else(|e| panic!("relay did not start: {e}"))
+    }
+
+    /// Start the binary; `Err` carries what it printed if it exited instead.
+    pub async fn try_start(setup: Setup<'_>) -> Result<TestRelay, String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir(&plugins).expect("plugin dir");
+        for a in setup.adapters {
+            std::fs::copy(adapter_wasm(a), plugins.join(format!("{a}.wasm"))).expect("copy adapter");
+        }
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\n{}\n",
+            // Top-level keys must come before the first table.
+            setup.config
+        );
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, config).expect("write config");
+
+        let mut cmd = Command::new(relay_bin());
+        cmd.arg("serve").arg("--config").arg(&path).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.env("RELAY_LOG", "info");
+        for (k, v) in setup.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+        let logs = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped");
+        let l = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut g = l.lock().unwrap();
+                g.push_str(&line);
+                g.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("relay listening on http://") {
+                    let _ = tx.send(a.parse::<SocketAddr>().ok());
+                }
+            }
+            let _ = tx.send(None);
+        });
+        let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+            .await
+            .expect("join")
+            .ok()
+            .flatten();
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            std::thread::sleep(Duration::from_millis(100));
+            return Err(format!("exit {status:?}; stderr:\n{}", logs.lock().unwrap()));
+        };
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Ok(TestRelay { addr, dir, child, logs, client })
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// The log so far, once it holds `needle` (log lines arrive through a pipe, a moment
+    /// after the response).
+    pub async fn wait_log(&self, needle: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || Instant::now() > end {
+                return logs;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn request(&self, method: Method, path: &str, key: Option<&str>, body: &str) -> Answer {
+        self.request_with(method, path, key, &[], body).await
+    }
+
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        let mut b = Request::builder().method(method).uri(self.url(path)).header("content-type", "application/json");
+        if let Some(k) = key {
+            b = b.header("authorization", format!("Bearer {k}"));
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(Full::new(Bytes::from(body.to_string()))).expect("request");
+        let resp = self.client.request(req).await.expect("relay answers");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Answer { status: parts.status, headers: parts.headers, body }
+    }
+
+    pub async fn chat(&self, body: &Value) -> Answer {
+        self.request(Method::POST, "/v1/chat/completions", Some(CLIENT_KEY), &body.to_string()).await
+    }
+
+    pub async fn metrics(&self) -> Metrics {
+        let a = self.request(Method::GET, "/metrics", None, "").await;
+        assert_eq!(a.status, StatusCode::OK);
+        Metrics(String::from_utf8_lossy(&a.body).into_owned())
+    }
+
+    /// Poll `/metrics` until `check` holds or `within` passes; returns the last reading.
+    pub async fn wait_metrics(&self, within: Duration, check: impl Fn(&Metrics) -> bool) -> Metrics {
+        let end = Instant::now() + within;
+        loop {
+            let m = self.metrics().await;
+            if check(&m) || Instant::now() > end {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub fn token_block(key: &str, models: &str) -> String {
+    let models: Vec<String> = models.split(',').map(|m| format!("\"{}\"", m.trim())).collect();
+    format!("[[token]]\nname = \"test\"\nkey = \"{key}\"\nmodels = [{}]\n", models.join(", "))
+}
+
+/// A `[[channel]]` table for the OpenAI adapter pointing at `base_url`.
+pub fn channel(name: &str, base_url: &str, models: &str, extra: &str) -> String {
+    let models: Vec<String> = models.split(',').map(|m| format!("\"{}\"", m.trim())).collect();
+    format!(
+        "[[channel]]\nname = \"{name}\"\nadapter = \"openai\"\nbase_url = \"{base_url}\"\napi_key = \"{UPSTREAM_KEY}\"\nmodels = [{}]\n{extra}\n",
+        models.join(", ")
+    )
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `data:` payloads of an SSE body, in order.
+    pub fn sse_data(&self) -> Vec<String> {
+        sse_data(&self.text())
+    }
+
+    /// Assert the OpenAI error shape and return (message, code).
+    pub fn openai_error(&self) -> (String, Value) {
+        let v = self.json();
+        let e = &v["error"];
+        assert!(e.is_object(), "not an OpenAI error: {v}");
+        assert!(e["message"].is_string(), "error without message: {v}");
+        assert!(e["type"].is_string(), "error without type: {v}");
+        assert!(e.get("code").is_some() && e.get("param").is_some(), "error without code/param: {v}");
+        (e["message"].as_str().unwrap().to_string(), e["code"].clone())
+    }
+}
+
+pub fn sse_data(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter_map(|ev| {
+            let data: Vec<&str> = ev.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            (!data.is_empty()).then(|| data.join("\n"))
+        })
+        .collect()
+}
+
+/// The content deltas of OpenAI chat chunks, joined.
+pub fn joined_content(chunks: &[String]) -> String {
+    chunks
+        .iter()
+        .filter(|c| c.as_str() != "[DONE]")
+        .filter_map(|c| serde_json::from_str::<Value>(c).ok())
+        .filter_map(|v| v.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The sum of every sample of `name` whose labels contain all of `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ') | Some(b'{')))
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn gauge(&self, name: &str) -> f64 {
+        self.value(name, &[])
+    }
+}
+
+pub fn chat_body(model: &str, content: &str, stream: bool) -> Value {
+    let mut v = serde_json::json!({"model": model, "messages": [{"role": "user", "content": content}]});
+    if stream {
+        v["stream"] = Value::Bool(true);
+    }
+    v
+}

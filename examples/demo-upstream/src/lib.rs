@@ -177,6 +177,16 @@ fn error(status: StatusCode, message: &str, kind: &str, param: Option<&str>, cod
     json_response(status, body.to_string())
 }
 
+fn boxed_error(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Box<Response<Body>> {
+    Box::new(error(status, message, kind, param, code))
+}
+
 fn json_response(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
@@ -252,9 +262,9 @@ async fn handle(req: Request<Incoming>, stats: &Stats, options: &Options) -> Res
     }
 }
 
-fn check_params(body: &Value, allowed: &[&str]) -> Result<(), Response<Body>> {
+fn check_params(body: &Value, allowed: &[&str]) -> Result<(), Box<Response<Body>>> {
     let Some(obj) = body.as_object() else {
-        return Err(error(
+        return Err(boxed_error(
             StatusCode::BAD_REQUEST,
             "We could not parse the JSON body of your request.",
             "invalid_request_error",
@@ -263,7 +273,7 @@ fn check_params(body: &Value, allowed: &[&str]) -> Result<(), Response<Body>> {
         ));
     };
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(error(
+        return Err(boxed_error(
             StatusCode::BAD_REQUEST,
             &format!("Unrecognized request argument supplied: {k}"),
             "invalid_request_error",
@@ -273,7 +283,7 @@ fn check_params(body: &Value, allowed: &[&str]) -> Result<(), Response<Body>> {
     }
     match obj.get("model") {
         Some(Value::String(m)) if !m.is_empty() => Ok(()),
-        _ => Err(error(
+        _ => Err(boxed_error(
             StatusCode::BAD_REQUEST,
             "you must provide a model parameter",
             "invalid_request_error",
@@ -283,8 +293,8 @@ fn check_params(body: &Value, allowed: &[&str]) -> Result<(), Response<Body>> {
     }
 }
 
-fn validate_messages(body: &Value) -> Result<String, Response<Body>> {
-    let bad = |m: String, p: &str| error(StatusCode::BAD_REQUEST, &m, "invalid_request_error", Some(p), None);
+fn validate_messages(body: &Value) -> Result<String, Box<Response<Body>>> {
+    let bad = |m: String, p: &str| boxed_error(StatusCode::BAD_REQUEST, &m, "invalid_request_error", Some(p), None);
     let Some(messages) = body.get("messages").and_then(Value::as_array) else {
         return Err(bad("'messages' is a required property".into(), "messages"));
     };
@@ -333,11 +343,11 @@ fn words(s: &str) -> u64 {
 
 fn chat(body: &Value, headers: &HeaderMap, fault: &str, options: &Options) -> Response<Body> {
     if let Err(r) = check_params(body, CHAT_PARAMS) {
-        return r;
+        return *r;
     }
     let last_user = match validate_messages(body) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if body.get("stream_options").is_some_and(|v| !v.is_null()) && !stream {
@@ -428,7 +438,7 @@ fn chat(body: &Value, headers: &HeaderMap, fault: &str, options: &Options) -> Re
 
 fn embeddings(body: &Value) -> Response<Body> {
     if let Err(r) = check_params(body, EMBEDDING_PARAMS) {
-        return r;
+        return *r;
     }
     let inputs: Vec<String> = match body.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
