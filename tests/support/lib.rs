@@ -135,7 +135,9 @@ impl TestRelay {
             std::thread::sleep(Duration::from_millis(100));
             return Err(format!("exit {status:?}; stderr:\n{}", logs.lock().unwrap()));
         };
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        // No client-side pooling: each request has its own connection, so the relay's task
+        // gauge does not depend on how many idle connections this client happens to keep.
+        let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http();
         Ok(TestRelay { addr, dir, child, logs, client })
     }
 
@@ -158,6 +160,52 @@ impl TestRelay {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Send a signal to the relay process (e.g. "TERM").
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{name} failed");
+    }
+
+    /// Wait for the process to exit, up to `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Live gauges that must come back to their baseline after any fault.
+    pub async fn gauges(&self) -> Gauges {
+        let m = self.metrics().await;
+        Gauges {
+            inflight: m.gauge("relay_inflight_requests"),
+            streams: m.gauge("relay_active_streams"),
+            upstream_connections: m.gauge("relay_upstream_connections_open"),
+            tasks: m.gauge("relay_runtime_alive_tasks"),
+        }
+    }
+
+    /// Wait until the gauges are back at `baseline`, or fail naming what stayed up.
+    pub async fn assert_back_to(&self, baseline: Gauges, within: Duration) {
+        let end = Instant::now() + within;
+        loop {
+            let g = self.gauges().await;
+            if g == baseline {
+                return;
+            }
+            if Instant::now() > end {
+                panic!("gauges did not return to baseline within {within:?}: now {g:?}, baseline {baseline:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -216,6 +264,25 @@ impl TestRelay {
 pub fn token_block(key: &str, models: &str) -> String {
     let models: Vec<String> = models.split(',').map(|m| format!("\"{}\"", m.trim())).collect();
     format!("[[token]]\nname = \"test\"\nkey = \"{key}\"\nmodels = [{}]\n", models.join(", "))
+}
+
+/// A config for fault tests: short pool idle time, so that every upstream connection is
+/// closed soon after use and "back to baseline" means zero open connections.
+pub const FAST_POOL: &str = "[limits]\npool_idle_timeout = 0.5\n";
+
+/// Start a relay for fault tests, make one good request on every channel so the pool and
+/// the client connection exist, wait for the pool to empty, and return the baseline.
+pub async fn relay_with_baseline(config: &str, warm_models: &[&str]) -> (TestRelay, Gauges) {
+    let config = format!("{FAST_POOL}{config}{}", token_block(CLIENT_KEY, "*"));
+    let relay = TestRelay::start(Setup { config: &config, adapters: &["openai"], env: &[] }).await;
+    for m in warm_models {
+        let a = relay.chat(&chat_body(m, "warm up", false)).await;
+        assert_eq!(a.status, StatusCode::OK, "warm-up on {m}: {}", a.text());
+    }
+    relay.wait_metrics(Duration::from_secs(10), |m| m.gauge("relay_upstream_connections_open") == 0.0).await;
+    let baseline = relay.gauges().await;
+    assert_eq!((baseline.inflight, baseline.streams, baseline.upstream_connections), (0.0, 0.0, 0.0));
+    (relay, baseline)
 }
 
 /// A `[[channel]]` table for the OpenAI adapter pointing at `base_url`.
@@ -277,6 +344,14 @@ pub fn joined_content(chunks: &[String]) -> String {
         .filter_map(|c| serde_json::from_str::<Value>(c).ok())
         .filter_map(|v| v.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_owned))
         .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gauges {
+    pub inflight: f64,
+    pub streams: f64,
+    pub upstream_connections: f64,
+    pub tasks: f64,
 }
 
 pub struct Metrics(pub String);

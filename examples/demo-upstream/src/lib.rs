@@ -7,6 +7,7 @@
 //! `headers` table), so one mock serves every scenario:
 //! - `x-mock-status: 429` answers that status with an OpenAI error body;
 //! - `x-mock-header-delay-ms: N` waits before the response head;
+//! - `x-mock-body-delay-ms: N` sends a non-stream head at once and its body N ms later;
 //! - `x-mock-chunks: N`, `x-mock-chunk-delay-ms: N` shape a stream;
 //! - `x-mock-fault: stall-after:N | drop-after:N | no-done | not-json | garbage-chunk`.
 
@@ -374,6 +375,17 @@ fn chat(body: &Value, headers: &HeaderMap, fault: &str, options: &Options) -> Re
                          "logprobs": null, "finish_reason": "stop"}],
             "usage": usage, "system_fingerprint": "fp_demo",
         });
+        if let Some(delay) = knob_ms(headers, "x-mock-body-delay-ms") {
+            // The head now, the body later: a vendor slow to finish a non-stream answer.
+            let bytes = Bytes::from(body.to_string());
+            let body = futures_util::stream::once(async move {
+                tokio::time::sleep(delay).await;
+                Ok::<_, std::io::Error>(Frame::data(bytes))
+            });
+            let mut r = Response::new(StreamBody::new(body).boxed_unsync());
+            r.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().expect("static"));
+            return r;
+        }
         return json_response(StatusCode::OK, body.to_string());
     }
 

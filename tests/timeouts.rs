@@ -1,0 +1,235 @@
+//! Every bound the host owns fires at its edge, answers the right way (504 before the
+//! first byte, an SSE error event without [DONE] after it), is counted by stage, and
+//! leaves nothing behind.
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use relay_tests::*;
+use serde_json::Value;
+
+/// Generous slack for a loaded 2-core machine: a bound must fire after its value and well
+/// before this much more.
+const SLACK: Duration = Duration::from_secs(3);
+
+fn assert_within(elapsed: Duration, bound: Duration) {
+    assert!(elapsed >= bound.mul_f64(0.9), "fired early: {elapsed:?} < {bound:?}");
+    assert!(elapsed < bound + SLACK, "fired late: {elapsed:?} for a bound of {bound:?}");
+}
+
+fn last_error(events: &[String]) -> String {
+    assert!(!events.iter().any(|e| e == "[DONE]"), "a cut stream must not end with [DONE]: {events:?}");
+    let v: Value = serde_json::from_str(events.last().expect("an error event")).expect("JSON error event");
+    v["error"]["message"].as_str().unwrap_or_else(|| panic!("not an error event: {v}")).to_string()
+}
+
+async fn mock() -> Mock {
+    Mock::start(Options::default()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_header_timeout_answers_504() {
+    let m = mock().await;
+    let slow = "headers = { \"x-mock-header-delay-ms\" = \"10000\" }\n[channel.timeouts]\nresponse_header = 0.5\n";
+    let config = [channel("ok", &m.base_url(), "ok", ""), channel("slow", &m.base_url(), "slow", slow)].concat();
+    let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
+
+    let t = Instant::now();
+    let a = relay.chat(&chat_body("slow", "hi", false)).await;
+    assert_within(t.elapsed(), Duration::from_millis(500));
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    let (msg, code) = a.openai_error();
+    assert_eq!(msg, "upstream response header timeout after 0.5 s on channel slow");
+    assert_eq!(code, "upstream_timeout");
+    let metrics = relay.metrics().await;
+    assert_eq!(metrics.value("relay_timeouts_total", &[("stage", "response_header")]), 1.0);
+    // The vendor connection is closed, not left waiting for the late answer.
+    relay.assert_back_to(baseline, Duration::from_secs(5)).await;
+    let end = Instant::now() + Duration::from_secs(2);
+    while m.stats.open_connections() > 0 && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(m.stats.open_connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_timeout_before_and_after_the_first_byte() {
+    let m = mock().await;
+    let before = "headers = { \"x-mock-header-delay-ms\" = \"10000\" }\n[channel.timeouts]\ntotal = 0.8\n";
+    let after = "headers = { \"x-mock-chunks\" = \"100\", \"x-mock-chunk-delay-ms\" = \"100\" }\n[channel.timeouts]\ntotal = 1\n";
+    let config = [
+        channel("ok", &m.base_url(), "ok", ""),
+        channel("head", &m.base_url(), "head", before),
+        channel("long", &m.base_url(), "long", after),
+    ]
+    .concat();
+    let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
+
+    let t = Instant::now();
+    let a = relay.chat(&chat_body("head", "hi", false)).await;
+    assert_within(t.elapsed(), Duration::from_millis(800));
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(a.openai_error().0, "total request timeout after 0.8 s on channel head");
+
+    let t = Instant::now();
+    let a = relay.chat(&chat_body("long", "a long answer", true)).await;
+    assert_within(t.elapsed(), Duration::from_secs(1));
+    assert_eq!(a.status, StatusCode::OK);
+    let events = a.sse_data();
+    assert!(events.len() > 2, "some chunks arrived before the cut: {events:?}");
+    assert_eq!(last_error(&events), "total request timeout after 1 s on channel long");
+    let metrics = relay.metrics().await;
+    assert_eq!(metrics.value("relay_timeouts_total", &[("stage", "total")]), 2.0);
+    relay.assert_back_to(baseline, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_stream_hits_the_idle_bound() {
+    let m = mock().await;
+    let stall = "headers = { \"x-mock-fault\" = \"stall-after:3\" }\n[channel.timeouts]\nstream_idle = 0.5\n";
+    let config = [channel("ok", &m.base_url(), "ok", ""), channel("stall", &m.base_url(), "stall", stall)].concat();
+    let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
+
+    let t = Instant::now();
+    let a = relay.chat(&chat_body("stall", "hi", true)).await;
+    assert_within(t.elapsed(), Duration::from_millis(500));
+    let events = a.sse_data();
+    assert_eq!(events.len(), 4, "three chunks, then the error: {events:?}");
+    assert_eq!(last_error(&events), "upstream stream idle timeout after 0.5 s on channel stall");
+    assert_eq!(relay.metrics().await.value("relay_timeouts_total", &[("stage", "stream_idle")]), 1.0);
+    relay.assert_back_to(baseline, Duration::from_secs(5)).await;
+    assert_eq!(m.stats.open_connections(), 0, "the stalled vendor connection is closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_dropping_mid_stream_is_an_error_not_a_finish() {
+    let m = mock().await;
+    let config = [
+        channel("ok", &m.base_url(), "ok", ""),
+        channel(
+            "drop",
+            &m.base_url(),
+            "drop",
+            "headers = { \"x-mock-fault\" = \"drop-after:3\", \"x-mock-chunk-delay-ms\" = \"50\" }",
+        ),
+        channel("nodone", &m.base_url(), "nodone", "headers = { \"x-mock-fault\" = \"no-done\" }"),
+        channel("garbage", &m.base_url(), "garbage", "headers = { \"x-mock-fault\" = \"garbage-chunk\" }"),
+    ]
+    .concat();
+    let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
+
+    let a = relay.chat(&chat_body("drop", "hi", true)).await;
+    assert_eq!(a.status, StatusCode::OK, "the stream had started: {}", a.text());
+    let msg = last_error(&a.sse_data());
+    assert!(msg.contains("mid-stream on channel drop"), "{msg}");
+    let a = relay.chat(&chat_body("nodone", "hi", true)).await;
+    let msg = last_error(&a.sse_data());
+    assert!(msg.contains("before [DONE]"), "{msg}");
+    let a = relay.chat(&chat_body("garbage", "hi", true)).await;
+    let msg = last_error(&a.sse_data());
+    assert!(msg.contains("adapter 'openai'") && msg.contains("not JSON"), "{msg}");
+    relay.assert_back_to(baseline, Duration::from_secs(5)).await;
+    let logs = relay.wait_log("channel=\"garbage\"").await;
+    assert!(logs.contains("channel=\"drop\"") && logs.contains("status=502"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_that_never_completes_fails_at_the_tls_bound() {
+    // Accepts TCP and says nothing: the handshake can only time out.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut socks = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            socks.push(s);
+        }
+    });
+    let m = mock().await;
+    let tls = "[channel.timeouts]\ntls_handshake = 0.5\n";
+    let config =
+        [channel("ok", &m.base_url(), "ok", ""), channel("tls", &format!("https://{addr}/v1"), "tls", tls)].concat();
+    let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
+
+    let t = Instant::now();
+    let a = relay.chat(&chat_body("tls", "hi", false)).await;
+    assert_within(t.elapsed(), Duration::from_millis(500));
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(a.openai_error().0, "upstream TLS handshake timeout after 0.5 s on channel tls");
+    assert_eq!(relay.metrics().await.value("relay_timeouts_total", &[("stage", "tls_handshake")]), 1.0);
+    relay.assert_back_to(baseline, Duration::from_secs(5)).await;
+    held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_that_never_completes_fails_at_the_connect_bound() {
+    // A listener that never accepts, with its queue already full: the kernel drops new
+    // SYNs, so a connect hangs, all on loopback.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = sock.listen(0).unwrap();
+    let addr = full.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let m = mock().await;
+    let slow = "[channel.timeouts]\nconnect = 0.5\n";
+    let config =
+        [channel("ok", &m.base_url(), "ok", ""), channel("syn", &format!("http://{addr}/v1"), "syn", slow)].concat();
+    let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
+
+    let t = Instant::now();
+    let a = relay.chat(&chat_body("syn", "hi", false)).await;
+    assert_within(t.elapsed(), Duration::from_millis(500));
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT, "{}", a.text());
+    assert_eq!(a.openai_error().0, "upstream connect timeout after 0.5 s on channel syn");
+    assert_eq!(relay.metrics().await.value("relay_timeouts_total", &[("stage", "connect")]), 1.0);
+    relay.assert_back_to(baseline, Duration::from_secs(5)).await;
+    drop(full);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_body_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = mock().await;
+    let config = format!("[timeouts]\nclient_body = 0.5\n{}", channel("ok", &m.base_url(), "ok", ""));
+    let config = config.replacen("[timeouts]", "[timeouts]", 1);
+    let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
+    let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\ncontent-length: 100\r\n\r\n{{\"model\""
+    );
+    let t = Instant::now();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
+    assert_within(t.elapsed(), Duration::from_millis(500));
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("was not received within 0.5 s"), "{text}");
+    drop(s);
+    relay.assert_back_to(baseline, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_minute_shaped_stream_completes_intact() {
+    // Time-compressed: 40 chunks 150 ms apart span 6 s, twelve times the idle bound, and
+    // stay inside the total bound; every chunk must arrive, then [DONE].
+    let m = mock().await;
+    let long = "headers = { \"x-mock-chunks\" = \"40\", \"x-mock-chunk-delay-ms\" = \"150\" }\n\
+                [channel.timeouts]\nstream_idle = 0.5\ntotal = 30\n";
+    let config = [channel("ok", &m.base_url(), "ok", ""), channel("long", &m.base_url(), "long", long)].concat();
+    let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
+    let text = "a long answer that arrives slowly but steadily over many chunks";
+    let t = Instant::now();
+    let a = relay.chat(&chat_body("long", text, true)).await;
+    assert!(t.elapsed() >= Duration::from_secs(5), "{:?}", t.elapsed());
+    let events = a.sse_data();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{}", a.text());
+    assert_eq!(joined_content(&events), format!("Hello from the demo upstream! You said: {text}"));
+    assert!(events.len() >= 30, "{}", events.len());
+    relay.assert_back_to(baseline, Duration::from_secs(5)).await;
+}
