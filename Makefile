@@ -9,7 +9,7 @@ FIXTURES := misbehave
 RELAY   := target/release/relay
 DEMO    := target/release/demo-upstream
 
-.PHONY: all build host plugins fixtures run test lint fmt clean toolchain
+.PHONY: all build host plugins fixtures run test soak lint fmt clean toolchain
 
 all: build
 
@@ -44,6 +44,11 @@ run: build
 ## test: unit tests, adapter tests and end-to-end tests against the real binary
 test: build fixtures
 	$(CARGO) test --release --locked --workspace
+
+## soak: 20,000 mixed requests (30% client aborts, stalls, header timeouts, vendor drops)
+soak: build
+	SOAK_REQUESTS=20000 SOAK_WARMUP=6000 SOAK_CONCURRENCY=250 SOAK_STRICT=1 \
+	  $(CARGO) test --release --locked -p relay-tests --test soak -- --nocapture
 
 lint: toolchain
 	$(CARGO) fmt --all -- --check

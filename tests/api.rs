@@ -325,3 +325,31 @@ async fn invalid_config_stops_startup_naming_key_and_line() {
         .expect("must not start");
     assert!(err.contains("RELAY_TIMEOUT"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_command_prints_the_live_gauges() {
+    let m = mock().await;
+    let relay = TestRelay::openai(&channel("main", &m.base_url(), "demo-gpt", "")).await;
+    assert_eq!(relay.chat(&chat_body("demo-gpt", "hi", false)).await.status, StatusCode::OK);
+    let url = format!("http://{}", relay.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(workspace_root().join("target/release/relay"))
+            .args(["status", "--url", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = String::from_utf8_lossy(&out.stdout);
+    for key in ["inflight=0", "streams=0", "tasks=", "upstream_conns=", "rss_mib=", "requests=1"] {
+        assert!(line.contains(key), "{key} missing: {line}");
+    }
+    // An unreachable relay is a clear error, not a hang.
+    let out = std::process::Command::new(workspace_root().join("target/release/relay"))
+        .args(["status", "--url", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+}
