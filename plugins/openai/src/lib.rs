@@ -7,29 +7,13 @@
 //! Channel settings: `organization` (OpenAI-Organization header), `project`
 //! (OpenAI-Project header).
 
-use std::cell::RefCell;
-
+use relay_plugin_kit::prelude::*;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
-
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "adapter-plugin",
-});
-
-use exports::relay::adapter::adapter::{Guest, GuestStreamTransformer};
-use relay::adapter::types::{
-    AdapterError, AuthScheme, CallContext, Endpoint, Header, PluginInfo, RelayResponse, StreamEnd, StreamEvent,
-    StreamFormat, StreamOutput, UpstreamRequest, UpstreamResponse, Usage,
-};
-
-/// How much of a non-JSON vendor error body is quoted back to the client.
-const MAX_QUOTED_BODY: usize = 512;
 
 pub struct OpenAi;
 
-impl Guest for OpenAi {
-    type StreamTransformer = Transformer;
+impl Adapter for OpenAi {
+    type Stream = Passthrough;
 
     fn info() -> PluginInfo {
         PluginInfo {
@@ -42,104 +26,29 @@ impl Guest for OpenAi {
         }
     }
 
-    fn transform_request(ctx: CallContext, body: String) -> Result<UpstreamRequest, AdapterError> {
+    fn transform_request(ctx: &CallContext, body: &str) -> Result<UpstreamRequest, AdapterError> {
         let path = match ctx.endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
         };
         let mut headers = Vec::new();
         for (key, name) in [("organization", "openai-organization"), ("project", "openai-project")] {
-            if let Some((_, v)) = ctx.settings.iter().find(|(k, _)| k == key) {
-                headers.push(Header { name: name.into(), value: v.clone() });
+            if let Some(v) = ctx.setting(key) {
+                headers.push(Header { name: name.into(), value: v.into() });
             }
         }
         if ctx.stream {
             headers.push(Header { name: "accept".into(), value: "text/event-stream".into() });
         }
-        Ok(UpstreamRequest { method: "POST".into(), path: path.into(), headers, body })
+        Ok(UpstreamRequest { method: "POST".into(), path: path.into(), headers, body: body.into() })
     }
-
-    fn transform_response(_ctx: CallContext, resp: UpstreamResponse) -> Result<RelayResponse, AdapterError> {
-        if (200..300).contains(&resp.status) {
-            let probe: UsageProbe = serde_json::from_str(&resp.body).map_err(|e| {
-                AdapterError::InvalidUpstream(format!(
-                    "the vendor answered {} with a body that is not JSON: {e}",
-                    resp.status
-                ))
-            })?;
-            return Ok(RelayResponse { status: resp.status, usage: probe.usage.map(Into::into), body: resp.body });
-        }
-        Ok(RelayResponse { status: resp.status, body: error_body(resp.status, &resp.body), usage: None })
-    }
-}
-
-/// Vendor errors stay in OpenAI's shape: kept as they are when they already are, wrapped
-/// when the vendor (or a proxy in front of it) sent something else.
-pub fn error_body(status: u16, body: &str) -> String {
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
-        match v.get("error") {
-            Some(e) if e.is_object() && e.get("message").is_some() => return body.to_string(),
-            Some(serde_json::Value::String(m)) => return wrap_error(status, m),
-            _ => {}
-        }
-        if let Some(m) = v.get("message").and_then(|m| m.as_str()) {
-            return wrap_error(status, m);
-        }
-    }
-    let mut quoted = body.trim().to_string();
-    if quoted.len() > MAX_QUOTED_BODY {
-        let mut cut = MAX_QUOTED_BODY;
-        while !quoted.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        quoted.truncate(cut);
-        quoted.push_str("...");
-    }
-    let msg = if quoted.is_empty() {
-        format!("the vendor answered {status} with an empty body")
-    } else {
-        format!("the vendor answered {status}: {quoted}")
-    };
-    wrap_error(status, &msg)
-}
-
-fn wrap_error(status: u16, message: &str) -> String {
-    let kind = match status {
-        400 | 404 | 413 | 422 => "invalid_request_error",
-        401 | 403 => "authentication_error",
-        429 => "rate_limit_error",
-        _ => "api_error",
-    };
-    serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": null}}).to_string()
-}
-
-#[derive(Deserialize)]
-struct UsageProbe {
-    usage: Option<WireUsage>,
-}
-
-#[derive(Deserialize)]
-struct WireUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    total_tokens: u64,
-}
-
-impl From<WireUsage> for Usage {
-    fn from(u: WireUsage) -> Usage {
-        Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total_tokens }
-    }
+    // transform_response: the kit's default (pass success through, keep errors OpenAI-shaped).
 }
 
 #[derive(Deserialize)]
 struct ChunkProbe {
-    usage: Option<WireUsage>,
+    usage: Option<openai::WireUsage>,
     error: Option<ErrorProbe>,
-    #[serde(rename = "choices")]
-    _choices: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -148,54 +57,45 @@ struct ErrorProbe {
 }
 
 /// Chunks are already OpenAI chunks: each is checked, scanned for usage and forwarded.
-pub struct Transformer {
-    state: RefCell<State>,
-}
-
 #[derive(Default)]
-struct State {
+pub struct Passthrough {
     done: bool,
-    usage: Option<(u64, u64, u64)>,
+    usage: Option<Usage>,
 }
 
-impl GuestStreamTransformer for Transformer {
-    fn new(_ctx: CallContext) -> Self {
-        Transformer { state: RefCell::new(State::default()) }
+impl StreamAdapter for Passthrough {
+    fn new(_ctx: &CallContext) -> Self {
+        Passthrough::default()
     }
 
-    fn push(&self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
-        let mut st = self.state.borrow_mut();
+    fn push(&mut self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
         let data = event.data.trim();
         if data == "[DONE]" {
-            st.done = true;
+            self.done = true;
             return Ok(StreamOutput { chunks: vec![], done: true, usage: None });
         }
-        let probe: ChunkProbe = serde_json::from_str(data)
-            .map_err(|e| AdapterError::InvalidUpstream(format!("a stream chunk is not JSON: {e}")))?;
+        let probe: ChunkProbe =
+            serde_json::from_str(data).map_err(|e| invalid_upstream(format!("a stream chunk is not JSON: {e}")))?;
         if let Some(err) = probe.error {
             let msg = err.message.unwrap_or_else(|| "the vendor sent an error event".into());
-            return Err(AdapterError::InvalidUpstream(format!("the vendor ended the stream with an error: {msg}")));
+            return Err(invalid_upstream(format!("the vendor ended the stream with an error: {msg}")));
         }
         let usage = probe.usage.map(Usage::from);
-        if let Some(u) = &usage {
-            st.usage = Some((u.prompt_tokens, u.completion_tokens, u.total_tokens));
+        if usage.is_some() {
+            self.usage = usage;
         }
         Ok(StreamOutput { chunks: vec![event.data], done: false, usage })
     }
 
-    fn finish(&self) -> Result<StreamEnd, AdapterError> {
-        let st = self.state.borrow();
-        if !st.done {
-            return Err(AdapterError::InvalidUpstream("the vendor's stream ended before [DONE]".into()));
+    fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
+        if !self.done {
+            return Err(invalid_upstream("the vendor's stream ended before [DONE]"));
         }
-        let usage = st.usage.map(|(p, c, t)| Usage { prompt_tokens: p, completion_tokens: c, total_tokens: t });
-        Ok(StreamEnd { chunks: vec![], usage })
+        Ok(StreamEnd { chunks: vec![], usage: self.usage })
     }
 }
 
-// Exported symbols only mean something in the component; native builds run the unit tests.
-#[cfg(target_arch = "wasm32")]
-export!(OpenAi);
+relay_plugin_kit::export_adapter!(OpenAi);
 
 #[cfg(test)]
 mod tests {
@@ -215,54 +115,35 @@ mod tests {
     #[test]
     fn request_passes_through_with_paths_and_headers() {
         let body = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
-        let r =
-            OpenAi::transform_request(ctx(Endpoint::ChatCompletions, false, &[("organization", "org-1")]), body.into())
-                .unwrap();
+        let r = OpenAi::transform_request(&ctx(Endpoint::ChatCompletions, false, &[("organization", "org-1")]), body)
+            .unwrap();
         assert_eq!(r.path, "/chat/completions");
         assert_eq!(r.body, body);
         assert_eq!(r.headers.len(), 1);
         assert_eq!((r.headers[0].name.as_str(), r.headers[0].value.as_str()), ("openai-organization", "org-1"));
-        let r = OpenAi::transform_request(ctx(Endpoint::Embeddings, false, &[]), "{}".into()).unwrap();
+        let r = OpenAi::transform_request(&ctx(Endpoint::Embeddings, false, &[]), "{}").unwrap();
         assert_eq!(r.path, "/embeddings");
     }
 
     #[test]
     fn response_usage_and_errors() {
+        let c = ctx(Endpoint::ChatCompletions, false, &[]);
         let ok = r#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#;
-        let r = OpenAi::transform_response(
-            ctx(Endpoint::ChatCompletions, false, &[]),
-            UpstreamResponse { status: 200, headers: vec![], body: ok.into() },
-        )
-        .unwrap();
+        let r = OpenAi::transform_response(&c, UpstreamResponse { status: 200, headers: vec![], body: ok.into() })
+            .unwrap();
         assert_eq!(r.usage.unwrap().total_tokens, 8);
         assert_eq!(r.body, ok);
-
-        let bad = OpenAi::transform_response(
-            ctx(Endpoint::ChatCompletions, false, &[]),
-            UpstreamResponse { status: 200, headers: vec![], body: "<html>".into() },
-        );
+        let bad = OpenAi::transform_response(&c, UpstreamResponse { status: 200, headers: vec![], body: "<html>".into() });
         assert!(matches!(bad, Err(AdapterError::InvalidUpstream(_))));
-
-        let vendor =
-            r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
-        let r = OpenAi::transform_response(
-            ctx(Endpoint::ChatCompletions, false, &[]),
-            UpstreamResponse { status: 429, headers: vec![], body: vendor.into() },
-        )
-        .unwrap();
+        let vendor = r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+        let r = OpenAi::transform_response(&c, UpstreamResponse { status: 429, headers: vec![], body: vendor.into() })
+            .unwrap();
         assert_eq!((r.status, r.body.as_str()), (429, vendor));
-
-        let html = error_body(502, "<html>Bad Gateway</html>");
-        let v: serde_json::Value = serde_json::from_str(&html).unwrap();
-        assert!(v["error"]["message"].as_str().unwrap().contains("Bad Gateway"));
-        let v: serde_json::Value = serde_json::from_str(&error_body(400, r#"{"error":"bad thing"}"#)).unwrap();
-        assert_eq!(v["error"]["message"], "bad thing");
-        assert_eq!(v["error"]["type"], "invalid_request_error");
     }
 
     #[test]
     fn stream_needs_done() {
-        let t = Transformer::new(ctx(Endpoint::ChatCompletions, true, &[]));
+        let mut t = Passthrough::new(&ctx(Endpoint::ChatCompletions, true, &[]));
         let chunk = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}]}"#;
         let o = t.push(StreamEvent { event: None, data: chunk.into() }).unwrap();
         assert_eq!(o.chunks, vec![chunk.to_string()]);

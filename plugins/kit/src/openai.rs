@@ -1,0 +1,351 @@
+//! OpenAI Chat Completions shapes: what clients send, and builders for what they expect
+//! back (completions, stream chunks, usage), so adapters map vendor shapes onto them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::{AdapterError, Usage};
+
+/// A chat completions request as clients send it. Fields no adapter needs to read stay in
+/// `extra`, so an adapter can refuse the ones its vendor cannot take, by name.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<Value>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    #[serde(default)]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default)]
+    pub tool_choice: Option<ToolChoice>,
+    #[serde(default)]
+    pub n: Option<u32>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ChatRequest {
+    pub fn parse(body: &str) -> Result<ChatRequest, AdapterError> {
+        serde_json::from_str(body).map_err(|e| AdapterError::InvalidRequest(format!("invalid chat request: {e}")))
+    }
+
+    /// `max_completion_tokens`, else the older `max_tokens`.
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// Refuse any field in `extra` not listed in `tolerated`, naming it: a vendor that
+    /// cannot honour a parameter must not silently ignore it.
+    pub fn reject_extra(&self, tolerated: &[&str], vendor: &str) -> Result<(), AdapterError> {
+        match self.extra.iter().find(|(k, v)| !v.is_null() && !tolerated.contains(&k.as_str())) {
+            Some((k, _)) => Err(AdapterError::Unsupported(format!("'{k}' is not supported by {vendor}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<Content>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+impl Content {
+    /// The text of the content, parts joined; non-text parts are skipped.
+    pub fn text(&self) -> String {
+        match self {
+            Content::Text(t) => t.clone(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    ContentPart::Text { text } => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    Text { text: String },
+    ImageUrl { image_url: ImageUrl },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageUrl {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A `data:` URL split into media type and base64 data.
+pub fn parse_data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media = meta.strip_suffix(";base64")?;
+    Some((media, data))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s],
+            Stop::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionDef,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionDef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ToolChoice {
+    /// `"none"`, `"auto"` or `"required"`.
+    Mode(String),
+    Named(NamedToolChoice),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamedToolChoice {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: NamedFunction,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamedFunction {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    /// JSON text, as OpenAI sends it.
+    pub arguments: String,
+}
+
+/// Usage in OpenAI's JSON shape.
+pub fn usage_json(u: &Usage) -> Value {
+    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
+}
+
+/// The `usage` of an OpenAI-shaped body, checking that the body is JSON.
+pub fn usage_of(body: &str) -> Result<Option<Usage>, AdapterError> {
+    #[derive(Deserialize)]
+    struct Probe {
+        usage: Option<WireUsage>,
+    }
+    let p: Probe = serde_json::from_str(body)
+        .map_err(|e| AdapterError::InvalidUpstream(format!("the vendor's answer is not JSON: {e}")))?;
+    Ok(p.usage.map(Into::into))
+}
+
+#[derive(Deserialize)]
+pub struct WireUsage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Usage {
+        Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total_tokens }
+    }
+}
+
+pub fn usage(prompt: u64, completion: u64) -> Usage {
+    Usage { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
+}
+
+/// A non-stream completion with one choice.
+pub fn completion(
+    id: &str,
+    created: u64,
+    model: &str,
+    content: Option<&str>,
+    tool_calls: &[ToolCall],
+    finish_reason: &str,
+    usage: Option<&Usage>,
+) -> String {
+    let mut message = json!({"role": "assistant", "content": content, "refusal": null});
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = serde_json::to_value(tool_calls).unwrap_or(Value::Null);
+    }
+    let mut v = json!({
+        "id": id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish_reason}],
+    });
+    if let Some(u) = usage {
+        v["usage"] = usage_json(u);
+    }
+    v.to_string()
+}
+
+/// Builds `chat.completion.chunk` documents with one id, creation time and model, as
+/// OpenAI streams them.
+#[derive(Debug, Clone)]
+pub struct ChunkBuilder {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    /// With `include_usage`, OpenAI sets `"usage": null` on every chunk but the last.
+    pub include_usage: bool,
+}
+
+impl ChunkBuilder {
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> String {
+        let mut v = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+        });
+        if self.include_usage {
+            v["usage"] = Value::Null;
+        }
+        v.to_string()
+    }
+
+    /// The first chunk: the assistant role.
+    pub fn role(&self) -> String {
+        self.chunk(json!({"role": "assistant", "content": ""}), None)
+    }
+
+    pub fn content(&self, text: &str) -> String {
+        self.chunk(json!({"content": text}), None)
+    }
+
+    /// A tool call begins: its index, id and function name.
+    pub fn tool_call_start(&self, index: u32, id: &str, name: &str) -> String {
+        self.chunk(
+            json!({"tool_calls": [{"index": index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+            None,
+        )
+    }
+
+    /// More of a tool call's JSON arguments.
+    pub fn tool_call_arguments(&self, index: u32, fragment: &str) -> String {
+        self.chunk(json!({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}), None)
+    }
+
+    pub fn finish(&self, reason: &str) -> String {
+        self.chunk(json!({}), Some(reason))
+    }
+
+    /// The final usage chunk (`choices: []`), sent when the client asked for usage.
+    pub fn usage(&self, u: &Usage) -> String {
+        json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [], "usage": usage_json(u),
+        })
+        .to_string()
+    }
+}
+
+/// Seconds since the epoch (the WASI wall clock), for `created` when the vendor gives none.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_common_request_shapes() {
+        let body = r#"{"model":"m","messages":[
+            {"role":"system","content":"s"},
+            {"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"42"}],
+            "stop":"END","tool_choice":{"type":"function","function":{"name":"f"}},"logit_bias":{"1":2}}"#;
+        let r = ChatRequest::parse(body).unwrap();
+        assert_eq!(r.messages.len(), 4);
+        assert_eq!(r.messages[1].content.as_ref().unwrap().text(), "hi");
+        assert!(matches!(r.stop, Some(Stop::One(ref s)) if s == "END"));
+        assert!(matches!(r.tool_choice, Some(ToolChoice::Named(ref n)) if n.function.name == "f"));
+        let err = r.reject_extra(&[], "Vendor").unwrap_err();
+        assert!(matches!(err, AdapterError::Unsupported(m) if m.contains("logit_bias")));
+        assert_eq!(parse_data_url("data:image/png;base64,AAAA"), Some(("image/png", "AAAA")));
+    }
+
+    #[test]
+    fn chunks_have_one_id_and_usage_nulls() {
+        let b = ChunkBuilder { id: "c".into(), created: 1, model: "m".into(), include_usage: true };
+        let v: Value = serde_json::from_str(&b.content("x")).unwrap();
+        assert_eq!(v["choices"][0]["delta"]["content"], "x");
+        assert!(v["usage"].is_null() && v.get("usage").is_some());
+        let v: Value = serde_json::from_str(&b.usage(&usage(1, 2))).unwrap();
+        assert_eq!(v["usage"]["total_tokens"], 3);
+        assert_eq!(v["choices"], json!([]));
+    }
+}
