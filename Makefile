@@ -3,7 +3,7 @@
 
 CARGO   ?= cargo
 WASM    := wasm32-wasip2
-PLUGINS := openai
+PLUGINS := openai anthropic gemini azure
 # Misbehaving adapters for the tests; never copied into plugins.d.
 FIXTURES := misbehave
 RELAY   := target/release/relay

@@ -80,10 +80,14 @@ mod tests {
 
     #[test]
     fn vendor_errors_become_openai_shaped() {
-        let openai = r#"{"error":{"message":"Rate limit","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+        let openai =
+            r#"{"error":{"message":"Rate limit","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
         assert_eq!(openai_error_body(429, openai), openai);
         let v: Value = serde_json::from_str(&openai_error_body(400, r#"{"error":"bad thing"}"#)).unwrap();
-        assert_eq!((v["error"]["message"].as_str(), v["error"]["type"].as_str()), (Some("bad thing"), Some("invalid_request_error")));
+        assert_eq!(
+            (v["error"]["message"].as_str(), v["error"]["type"].as_str()),
+            (Some("bad thing"), Some("invalid_request_error"))
+        );
         let v: Value = serde_json::from_str(&openai_error_body(502, "<html>Bad Gateway</html>")).unwrap();
         assert_eq!(v["error"]["message"], "the vendor answered 502: <html>Bad Gateway</html>");
         let long = "é".repeat(600);

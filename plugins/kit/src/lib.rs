@@ -70,7 +70,11 @@ pub trait Adapter: 'static {
             let usage = openai::usage_of(&resp.body)?;
             Ok(RelayResponse { status: resp.status, body: resp.body, usage })
         } else {
-            Ok(RelayResponse { status: resp.status, body: error::openai_error_body(resp.status, &resp.body), usage: None })
+            Ok(RelayResponse {
+                status: resp.status,
+                body: error::openai_error_body(resp.status, &resp.body),
+                usage: None,
+            })
         }
     }
 }

@@ -129,13 +129,15 @@ mod tests {
     fn response_usage_and_errors() {
         let c = ctx(Endpoint::ChatCompletions, false, &[]);
         let ok = r#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#;
-        let r = OpenAi::transform_response(&c, UpstreamResponse { status: 200, headers: vec![], body: ok.into() })
-            .unwrap();
+        let r =
+            OpenAi::transform_response(&c, UpstreamResponse { status: 200, headers: vec![], body: ok.into() }).unwrap();
         assert_eq!(r.usage.unwrap().total_tokens, 8);
         assert_eq!(r.body, ok);
-        let bad = OpenAi::transform_response(&c, UpstreamResponse { status: 200, headers: vec![], body: "<html>".into() });
+        let bad =
+            OpenAi::transform_response(&c, UpstreamResponse { status: 200, headers: vec![], body: "<html>".into() });
         assert!(matches!(bad, Err(AdapterError::InvalidUpstream(_))));
-        let vendor = r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+        let vendor =
+            r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
         let r = OpenAi::transform_response(&c, UpstreamResponse { status: 429, headers: vec![], body: vendor.into() })
             .unwrap();
         assert_eq!((r.status, r.body.as_str()), (429, vendor));

@@ -1,0 +1,1 @@
+//! End-to-end tests of the azure adapter (to be written).
