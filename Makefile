@@ -4,8 +4,8 @@
 CARGO   ?= cargo
 WASM    := wasm32-wasip2
 PLUGINS := openai anthropic gemini azure
-# Misbehaving adapters for the tests; never copied into plugins.d.
-FIXTURES := misbehave
+# Adapters for the tests only (target/fixtures); never copied into plugins.d.
+FIXTURES := misbehave future-contract
 RELAY   := target/release/relay
 DEMO    := target/release/demo-upstream
 
@@ -29,6 +29,14 @@ plugins: toolchain
 
 fixtures: toolchain
 	$(CARGO) build --locked --profile plugin --target $(WASM) $(foreach p,$(FIXTURES),-p $(p)-adapter)
+	@mkdir -p target/fixtures
+	@for p in $(FIXTURES); do cp target/$(WASM)/plugin/$$(echo $$p | tr - _)_adapter.wasm target/fixtures/$$p.wasm; done
+	@# The hot-reload fixture, built three times: two versions to swap, one whose info() traps.
+	@for tag in a b trap; do \
+	  FIXTURE_TAG=$$tag $(CARGO) build --locked --profile plugin --target $(WASM) -p tagged-adapter && \
+	  cp target/$(WASM)/plugin/tagged_adapter.wasm target/fixtures/tagged-$$tag.wasm || exit 1; \
+	done
+	@ls target/fixtures
 
 ## run: the demo upstream on 127.0.0.1:8081 and the relay on 127.0.0.1:3000
 run: build
@@ -53,7 +61,7 @@ soak: build
 lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
-	$(CARGO) clippy --locked --target $(WASM) $(foreach p,$(PLUGINS) $(FIXTURES),-p $(p)-adapter) -- -D warnings
+	$(CARGO) clippy --locked --target $(WASM) $(foreach p,$(PLUGINS) $(FIXTURES) tagged,-p $(p)-adapter) -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

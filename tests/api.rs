@@ -121,7 +121,9 @@ async fn client_errors_are_openai_shaped() {
     let ok = chat_body("demo-gpt", "hi", false).to_string();
     let chat = "/v1/chat/completions";
 
-    let cases: Vec<(&str, Option<&str>, String, StatusCode, Option<&str>)> = vec![
+    // (what, client key, body, expected status, expected error code)
+    type Case<'a> = (&'a str, Option<&'a str>, String, StatusCode, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         ("no key", None, ok.clone(), StatusCode::UNAUTHORIZED, Some("invalid_api_key")),
         ("wrong key", Some("sk-nope"), ok.clone(), StatusCode::UNAUTHORIZED, Some("invalid_api_key")),
         (

@@ -196,7 +196,6 @@ async fn slow_client_body_gets_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let m = mock().await;
     let config = format!("[timeouts]\nclient_body = 0.5\n{}", channel("ok", &m.base_url(), "ok", ""));
-    let config = config.replacen("[timeouts]", "[timeouts]", 1);
     let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
     let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
     let head = format!(

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ProcessEnv};
 use crate::metrics::Metrics;
-use crate::plugin::{Engine, PluginLimits, Registry};
+use crate::plugin::{Engine, Loader, PluginLimits, Registry};
 use crate::relay::Relay;
 use crate::route::Snapshot;
 
@@ -37,6 +37,21 @@ pub enum Command {
         /// The relay's address.
         #[arg(long, default_value = "http://127.0.0.1:3000")]
         url: String,
+    },
+    /// Adapter tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Validate an adapter against the contract, print its metadata and run a smoke
+    /// transform; exits non-zero with the reason when the file is unfit.
+    Check {
+        /// The adapter component (.wasm).
+        file: PathBuf,
     },
 }
 
@@ -66,7 +81,8 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     })
     .context("cannot start the WebAssembly engine")?;
     let registry = Arc::new(Registry::default());
-    let report = registry.load_dir(&engine, &config.plugin_dir, &metrics).await?;
+    let loader = Loader::new(engine.clone(), Some(&config.data_dir.join("cache")), metrics.clone())?;
+    let report = registry.reconcile(&loader, &config.plugin_dir).await?;
     if report.loaded.is_empty() {
         tracing::warn!(dir = %config.plugin_dir.display(), "no adapter loaded: every request will get 503");
     }
@@ -81,13 +97,17 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     let addr = listener.local_addr()?;
     let grace = config.limits.shutdown_grace;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let snapshot = Snapshot::new(config, crate::upstream::tls_config(), metrics.clone());
-    let relay = Arc::new(Relay::new(snapshot, registry, metrics, stop_rx));
+    let tls = crate::upstream::tls_config();
+    let snapshot = Snapshot::new(config, tls.clone(), metrics.clone());
+    let relay = Arc::new(Relay::new(snapshot, registry.clone(), metrics.clone(), stop_rx));
+    let reloader =
+        crate::watch::Reloader { relay: relay.clone(), registry, loader, config_path, tls, metrics }.spawn()?;
 
     tracing::info!(%addr, adapters = report.loaded.len(), "relay listening");
     // A fixed line on stdout for people and scripts (tests read the port from it).
     println!("relay listening on http://{addr}");
     crate::server::serve(listener, relay, shutdown_signal(), grace, stop_tx).await;
+    reloader.abort();
     tracing::info!("relay stopped");
     // The engine's epoch thread ends with it.
     drop(engine);
@@ -138,5 +158,84 @@ pub async fn status(url: &str) -> Result<()> {
         value("relay_client_disconnects_total "),
         value("relay_requests_total{"),
     );
+    Ok(())
+}
+
+/// `relay plugin check FILE`: everything the host does before serving an adapter, plus a
+/// smoke transform, with a verdict a plugin author can act on.
+pub async fn plugin_check(file: &std::path::Path) -> Result<()> {
+    use crate::plugin::{AuthScheme, CallContext, Endpoint, StreamFormat};
+    let metrics = Arc::new(Metrics::default());
+    let engine = Engine::new(PluginLimits {
+        memory: crate::config::DEFAULT_PLUGIN_MEMORY,
+        call_timeout: crate::config::DEFAULT_PLUGIN_CALL_TIMEOUT,
+    })?;
+    let loader = Loader::new(engine, None, metrics)?;
+    let plugin =
+        Arc::new(loader.load(file).await.with_context(|| format!("{} is not a usable adapter", file.display()))?);
+    let info = &plugin.info;
+    println!("file:          {}", file.display());
+    println!("sha256:        {}", plugin.sha256);
+    println!("name:          {}", info.name);
+    println!("version:       {}", info.version);
+    println!("description:   {}", info.description);
+    let endpoints: Vec<&str> = info
+        .endpoints
+        .iter()
+        .map(|e| match e {
+            Endpoint::ChatCompletions => "chat-completions",
+            Endpoint::Embeddings => "embeddings",
+        })
+        .collect();
+    println!("endpoints:     {}", endpoints.join(", "));
+    let auth = match &info.auth {
+        AuthScheme::Bearer => "authorization: Bearer <key>".to_string(),
+        AuthScheme::Header(h) => format!("{h}: <key>"),
+        AuthScheme::Query(q) => format!("?{q}=<key>"),
+        AuthScheme::None => "none".to_string(),
+    };
+    println!("auth:          {auth}");
+    let format = match info.stream_format {
+        StreamFormat::Sse => "sse",
+        StreamFormat::Ndjson => "ndjson",
+    };
+    println!("stream format: {format}");
+
+    // Smoke: a minimal chat request must become a request with a plain path, and a
+    // stream transformer must open and close, all within the sandbox's limits.
+    let ctx = CallContext {
+        request_id: "plugin-check".into(),
+        endpoint: Endpoint::ChatCompletions,
+        model: "smoke-test-model".into(),
+        stream: false,
+        include_usage: false,
+        settings: Vec::new(),
+    };
+    if info.endpoints.contains(&Endpoint::ChatCompletions) {
+        let body = r#"{"model":"smoke-test-model","messages":[{"role":"user","content":"Hello"}],"max_tokens":16}"#;
+        let req = plugin
+            .transform_request(&ctx, body)
+            .await
+            .map_err(|e| anyhow::anyhow!("smoke transform-request failed: {}", e.into_relay(&info.name).message))?;
+        if !req.path.starts_with('/') || req.path.starts_with("//") || req.path.contains("://") {
+            bail!(
+                "smoke transform-request produced the path '{}': it must be a plain path starting with '/'",
+                req.path
+            );
+        }
+        println!("smoke:         transform-request -> {} {} ({} bytes)", req.method, req.path, req.body.len());
+        let mut session = plugin.open_stream(&CallContext { stream: true, ..ctx }).await.map_err(|e| {
+            anyhow::anyhow!("opening a stream transformer failed: {}", e.into_relay(&info.name).message)
+        })?;
+        // A stream that ends before any event: an adapter may call that an error, but it
+        // must answer, not trap.
+        match session.finish().await {
+            Ok(_) | Err(crate::plugin::CallError::Adapter(_)) => {
+                println!("smoke:         stream-transformer opens and finishes")
+            }
+            Err(e) => bail!("the stream transformer trapped: {}", e.into_relay(&info.name).message),
+        }
+    }
+    println!("ok: {} can be dropped into plugin_dir", file.display());
     Ok(())
 }

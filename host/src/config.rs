@@ -45,12 +45,17 @@ pub const DEFAULT_PLUGIN_MEMORY: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_PLUGIN_CALL_TIMEOUT: Duration = Duration::from_millis(100);
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 pub const DEFAULT_PLUGIN_DIR: &str = "plugins.d";
+/// The relay's own state (compile cache, job store), next to its config by default.
+pub const DEFAULT_DATA_DIR: &str = ".relay";
 
 /// The resolved configuration the relay runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub plugin_dir: PathBuf,
+    pub data_dir: PathBuf,
+    /// Bearer token for `/admin/*`; the admin API is off without one.
+    pub admin_token: Option<Secret>,
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub channels: Vec<Channel>,
@@ -137,6 +142,22 @@ impl std::fmt::Debug for Channel {
     }
 }
 
+/// A credential that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 #[derive(Clone)]
 pub struct Token {
     pub name: String,
@@ -166,6 +187,9 @@ impl Token {
 struct RawConfig {
     listen: Option<Spanned<String>>,
     plugin_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    admin_token: Option<String>,
+    admin_token_env: Option<Spanned<String>>,
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
@@ -269,6 +293,18 @@ impl Config {
             None => DEFAULT_LISTEN.parse().expect("default listen address parses"),
         };
         let plugin_dir = base.join(raw.plugin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGIN_DIR)));
+        let data_dir = base.join(raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)));
+        let admin_token = match (&raw.admin_token, &raw.admin_token_env) {
+            (Some(_), Some(_)) => bail!("set admin_token or admin_token_env, not both"),
+            (Some(t), None) => Some(Secret(t.clone())),
+            (None, Some(var)) => Some(Secret(env.var(var.get_ref()).filter(|v| !v.is_empty()).ok_or_else(|| {
+                anyhow!("admin_token_env (line {}): environment variable {} is not set", at(var.span()), var.get_ref())
+            })?)),
+            (None, None) => None,
+        };
+        if admin_token.as_ref().is_some_and(|t| t.0.len() < 16) {
+            bail!("admin_token must be at least 16 characters");
+        }
 
         let mut timeouts = resolve_timeouts(&raw.timeouts, Timeouts::default(), "timeouts", text)?;
         apply_env_timeouts(&mut timeouts, env)?;
@@ -378,7 +414,7 @@ impl Config {
             tokens.push(Token { name: t.name.clone(), key, models: t.models.clone() });
         }
 
-        Ok(Config { listen, plugin_dir, timeouts, limits, channels, tokens })
+        Ok(Config { listen, plugin_dir, data_dir, admin_token, timeouts, limits, channels, tokens })
     }
 }
 

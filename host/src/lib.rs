@@ -1,6 +1,9 @@
 //! The relay host: an OpenAI-compatible endpoint in front of many vendors, with vendor
 //! adapters as sandboxed WebAssembly components. See docs/architecture.md.
 
+// One module may use unsafe: the compile cache's `Component::deserialize_file`.
+#![deny(unsafe_code)]
+
 pub mod access;
 pub mod auth;
 pub mod cli;
@@ -14,3 +17,4 @@ pub mod server;
 pub mod sse;
 pub mod stream;
 pub mod upstream;
+pub mod watch;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use relay::cli::{Cli, Command, init_logging, serve, status};
+use relay::cli::{Cli, Command, PluginCommand, init_logging, plugin_check, serve, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,6 +19,7 @@ fn main() -> ExitCode {
                 serve(config).await
             }
             Command::Status { url } => status(&url).await,
+            Command::Plugin { command: PluginCommand::Check { file } } => plugin_check(&file).await,
         }
     });
     match result {

@@ -172,6 +172,12 @@ pub struct Metrics {
     pub plugin_calls: Family<2>,
     pub plugin_errors: Family<2>,
     pub plugin_traps: Family<2>,
+    /// outcome: loaded, refused, removed
+    pub plugin_reloads: Family<2>,
+    /// outcome: applied, refused
+    pub config_reloads: Family<1>,
+    /// (name, version, sha256) of the adapters in service.
+    plugins: Mutex<Vec<[String; 3]>>,
     pub request_duration: Histogram,
     pub time_to_first_byte: Histogram,
 }
@@ -189,6 +195,9 @@ impl Default for Metrics {
             plugin_calls: Family::new(["plugin", "call"]),
             plugin_errors: Family::new(["plugin", "kind"]),
             plugin_traps: Family::new(["plugin", "reason"]),
+            plugin_reloads: Family::new(["plugin", "outcome"]),
+            config_reloads: Family::new(["outcome"]),
+            plugins: Mutex::new(Vec::new()),
             request_duration: Histogram::default(),
             time_to_first_byte: Histogram::default(),
         }
@@ -196,6 +205,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The adapters now in service, for `relay_plugin_info`.
+    pub fn set_plugins(&self, mut plugins: Vec<[String; 3]>) {
+        plugins.sort();
+        *self.plugins.lock().unwrap_or_else(|e| e.into_inner()) = plugins;
+    }
+
     /// Prometheus text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
@@ -245,6 +260,20 @@ impl Metrics {
             "Adapter calls that trapped or hit a limit.",
             "counter",
         );
+        self.plugin_reloads.render(
+            &mut out,
+            "relay_plugin_reloads_total",
+            "Adapter file loads, by outcome.",
+            "counter",
+        );
+        self.config_reloads.render(&mut out, "relay_config_reloads_total", "Config reloads, by outcome.", "counter");
+        let _ = writeln!(
+            out,
+            "# HELP relay_plugin_info Adapters in service (value 1), with version and content hash.\n# TYPE relay_plugin_info gauge"
+        );
+        for p in self.plugins.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "relay_plugin_info{{{}}} 1", label_pairs(&["plugin", "version", "sha256"], p));
+        }
         self.request_duration.render(
             &mut out,
             "relay_request_duration_seconds",

@@ -74,6 +74,50 @@ impl Relay {
         self.snapshot.load_full()
     }
 
+    /// Swap in a new configuration; requests already running keep the one they started with.
+    pub fn apply(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// `GET /admin/plugins`: the adapters in service, behind the admin token.
+    pub fn admin_plugins(&self, headers: &HeaderMap) -> Response<Body> {
+        let snap = self.snapshot();
+        let Some(admin) = &snap.config.admin_token else {
+            return error_response(&RelayError::not_found("the admin API is off (no admin_token configured)"), None);
+        };
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(sent.as_bytes(), admin.expose().as_bytes()) {
+            return error_response(&RelayError::unauthorized("the admin API needs the admin token"), None);
+        }
+        let data: Vec<_> = self
+            .registry
+            .all()
+            .iter()
+            .map(|p| {
+                let loaded = p.loaded_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                serde_json::json!({
+                    "name": p.info.name,
+                    "version": p.info.version,
+                    "description": p.info.description,
+                    "file": p.path.display().to_string(),
+                    "sha256": p.sha256,
+                    "loaded_at": loaded,
+                    "endpoints": p.info.endpoints.iter().map(|e| match e {
+                        Endpoint::ChatCompletions => "chat_completions",
+                        Endpoint::Embeddings => "embeddings",
+                    }).collect::<Vec<_>>(),
+                    "stream_format": match p.info.stream_format { StreamFormat::Sse => "sse", StreamFormat::Ndjson => "ndjson" },
+                    "channels": snap.config.channels.iter().filter(|c| c.adapter == p.info.name).map(|c| c.name.clone()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json_response(StatusCode::OK, serde_json::json!({"object": "list", "data": data}).to_string())
+    }
+
     /// `POST /v1/chat/completions` and `POST /v1/embeddings`.
     pub async fn handle(&self, req: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
         let name = match endpoint {
@@ -408,6 +452,11 @@ pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Bod
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+/// Compare secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn set_request_id(h: &mut HeaderMap, id: &str) {

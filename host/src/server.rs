@@ -36,6 +36,7 @@ pub async fn route(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body> 
             let id = p.trim_start_matches("/v1/models/").to_string();
             relay.model(req.headers(), &id)
         }
+        (&Method::GET, "/admin/plugins") => relay.admin_plugins(req.headers()),
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/metrics") => {
             let mut resp = Response::new(Full::new(relay.metrics.render().into()).boxed_unsync());

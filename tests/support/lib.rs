@@ -35,14 +35,14 @@ fn relay_bin() -> PathBuf {
     bin
 }
 
-/// A built adapter: `plugins.d/<name>.wasm` for shipped ones, the fixtures' build output
-/// for test-only ones.
+/// A built adapter: `plugins.d/<name>.wasm` for shipped ones, `target/fixtures/<name>.wasm`
+/// for test-only ones (`make fixtures`).
 pub fn adapter_wasm(name: &str) -> PathBuf {
     let shipped = workspace_root().join("plugins.d").join(format!("{name}.wasm"));
     if shipped.exists() {
         return shipped;
     }
-    let fixture = workspace_root().join(format!("target/wasm32-wasip2/plugin/{name}_adapter.wasm"));
+    let fixture = workspace_root().join("target/fixtures").join(format!("{name}.wasm"));
     assert!(fixture.exists(), "{} is missing: run `make build fixtures` first", fixture.display());
     fixture
 }
@@ -84,10 +84,17 @@ impl TestRelay {
     /// Start the binary; `Err` carries what it printed if it exited instead.
     pub async fn try_start(setup: Setup<'_>) -> Result<TestRelay, String> {
         let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, setup).await
+    }
+
+    /// Start (again) in an existing folder, e.g. to restart with the same data dir.
+    pub async fn start_in(dir: tempfile::TempDir, setup: Setup<'_>) -> Result<TestRelay, String> {
         let plugins = dir.path().join("plugins");
-        std::fs::create_dir(&plugins).expect("plugin dir");
+        std::fs::create_dir_all(&plugins).expect("plugin dir");
         for a in setup.adapters {
-            std::fs::copy(adapter_wasm(a), plugins.join(format!("{a}.wasm"))).expect("copy adapter");
+            // Fixture variants (`tagged-a`) are served under their adapter's file name.
+            let file = a.split('-').next().filter(|_| a.starts_with("tagged-")).unwrap_or(a);
+            std::fs::copy(adapter_wasm(a), plugins.join(format!("{file}.wasm"))).expect("copy adapter");
         }
         let config = format!(
             "listen = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\n{}\n",
@@ -141,6 +148,24 @@ impl TestRelay {
         Ok(TestRelay { addr, dir, child, logs, client })
     }
 
+    /// The relay's plugin directory (`<temp>/plugins`).
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    /// The relay's config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("relay.toml")
+    }
+
+    /// Put `src` at `plugins/<name>.wasm` the way operators are told to: copy to a
+    /// temporary name in the same folder, then rename over.
+    pub fn install_adapter(&self, src: &Path, name: &str) {
+        let tmp = self.plugin_dir().join(format!(".{name}.wasm.part"));
+        std::fs::copy(src, &tmp).expect("copy");
+        std::fs::rename(&tmp, self.plugin_dir().join(format!("{name}.wasm"))).expect("rename");
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }
@@ -156,6 +181,14 @@ impl TestRelay {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Stop the process and hand back its folder (plugins, data dir) for a restart.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, dir)
     }
 
     pub fn pid(&self) -> u32 {

@@ -1,11 +1,12 @@
 //! Vendor adapters as WebAssembly components: the engine, one loaded plugin, and the
 //! registry the request path reads from.
 
+mod cache;
 mod engine;
 mod registry;
 
 pub use engine::{Engine, PluginLimits};
-pub use registry::{LoadReport, Registry};
+pub use registry::{LoadReport, Loader, Registry};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,6 +66,11 @@ pub struct Plugin {
     pub info: PluginInfo,
     pub path: PathBuf,
     pub sha256: String,
+    pub loaded_at: std::time::SystemTime,
+    /// Compiled code came from the on-disk cache.
+    pub from_cache: bool,
+    /// Time to read, compile (or load), pre-instantiate and smoke-call it.
+    pub prepare_ms: f64,
     pre: AdapterPluginPre<PluginState>,
     engine: Engine,
     metrics: Arc<Metrics>,

@@ -1,9 +1,11 @@
 //! The adapters in service, by name. Readers take a snapshot without locking; a load
-//! builds a new map and swaps it in whole, so a request sees one consistent version.
+//! builds a new map and swaps it in whole, so a request sees one consistent version and
+//! keeps the `Arc<Plugin>` it started with until it ends.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 use arc_swap::ArcSwap;
@@ -11,18 +13,102 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::bindings::AdapterPluginPre;
+use super::cache::Cache;
 use super::{Engine, Plugin};
 use crate::metrics::Metrics;
+
+/// Builds `Plugin`s from files: hash, compile (or take from the cache), pre-instantiate,
+/// smoke-call `info()`.
+pub struct Loader {
+    pub engine: Engine,
+    cache: Option<Cache>,
+    metrics: Arc<Metrics>,
+}
+
+impl Loader {
+    pub fn new(engine: Engine, cache_dir: Option<&Path>, metrics: Arc<Metrics>) -> Result<Loader> {
+        let cache = cache_dir.map(|d| Cache::open(d, engine.wasmtime())).transpose()?;
+        Ok(Loader { engine, cache, metrics })
+    }
+
+    /// Load one file. A file that fails any step never reaches the request path.
+    pub async fn load(&self, path: &Path) -> Result<Plugin> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.load_bytes(path, bytes).await
+    }
+
+    async fn load_bytes(&self, path: &Path, bytes: Vec<u8>) -> Result<Plugin> {
+        let sha256 = hex(&Sha256::digest(&bytes));
+        if !bytes.starts_with(b"\0asm") {
+            bail!("not a WebAssembly file");
+        }
+        let engine = self.engine.wasmtime().clone();
+        let started = std::time::Instant::now();
+        let cached = self.cache.as_ref().and_then(|c| c.get(&engine, &sha256));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                // Compilation takes hundreds of milliseconds of CPU: keep it off the
+                // async workers.
+                let c = tokio::task::spawn_blocking(move || Component::from_binary(&engine, &bytes))
+                    .await
+                    .context("compiler task failed")?
+                    .map_err(|e| anyhow::anyhow!("not a valid adapter component: {}", e.root_cause()))?;
+                if let Some(cache) = &self.cache {
+                    cache.put(&c, &sha256);
+                }
+                c
+            }
+        };
+        let pre = self
+            .engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("the component does not fit this host's contract: {}", e.root_cause()))?;
+        let pre = AdapterPluginPre::new(pre).map_err(|e| {
+            anyhow::anyhow!("the component does not export relay:adapter/adapter@0.1.0: {}", e.root_cause())
+        })?;
+
+        let mut store = self.engine.store("<loading>", "load");
+        let instance =
+            pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!("instantiation failed: {e:#}"))?;
+        let info = instance
+            .relay_adapter_adapter()
+            .call_info(&mut store)
+            .await
+            .map_err(|e| anyhow::anyhow!("info() failed: {}", e.root_cause()))?;
+        validate_name(&info.name)?;
+        if info.endpoints.is_empty() {
+            bail!("info() lists no endpoints");
+        }
+        Ok(Plugin {
+            from_cache,
+            prepare_ms: started.elapsed().as_secs_f64() * 1000.0,
+            info,
+            path: path.to_path_buf(),
+            sha256,
+            loaded_at: SystemTime::now(),
+            pre,
+            engine: self.engine.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+}
 
 pub struct Registry {
     plugins: ArcSwap<HashMap<String, Arc<Plugin>>>,
 }
 
-/// What a directory load did: the adapters now served and the files refused.
+/// What a directory scan did.
 #[derive(Debug, Default)]
 pub struct LoadReport {
+    /// (adapter name, file) newly loaded or replaced.
     pub loaded: Vec<(String, String)>,
+    /// (file, reason) refused; a previous version from the same file keeps serving.
     pub failed: Vec<(String, String)>,
+    /// Adapter names no longer served because their file is gone.
+    pub removed: Vec<String>,
 }
 
 impl Default for Registry {
@@ -42,84 +128,92 @@ impl Registry {
         v
     }
 
-    /// Load every `*.wasm` in `dir` (sorted by file name) and serve exactly those.
-    pub async fn load_dir(&self, engine: &Engine, dir: &Path, metrics: &Arc<Metrics>) -> Result<LoadReport> {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
+    /// Make the served set match the `*.wasm` files in `dir`: unchanged files keep their
+    /// loaded version, new and changed ones are loaded, removed ones are dropped. A file
+    /// that fails to load leaves the version it replaced serving.
+    pub async fn reconcile(&self, loader: &Loader, dir: &Path) -> Result<LoadReport> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read plugin_dir {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
             .collect();
         files.sort();
 
+        let current = self.plugins.load_full();
+        let by_path: HashMap<&Path, &Arc<Plugin>> = current.values().map(|p| (p.path.as_path(), p)).collect();
         let mut report = LoadReport::default();
-        let mut map = HashMap::new();
-        for path in files {
+        let mut next: HashMap<String, Arc<Plugin>> = HashMap::new();
+        let m = &loader.metrics;
+        for path in &files {
             let file = path.display().to_string();
-            match load(engine, &path, metrics).await {
-                Ok(plugin) => {
-                    if let Some(other) = map.get(plugin.name()).map(|p: &Arc<Plugin>| p.path.display().to_string()) {
-                        let why = format!("adapter name '{}' is already served by {other}", plugin.name());
-                        tracing::error!(file, reason = %why, "adapter refused");
-                        report.failed.push((file, why));
-                        continue;
-                    }
-                    tracing::info!(
-                        file,
-                        plugin = %plugin.name(),
-                        version = %plugin.info.version,
-                        sha256 = %&plugin.sha256[..12],
-                        "adapter loaded"
-                    );
-                    report.loaded.push((plugin.name().to_string(), file));
-                    map.insert(plugin.name().to_string(), Arc::new(plugin));
-                }
+            let previous = by_path.get(path.as_path()).copied();
+            let bytes = match std::fs::read(path) {
+                Ok(b) => b,
                 Err(e) => {
-                    let why = format!("{e:#}");
-                    tracing::error!(file, reason = %why, "adapter refused");
-                    report.failed.push((file, why));
+                    report.failed.push((file, e.to_string()));
+                    if let Some(p) = previous {
+                        next.insert(p.name().to_string(), p.clone());
+                    }
+                    continue;
                 }
+            };
+            let plugin = match previous {
+                Some(p) if p.sha256 == hex(&Sha256::digest(&bytes)) => p.clone(),
+                _ => match loader.load_bytes(path, bytes).await {
+                    Ok(p) => {
+                        tracing::info!(
+                            file,
+                            plugin = %p.name(),
+                            version = %p.info.version,
+                            sha256 = %&p.sha256[..12],
+                            replaced = previous.is_some(),
+                            cached = p.from_cache,
+                            ms = p.prepare_ms,
+                            "adapter loaded"
+                        );
+                        m.plugin_reloads.inc([p.name(), "loaded"]);
+                        report.loaded.push((p.name().to_string(), file.clone()));
+                        Arc::new(p)
+                    }
+                    Err(e) => {
+                        let why = format!("{e:#}");
+                        let label = previous.map_or_else(|| file_stem(path), |p| p.name().to_string());
+                        tracing::error!(file, reason = %why, kept_previous = previous.is_some(), "adapter refused");
+                        m.plugin_reloads.inc([&label, "refused"]);
+                        report.failed.push((file.clone(), why));
+                        match previous {
+                            Some(p) => p.clone(),
+                            None => continue,
+                        }
+                    }
+                },
+            };
+            if let Some(other) = next.get(plugin.name()) {
+                let why = format!("adapter name '{}' is already served by {}", plugin.name(), other.path.display());
+                tracing::error!(file, reason = %why, "adapter refused");
+                m.plugin_reloads.inc([plugin.name(), "refused"]);
+                report.failed.push((file, why));
+                continue;
+            }
+            next.insert(plugin.name().to_string(), plugin);
+        }
+        for name in current.keys() {
+            if !next.contains_key(name) {
+                tracing::warn!(plugin = %name, "adapter removed: new requests for it get 503");
+                m.plugin_reloads.inc([name, "removed"]);
+                report.removed.push(name.clone());
             }
         }
-        self.plugins.store(Arc::new(map));
+        m.set_plugins(
+            next.values().map(|p| [p.name().to_string(), p.info.version.clone(), p.sha256.clone()]).collect(),
+        );
+        self.plugins.store(Arc::new(next));
         Ok(report)
     }
 }
 
-/// Parse, compile, pre-instantiate and smoke-call `info()`: a file that fails any step
-/// never reaches the request path.
-pub async fn load(engine: &Engine, path: &Path, metrics: &Arc<Metrics>) -> Result<Plugin> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let sha256 = hex(&Sha256::digest(&bytes));
-    if !bytes.starts_with(b"\0asm") {
-        bail!("not a WebAssembly file");
-    }
-    let wasmtime_engine = engine.wasmtime().clone();
-    // Compilation takes hundreds of milliseconds of CPU: keep it off the async workers.
-    let component = tokio::task::spawn_blocking(move || Component::from_binary(&wasmtime_engine, &bytes))
-        .await
-        .context("compiler task failed")?
-        .map_err(|e| anyhow::anyhow!("not a valid adapter component: {}", e.root_cause()))?;
-    let pre = engine
-        .linker()
-        .instantiate_pre(&component)
-        .map_err(|e| anyhow::anyhow!("the component does not fit the host: {}", e.root_cause()))?;
-    let pre = AdapterPluginPre::new(pre).map_err(|e| {
-        anyhow::anyhow!("the component does not export relay:adapter/adapter@0.1.0: {}", e.root_cause())
-    })?;
-
-    let mut store = engine.store("<loading>", "load");
-    let instance =
-        pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!("instantiation failed: {e:#}"))?;
-    let info = instance
-        .relay_adapter_adapter()
-        .call_info(&mut store)
-        .await
-        .map_err(|e| anyhow::anyhow!("info() failed: {e:#}"))?;
-    validate_name(&info.name)?;
-    if info.endpoints.is_empty() {
-        bail!("info() lists no endpoints");
-    }
-    Ok(Plugin { info, path: path.to_path_buf(), sha256, pre, engine: engine.clone(), metrics: metrics.clone() })
+fn file_stem(path: &Path) -> String {
+    path.file_stem().map_or_else(|| "?".into(), |s| s.to_string_lossy().into_owned())
 }
 
 fn validate_name(name: &str) -> Result<()> {

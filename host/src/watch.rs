@@ -1,0 +1,152 @@
+//! Hot reload. The plugin directory and the config file are watched (`notify`), and
+//! SIGHUP reloads both. Changes are debounced, then applied by one task: adapters through
+//! `Registry::reconcile`, the config by building a new routing snapshot and swapping it in.
+//! Anything invalid is refused with a log line and a metric; what runs keeps running.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ProcessEnv};
+use crate::metrics::Metrics;
+use crate::plugin::{Loader, Registry};
+use crate::relay::Relay;
+use crate::route::Snapshot;
+
+/// Quiet time after the last file event before a reload: editors and `cp` write in bursts,
+/// and a half-written file must not be loaded more than necessary.
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+pub struct Reloader {
+    pub relay: Arc<Relay>,
+    pub registry: Arc<Registry>,
+    pub loader: Loader,
+    pub config_path: PathBuf,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// Start watching. The returned task owns the watcher; aborting it stops both.
+    pub fn spawn(self) -> Result<JoinHandle<()>> {
+        let running = self.relay.snapshot();
+        let plugin_dir = running
+            .config
+            .plugin_dir
+            .canonicalize()
+            .with_context(|| format!("cannot watch plugin_dir {}", running.config.plugin_dir.display()))?;
+        let config_path = self.config_path.canonicalize().context("cannot watch the config file")?;
+        let config_dir = config_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+
+        let plugins_changed = Arc::new(Notify::new());
+        let config_changed = Arc::new(Notify::new());
+        let (pd, cd) = (plugins_changed.clone(), config_changed.clone());
+        let (watch_plugins, watch_config) = (plugin_dir.clone(), config_path.clone());
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
+            // Reads do not change anything; a close after writing does.
+            if matches!(ev.kind, EventKind::Access(a) if a != notify::event::AccessKind::Close(notify::event::AccessMode::Write))
+            {
+                return;
+            }
+            for p in &ev.paths {
+                if p.parent() == Some(watch_plugins.as_path()) {
+                    pd.notify_one();
+                }
+                if p == &watch_config {
+                    cd.notify_one();
+                }
+            }
+        })
+        .context("cannot start the file watcher")?;
+        watcher.watch(&plugin_dir, RecursiveMode::NonRecursive).context("cannot watch plugin_dir")?;
+        if config_dir != plugin_dir {
+            watcher.watch(&config_dir, RecursiveMode::NonRecursive).context("cannot watch the config folder")?;
+        }
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install the SIGHUP handler")?;
+
+        Ok(tokio::spawn(async move {
+            let _watcher = watcher;
+            loop {
+                tokio::select! {
+                    _ = plugins_changed.notified() => {
+                        settle(&plugins_changed).await;
+                        self.reload_plugins().await;
+                    }
+                    _ = config_changed.notified() => {
+                        settle(&config_changed).await;
+                        self.reload_config().await;
+                    }
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the config and the adapters");
+                        self.reload_config().await;
+                        self.reload_plugins().await;
+                    }
+                }
+            }
+        }))
+    }
+
+    async fn reload_plugins(&self) {
+        let dir = self.relay.snapshot().config.plugin_dir.clone();
+        match self.registry.reconcile(&self.loader, &dir).await {
+            Ok(r) if r.loaded.is_empty() && r.failed.is_empty() && r.removed.is_empty() => {}
+            Ok(r) => tracing::info!(
+                loaded = r.loaded.len(),
+                refused = r.failed.len(),
+                removed = r.removed.len(),
+                "adapters reloaded"
+            ),
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot rescan plugin_dir; adapters unchanged"),
+        }
+    }
+
+    async fn reload_config(&self) {
+        let mut config = match Config::load(&self.config_path, &ProcessEnv) {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics.config_reloads.inc(["refused"]);
+                tracing::error!(error = %format!("{e:#}"), "config reload refused; the running config stays");
+                return;
+            }
+        };
+        let running = self.relay.snapshot();
+        let old = &running.config;
+        // What is bound at start-up stays as it runs, so the running config stays true.
+        if config.listen != old.listen || config.plugin_dir != old.plugin_dir || config.data_dir != old.data_dir {
+            tracing::warn!("listen, plugin_dir and data_dir changes take effect at the next restart");
+            (config.listen, config.plugin_dir, config.data_dir) =
+                (old.listen, old.plugin_dir.clone(), old.data_dir.clone());
+        }
+        if config.limits.plugin_memory != old.limits.plugin_memory
+            || config.limits.plugin_call_timeout != old.limits.plugin_call_timeout
+            || config.limits.shutdown_grace != old.limits.shutdown_grace
+        {
+            tracing::warn!("adapter limits and shutdown_grace take effect at the next restart");
+            config.limits.plugin_memory = old.limits.plugin_memory;
+            config.limits.plugin_call_timeout = old.limits.plugin_call_timeout;
+            config.limits.shutdown_grace = old.limits.shutdown_grace;
+        }
+        let channels = config.channels.len();
+        let tokens = config.tokens.len();
+        self.relay.apply(Snapshot::new(config, self.tls.clone(), self.metrics.clone()));
+        self.metrics.config_reloads.inc(["applied"]);
+        tracing::info!(channels, tokens, "config reloaded");
+    }
+}
+
+/// Wait until `changed` has been quiet for `DEBOUNCE`.
+async fn settle(changed: &Notify) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(DEBOUNCE) => return,
+            _ = changed.notified() => {}
+        }
+    }
+}

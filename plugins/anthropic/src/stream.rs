@@ -1,0 +1,349 @@
+//! Anthropic's Messages stream events → OpenAI `chat.completion.chunk`s.
+
+use std::collections::BTreeMap;
+
+use relay_plugin_kit::openai::{self, ChunkBuilder};
+use relay_plugin_kit::prelude::*;
+use serde::Deserialize;
+
+use crate::response::{Tokens, VendorError, WireUsage, finish_reason};
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Event {
+    MessageStart {
+        message: StartMessage,
+    },
+    ContentBlockStart {
+        index: u64,
+        content_block: StartBlock,
+    },
+    ContentBlockDelta {
+        index: u64,
+        delta: Delta,
+    },
+    ContentBlockStop {
+        index: u64,
+    },
+    MessageDelta {
+        #[serde(default)]
+        delta: MessageDeltaBody,
+        #[serde(default)]
+        usage: Option<WireUsage>,
+    },
+    MessageStop,
+    Ping,
+    Error {
+        error: VendorError,
+    },
+    /// Anthropic may add event types; the documented rule is to ignore unknown ones.
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Deserialize)]
+struct StartMessage {
+    id: String,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StartBlock {
+    Text {
+        #[serde(default)]
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Delta {
+    #[serde(rename = "text_delta")]
+    Text { text: String },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: String },
+    /// Thinking, signature and citation deltas have no OpenAI chunk.
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize, Default)]
+struct MessageDeltaBody {
+    #[serde(default)]
+    stop_reason: Option<String>,
+}
+
+/// A tool_use block being streamed: its OpenAI tool-call index and whether any argument
+/// text was sent yet.
+struct ToolBlock {
+    index: u32,
+    sent_arguments: bool,
+}
+
+pub struct Stream {
+    chunks: ChunkBuilder,
+    include_usage: bool,
+    started: bool,
+    done: bool,
+    tokens: Tokens,
+    /// Anthropic content-block index → the tool call it carries.
+    tools: BTreeMap<u64, ToolBlock>,
+    next_tool: u32,
+}
+
+impl Stream {
+    fn usage_output(&self, chunks: Vec<String>) -> StreamOutput {
+        StreamOutput { chunks, done: false, usage: Some(self.tokens.usage()) }
+    }
+}
+
+fn output(chunks: Vec<String>) -> StreamOutput {
+    StreamOutput { chunks, done: false, usage: None }
+}
+
+impl StreamAdapter for Stream {
+    fn new(ctx: &CallContext) -> Self {
+        Stream {
+            // The id and model are replaced by message_start's.
+            chunks: ChunkBuilder {
+                id: String::new(),
+                created: openai::now(),
+                model: ctx.model.clone(),
+                include_usage: ctx.include_usage,
+            },
+            include_usage: ctx.include_usage,
+            started: false,
+            done: false,
+            tokens: Tokens::default(),
+            tools: BTreeMap::new(),
+            next_tool: 0,
+        }
+    }
+
+    fn push(&mut self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
+        let ev: Event = serde_json::from_str(&event.data).map_err(|e| {
+            let name = event.event.as_deref().unwrap_or("(unnamed)");
+            invalid_upstream(format!("the vendor's '{name}' stream event is not readable: {e}"))
+        })?;
+        if !self.started && !matches!(ev, Event::MessageStart { .. } | Event::Ping | Event::Error { .. }) {
+            return Err(invalid_upstream("the vendor's stream did not begin with message_start"));
+        }
+        match ev {
+            Event::MessageStart { message } => {
+                self.started = true;
+                self.chunks.id = message.id;
+                if let Some(m) = message.model {
+                    self.chunks.model = m;
+                }
+                if let Some(u) = &message.usage {
+                    self.tokens.update(u);
+                }
+                Ok(self.usage_output(vec![self.chunks.role()]))
+            }
+            Event::ContentBlockStart { index, content_block } => match content_block {
+                StartBlock::Text { text } if !text.is_empty() => Ok(output(vec![self.chunks.content(&text)])),
+                StartBlock::ToolUse { id, name } => {
+                    let tool = self.next_tool;
+                    self.next_tool += 1;
+                    self.tools.insert(index, ToolBlock { index: tool, sent_arguments: false });
+                    Ok(output(vec![self.chunks.tool_call_start(tool, &id, &name)]))
+                }
+                _ => Ok(output(vec![])),
+            },
+            Event::ContentBlockDelta { index, delta } => match delta {
+                Delta::Text { text } => Ok(output(vec![self.chunks.content(&text)])),
+                Delta::InputJson { partial_json } => {
+                    let tool = self.tools.get_mut(&index).ok_or_else(|| {
+                        invalid_upstream(format!("the vendor sent tool input for block {index}, which is no tool_use"))
+                    })?;
+                    if partial_json.is_empty() {
+                        return Ok(output(vec![]));
+                    }
+                    tool.sent_arguments = true;
+                    Ok(output(vec![self.chunks.tool_call_arguments(tool.index, &partial_json)]))
+                }
+                Delta::Other => Ok(output(vec![])),
+            },
+            Event::ContentBlockStop { index } => match self.tools.get(&index) {
+                // A call without parameters streams no input; OpenAI clients expect "{}".
+                Some(t) if !t.sent_arguments => Ok(output(vec![self.chunks.tool_call_arguments(t.index, "{}")])),
+                _ => Ok(output(vec![])),
+            },
+            Event::MessageDelta { delta, usage } => {
+                if let Some(u) = &usage {
+                    self.tokens.update(u);
+                }
+                let chunks = match delta.stop_reason.as_deref() {
+                    Some(r) => vec![self.chunks.finish(finish_reason(Some(r)))],
+                    None => vec![],
+                };
+                Ok(self.usage_output(chunks))
+            }
+            Event::MessageStop => {
+                self.done = true;
+                Ok(StreamOutput { chunks: vec![], done: true, usage: Some(self.tokens.usage()) })
+            }
+            Event::Ping | Event::Unknown => Ok(output(vec![])),
+            Event::Error { error } => {
+                let kind = error.kind.as_deref().unwrap_or("error");
+                Err(invalid_upstream(format!("the vendor ended the stream with {kind}: {}", error.message)))
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
+        if !self.done {
+            return Err(invalid_upstream("the vendor's stream ended before message_stop"));
+        }
+        let usage = self.tokens.usage();
+        let chunks = if self.include_usage { vec![self.tokens.with_cached(self.chunks.usage(&usage))] } else { vec![] };
+        Ok(StreamEnd { chunks, usage: Some(usage) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn stream(include_usage: bool) -> Stream {
+        Stream::new(&CallContext {
+            request_id: "r1".into(),
+            endpoint: Endpoint::ChatCompletions,
+            model: "claude-x".into(),
+            stream: true,
+            include_usage,
+            settings: vec![],
+        })
+    }
+
+    fn push(s: &mut Stream, data: Value) -> Result<StreamOutput, AdapterError> {
+        let name = data["type"].as_str().map(str::to_owned);
+        s.push(StreamEvent { event: name, data: data.to_string() })
+    }
+
+    fn parsed(chunks: &[String]) -> Vec<Value> {
+        chunks.iter().map(|c| serde_json::from_str(c).unwrap()).collect()
+    }
+
+    /// A whole stream as Anthropic sends it: text, then two tool calls (one without input).
+    fn events() -> Vec<Value> {
+        vec![
+            json!({"type": "message_start", "message": {"id": "msg_9", "type": "message", "role": "assistant",
+                "model": "claude-real", "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 12, "cache_read_input_tokens": 3, "output_tokens": 1}}}),
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "ping"}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me "}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "check."}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "content_block_start", "index": 1,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"city\":"}}),
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "\"Paris\"}"}}),
+            json!({"type": "content_block_stop", "index": 1}),
+            json!({"type": "content_block_start", "index": 2,
+                "content_block": {"type": "tool_use", "id": "toolu_2", "name": "now", "input": {}}}),
+            json!({"type": "content_block_stop", "index": 2}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+                "usage": {"output_tokens": 30}}),
+            json!({"type": "message_stop"}),
+        ]
+    }
+
+    #[test]
+    fn full_stream_with_tool_calls_and_usage() {
+        let mut s = stream(true);
+        let mut chunks = Vec::new();
+        let mut last = None;
+        for (i, e) in events().into_iter().enumerate() {
+            let o = push(&mut s, e).unwrap();
+            assert_eq!(o.done, i == 14, "event {i}");
+            chunks.extend(o.chunks);
+            last = o.usage.or(last);
+        }
+        assert_eq!(last.map(|u| (u.prompt_tokens, u.completion_tokens)), Some((15, 30)));
+        let end = s.finish().unwrap();
+        assert_eq!(end.usage.map(|u| u.total_tokens), Some(45));
+        chunks.extend(end.chunks);
+        let c = parsed(&chunks);
+        assert!(c.iter().all(|c| c["id"] == "msg_9" && c["model"] == "claude-real"));
+        assert!(c.iter().all(|c| c["object"] == "chat.completion.chunk"));
+        assert_eq!(c[0]["choices"][0]["delta"]["role"], "assistant");
+        let deltas: Vec<&Value> = c.iter().map(|c| &c["choices"][0]["delta"]).collect();
+        assert_eq!(deltas[1]["content"], "Let me ");
+        assert_eq!(deltas[2]["content"], "check.");
+        assert_eq!(
+            deltas[3]["tool_calls"],
+            json!([{"index": 0, "id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}])
+        );
+        assert_eq!(deltas[4]["tool_calls"], json!([{"index": 0, "function": {"arguments": "{\"city\":"}}]));
+        assert_eq!(deltas[5]["tool_calls"], json!([{"index": 0, "function": {"arguments": "\"Paris\"}"}}]));
+        assert_eq!(deltas[6]["tool_calls"][0]["index"], 1);
+        assert_eq!(deltas[6]["tool_calls"][0]["id"], "toolu_2");
+        assert_eq!(deltas[7]["tool_calls"], json!([{"index": 1, "function": {"arguments": "{}"}}]));
+        assert_eq!(c[8]["choices"][0]["finish_reason"], "tool_calls");
+        assert!(c[..9].iter().all(|c| c.get("usage") == Some(&Value::Null)));
+        assert_eq!(c.len(), 10);
+        assert_eq!(c[9]["choices"], json!([]));
+        assert_eq!(
+            c[9]["usage"],
+            json!({"prompt_tokens": 15, "completion_tokens": 30, "total_tokens": 45,
+                "prompt_tokens_details": {"cached_tokens": 3}})
+        );
+    }
+
+    #[test]
+    fn without_include_usage_there_is_no_usage_chunk() {
+        let mut s = stream(false);
+        let mut chunks = Vec::new();
+        for e in events() {
+            chunks.extend(push(&mut s, e).unwrap().chunks);
+        }
+        let end = s.finish().unwrap();
+        assert!(end.chunks.is_empty());
+        assert_eq!(end.usage.map(|u| u.completion_tokens), Some(30));
+        assert!(parsed(&chunks).iter().all(|c| c.get("usage").is_none()));
+    }
+
+    #[test]
+    fn a_stream_without_message_stop_fails_in_finish() {
+        let mut s = stream(false);
+        let all = events();
+        for e in &all[..all.len() - 1] {
+            push(&mut s, e.clone()).unwrap();
+        }
+        let e = s.finish().unwrap_err();
+        assert!(matches!(e, AdapterError::InvalidUpstream(m) if m.contains("message_stop")));
+        assert!(stream(false).finish().is_err());
+    }
+
+    #[test]
+    fn error_events_and_bad_events() {
+        let mut s = stream(false);
+        push(&mut s, events()[0].clone()).unwrap();
+        let e = push(&mut s, json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+            .unwrap_err();
+        assert!(matches!(e, AdapterError::InvalidUpstream(m) if m.contains("overloaded_error: Overloaded")));
+        let e = s.push(StreamEvent { event: None, data: "{not json".into() }).unwrap_err();
+        assert!(matches!(e, AdapterError::InvalidUpstream(_)));
+        // Content before message_start is out of order.
+        let e = push(&mut stream(false), events()[3].clone()).unwrap_err();
+        assert!(matches!(e, AdapterError::InvalidUpstream(m) if m.contains("message_start")));
+        // Unknown event types are ignored, as Anthropic asks.
+        let mut s = stream(false);
+        push(&mut s, events()[0].clone()).unwrap();
+        assert!(push(&mut s, json!({"type": "future_event", "x": 1})).unwrap().chunks.is_empty());
+    }
+}
