@@ -9,7 +9,7 @@ FIXTURES := misbehave future-contract
 RELAY   := target/release/relay
 DEMO    := target/release/demo-upstream
 
-.PHONY: all build host plugins fixtures run test soak lint fmt clean toolchain
+.PHONY: all build host plugins fixtures run test soak bench lint fmt clean toolchain
 
 all: build
 
@@ -36,6 +36,9 @@ fixtures: toolchain
 	  FIXTURE_TAG=$$tag $(CARGO) build --locked --profile plugin --target $(WASM) -p tagged-adapter && \
 	  cp target/$(WASM)/plugin/tagged_adapter.wasm target/fixtures/tagged-$$tag.wasm || exit 1; \
 	done
+	@# The plugin template, built the way its README tells authors to (its own workspace).
+	$(CARGO) build --locked --release --target $(WASM) --manifest-path examples/plugin-template/Cargo.toml --target-dir target/template
+	cp target/template/$(WASM)/release/plugin_template.wasm target/fixtures/plugin-template.wasm
 	@ls target/fixtures
 
 ## run: the demo upstream on 127.0.0.1:8081 and the relay on 127.0.0.1:3000
@@ -52,16 +55,23 @@ run: build
 ## test: unit tests, adapter tests and end-to-end tests against the real binary
 test: build fixtures
 	$(CARGO) test --release --locked --workspace
+	$(CARGO) test --release --locked --manifest-path examples/plugin-template/Cargo.toml --target-dir target/template
 
 ## soak: 20,000 mixed requests (30% client aborts, stalls, header timeouts, vendor drops)
 soak: build
 	SOAK_REQUESTS=20000 SOAK_WARMUP=6000 SOAK_CONCURRENCY=250 SOAK_STRICT=1 \
 	  $(CARGO) test --release --locked -p relay-tests --test soak -- --nocapture
 
+## bench: the relay against the bundled mock, side by side with direct and nginx (docs/benchmarks.md)
+bench: build
+	bash bench/run.sh
+
 lint: toolchain
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path examples/plugin-template/Cargo.toml -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) clippy --locked --target $(WASM) $(foreach p,$(PLUGINS) $(FIXTURES) tagged,-p $(p)-adapter) -- -D warnings
+	$(CARGO) clippy --locked --target $(WASM) --manifest-path examples/plugin-template/Cargo.toml --target-dir target/template -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

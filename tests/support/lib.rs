@@ -313,7 +313,18 @@ pub async fn relay_with_baseline(config: &str, warm_models: &[&str]) -> (TestRel
         assert_eq!(a.status, StatusCode::OK, "warm-up on {m}: {}", a.text());
     }
     relay.wait_metrics(Duration::from_secs(10), |m| m.gauge("relay_upstream_connections_open") == 0.0).await;
-    let baseline = relay.gauges().await;
+    // Connections close asynchronously (the warm-up's, the pool's idle reaper): the
+    // baseline is the first reading that holds still.
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut baseline = relay.gauges().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let again = relay.gauges().await;
+        if again == baseline || Instant::now() > end {
+            break;
+        }
+        baseline = again;
+    }
     assert_eq!((baseline.inflight, baseline.streams, baseline.upstream_connections), (0.0, 0.0, 0.0));
     (relay, baseline)
 }
