@@ -78,6 +78,7 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     let engine = Engine::new(PluginLimits {
         memory: config.limits.plugin_memory,
         call_timeout: config.limits.plugin_call_timeout,
+        instances: config.limits.plugin_instances,
     })
     .context("cannot start the WebAssembly engine")?;
     let registry = Arc::new(Registry::default());
@@ -169,6 +170,8 @@ pub async fn plugin_check(file: &std::path::Path) -> Result<()> {
     let engine = Engine::new(PluginLimits {
         memory: crate::config::DEFAULT_PLUGIN_MEMORY,
         call_timeout: crate::config::DEFAULT_PLUGIN_CALL_TIMEOUT,
+        // One file, one smoke call: no pool worth reserving.
+        instances: 4,
     })?;
     let loader = Loader::new(engine, None, metrics)?;
     let plugin =

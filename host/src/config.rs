@@ -43,6 +43,9 @@ pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 64;
 pub const DEFAULT_PLUGIN_MEMORY: u64 = 64 * 1024 * 1024;
 /// CPU budget per adapter call; a mapping takes microseconds, a loop is cut at this.
 pub const DEFAULT_PLUGIN_CALL_TIMEOUT: Duration = Duration::from_millis(100);
+/// Adapter instances alive at once: one per open stream plus transforms in progress; 10,000
+/// covers the 5,000-stream target twice over, and costs only address space until used.
+pub const DEFAULT_PLUGIN_INSTANCES: u32 = 10_000;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 pub const DEFAULT_PLUGIN_DIR: &str = "plugins.d";
 /// The relay's own state (compile cache, job store), next to its config by default.
@@ -94,6 +97,7 @@ pub struct Limits {
     pub pool_max_idle_per_host: usize,
     pub plugin_memory: u64,
     pub plugin_call_timeout: Duration,
+    pub plugin_instances: u32,
     pub shutdown_grace: Duration,
 }
 
@@ -107,6 +111,7 @@ impl Default for Limits {
             pool_max_idle_per_host: DEFAULT_POOL_MAX_IDLE_PER_HOST,
             plugin_memory: DEFAULT_PLUGIN_MEMORY,
             plugin_call_timeout: DEFAULT_PLUGIN_CALL_TIMEOUT,
+            plugin_instances: DEFAULT_PLUGIN_INSTANCES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
@@ -221,6 +226,7 @@ struct RawLimits {
     pool_max_idle_per_host: Option<usize>,
     plugin_memory_mib: Option<Spanned<u64>>,
     plugin_call_timeout_ms: Option<Spanned<u64>>,
+    plugin_instances: Option<Spanned<u64>>,
     shutdown_grace: Option<Spanned<f64>>,
 }
 
@@ -514,6 +520,9 @@ fn resolve_limits(raw: &RawLimits, text: &str) -> Result<Limits> {
     }
     if let Some(v) = &raw.plugin_call_timeout_ms {
         l.plugin_call_timeout = Duration::from_millis(positive(v, "plugin_call_timeout_ms")?);
+    }
+    if let Some(v) = &raw.plugin_instances {
+        l.plugin_instances = u32::try_from(positive(v, "plugin_instances")?).unwrap_or(u32::MAX);
     }
     if let Some(v) = &raw.shutdown_grace {
         l.shutdown_grace = seconds(v, "limits.shutdown_grace", text)?;

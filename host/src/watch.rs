@@ -126,11 +126,13 @@ impl Reloader {
         }
         if config.limits.plugin_memory != old.limits.plugin_memory
             || config.limits.plugin_call_timeout != old.limits.plugin_call_timeout
+            || config.limits.plugin_instances != old.limits.plugin_instances
             || config.limits.shutdown_grace != old.limits.shutdown_grace
         {
             tracing::warn!("adapter limits and shutdown_grace take effect at the next restart");
             config.limits.plugin_memory = old.limits.plugin_memory;
             config.limits.plugin_call_timeout = old.limits.plugin_call_timeout;
+            config.limits.plugin_instances = old.limits.plugin_instances;
             config.limits.shutdown_grace = old.limits.shutdown_grace;
         }
         let channels = config.channels.len();

@@ -24,7 +24,19 @@ const MAX_LOG_LINES_PER_STORE: u32 = 64;
 pub struct PluginLimits {
     pub memory: u64,
     pub call_timeout: Duration,
+    /// Adapter instances alive at once (one per stream, one per transform in progress);
+    /// the pooling allocator reserves address space for this many up front.
+    pub instances: u32,
 }
+
+/// Core instances, memories and tables one adapter component may hold: a Rust guest built
+/// for wasm32-wasip2 uses one module with one memory, plus small shims.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+const MEMORIES_PER_COMPONENT: u32 = 2;
+const TABLES_PER_COMPONENT: u32 = 4;
+/// Guard pages after each pooled memory: with the 4 GiB reservation turned off, bounds are
+/// checked explicitly, and a small guard still catches most stray accesses cheaply.
+const POOL_MEMORY_GUARD: u64 = 64 * 1024;
 
 /// What each adapter store carries: an empty WASI context (no files, network, env, args
 /// or clocks beyond the defaults Rust std needs to link), the limits, and log context.
@@ -94,7 +106,18 @@ impl Engine {
         let mut cfg = wasmtime::Config::new();
         cfg.wasm_component_model(true);
         cfg.epoch_interruption(true);
-        let engine = wasmtime::Engine::new(&cfg)?;
+        let engine = match Self::pooled(&mut cfg, &limits) {
+            Ok(e) => e,
+            Err(e) => {
+                // E.g. a container with a small virtual-memory limit: the on-demand
+                // allocator needs no up-front reservation.
+                tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand instance allocation");
+                cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
+                cfg.memory_reservation(4 << 30);
+                cfg.memory_guard_size(32 << 20);
+                wasmtime::Engine::new(&cfg)?
+            }
+        };
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -116,6 +139,27 @@ impl Engine {
 
         let deadline_ticks = limits.call_timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         Ok(Engine(Arc::new(Shared { engine, linker, limits, deadline_ticks, stop })))
+    }
+
+    /// An engine whose instances come from a pre-reserved pool: instantiation is a slot
+    /// reuse instead of mmap/munmap per request.
+    fn pooled(cfg: &mut wasmtime::Config, limits: &PluginLimits) -> Result<wasmtime::Engine> {
+        let n = limits.instances.max(1);
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+            .total_memories(n.saturating_mul(MEMORIES_PER_COMPONENT))
+            .total_tables(n.saturating_mul(TABLES_PER_COMPONENT))
+            .total_stacks(n)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .max_memory_size(limits.memory as usize);
+        cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        // Reserve only the memory cap per slot, not 4 GiB: thousands of slots must fit.
+        cfg.memory_reservation(limits.memory);
+        cfg.memory_guard_size(POOL_MEMORY_GUARD);
+        Ok(wasmtime::Engine::new(cfg)?)
     }
 
     pub fn wasmtime(&self) -> &wasmtime::Engine {

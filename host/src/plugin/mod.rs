@@ -40,6 +40,8 @@ pub enum CallError {
     Adapter(AdapterError),
     /// The adapter trapped or hit a limit; its instance is gone.
     Trap { reason: &'static str, message: String },
+    /// Every adapter instance slot is in use (`limits.plugin_instances`).
+    Capacity(String),
 }
 
 impl CallError {
@@ -56,6 +58,7 @@ impl CallError {
             CallError::Trap { reason, message } => {
                 RelayError::plugin(format!("adapter '{plugin}' crashed ({reason}): {message}"))
             }
+            CallError::Capacity(m) => RelayError::unavailable(format!("adapter '{plugin}' is at capacity: {m}")),
         }
     }
 }
@@ -88,7 +91,13 @@ impl Plugin {
     /// A fresh, isolated instance: nothing from another request can be seen in it.
     async fn instance(&self, request_id: &str) -> Result<(Store<PluginState>, AdapterPlugin), CallError> {
         let mut store = self.engine.store(self.name(), request_id);
-        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| self.trap(e, "instantiate"))?;
+        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| {
+            if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+                tracing::warn!(plugin = %self.name(), error = %e, "adapter instance pool exhausted");
+                return CallError::Capacity(e.to_string());
+            }
+            self.trap(e, "instantiate")
+        })?;
         Ok((store, instance))
     }
 

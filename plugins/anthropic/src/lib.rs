@@ -5,7 +5,7 @@
 //! `anthropic_version` (the `anthropic-version` header, default
 //! [`request::DEFAULT_ANTHROPIC_VERSION`]) and `max_tokens` (used when the client sends
 //! none, default [`request::DEFAULT_MAX_TOKENS`]). The mapping is documented in
-//! `docs/adapters/anthropic.md`.
+//! `docs/adapters.md` (the `anthropic` section).
 
 mod request;
 mod response;

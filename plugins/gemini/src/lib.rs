@@ -4,7 +4,7 @@
 //!
 //! The channel's `base_url` is the API origin (`https://generativelanguage.googleapis.com`);
 //! the key goes in `x-goog-api-key`. Channel settings: `api_version` (default `v1beta`).
-//! The mapping, both ways, is documented in docs/adapters/gemini.md.
+//! The mapping, both ways, is documented in docs/adapters.md (the `gemini` section).
 
 mod embed;
 mod request;
