@@ -12,7 +12,6 @@
 
 use relay_plugin_kit::error::error_type;
 use relay_plugin_kit::prelude::*;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// The API version sent when the channel sets none: the current GA version.
@@ -21,7 +20,9 @@ pub const DEFAULT_API_VERSION: &str = "2024-10-21";
 pub struct Azure;
 
 impl Adapter for Azure {
-    type Stream = AzureStream;
+    // Azure streams OpenAI chunks; the kit's passthrough also drops Azure's content-filter
+    // preamble (a chunk with neither choices nor usage).
+    type Stream = openai::PassthroughStream;
 
     fn info() -> PluginInfo {
         PluginInfo {
@@ -119,62 +120,6 @@ fn error_body(status: u16, body: &str) -> String {
         out.insert("innererror".into(), inner.clone());
     }
     serde_json::json!({ "error": out }).to_string()
-}
-
-#[derive(Deserialize)]
-struct ChunkProbe {
-    #[serde(default)]
-    choices: Option<Vec<serde::de::IgnoredAny>>,
-    usage: Option<openai::WireUsage>,
-    error: Option<ErrorProbe>,
-}
-
-#[derive(Deserialize)]
-struct ErrorProbe {
-    message: Option<String>,
-}
-
-/// Azure's chunks are OpenAI chunks: each is checked, scanned for usage and forwarded,
-/// except the content-filter chunks without choices or usage that OpenAI clients do not
-/// expect (Azure's first chunk carries only `prompt_filter_results`).
-#[derive(Default)]
-pub struct AzureStream {
-    done: bool,
-    usage: Option<Usage>,
-}
-
-impl StreamAdapter for AzureStream {
-    fn new(_ctx: &CallContext) -> Self {
-        AzureStream::default()
-    }
-
-    fn push(&mut self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
-        let data = event.data.trim();
-        if data == "[DONE]" {
-            self.done = true;
-            return Ok(StreamOutput { chunks: vec![], done: true, usage: None });
-        }
-        let probe: ChunkProbe =
-            serde_json::from_str(data).map_err(|e| invalid_upstream(format!("a stream chunk is not JSON: {e}")))?;
-        if let Some(err) = probe.error {
-            let msg = err.message.unwrap_or_else(|| "the vendor sent an error event".into());
-            return Err(invalid_upstream(format!("the vendor ended the stream with an error: {msg}")));
-        }
-        let usage = probe.usage.map(Usage::from);
-        if usage.is_some() {
-            self.usage = usage;
-        } else if probe.choices.as_ref().is_none_or(Vec::is_empty) {
-            return Ok(StreamOutput { chunks: vec![], done: false, usage: None });
-        }
-        Ok(StreamOutput { chunks: vec![event.data], done: false, usage })
-    }
-
-    fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
-        if !self.done {
-            return Err(invalid_upstream("the vendor's stream ended before [DONE]"));
-        }
-        Ok(StreamEnd { chunks: vec![], usage: self.usage })
-    }
 }
 
 relay_plugin_kit::export_adapter!(Azure);
@@ -368,7 +313,7 @@ mod tests {
 
     #[test]
     fn stream_drops_filter_chunks_and_reports_usage() {
-        let mut t = AzureStream::new(&ctx(Endpoint::ChatCompletions, "gpt-4o", true, &[]));
+        let mut t = openai::PassthroughStream::new(&ctx(Endpoint::ChatCompletions, "gpt-4o", true, &[]));
         let prompt_filter = r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]}"#;
         let role = r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"content_filter_results":{},"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#;
         let call = r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"weather","arguments":""}}]},"finish_reason":null}],"usage":null}"#;
@@ -396,7 +341,7 @@ mod tests {
 
     #[test]
     fn stream_without_done_fails_in_finish() {
-        let mut t = AzureStream::new(&ctx(Endpoint::ChatCompletions, "gpt-4o", true, &[]));
+        let mut t = openai::PassthroughStream::new(&ctx(Endpoint::ChatCompletions, "gpt-4o", true, &[]));
         let text = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
         assert_eq!(t.push(event(text)).unwrap().chunks.len(), 1);
         assert!(matches!(t.finish(), Err(AdapterError::InvalidUpstream(m)) if m.contains("[DONE]")));
@@ -404,7 +349,7 @@ mod tests {
 
     #[test]
     fn stream_errors() {
-        let mut t = AzureStream::new(&ctx(Endpoint::ChatCompletions, "gpt-4o", true, &[]));
+        let mut t = openai::PassthroughStream::new(&ctx(Endpoint::ChatCompletions, "gpt-4o", true, &[]));
         assert!(matches!(t.push(event("{not json")), Err(AdapterError::InvalidUpstream(_))));
         let err = t.push(event(r#"{"error":{"code":"server_error","message":"overloaded"}}"#));
         assert!(matches!(err, Err(AdapterError::InvalidUpstream(m)) if m.contains("overloaded")));

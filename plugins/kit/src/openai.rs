@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::{AdapterError, Usage};
+use crate::{CallContext, StreamAdapter, StreamEnd, StreamEvent, StreamOutput};
 
 /// A chat completions request as clients send it. Fields no adapter needs to read stay in
 /// `extra`, so an adapter can refuse the ones its vendor cannot take, by name.
@@ -312,6 +313,64 @@ impl ChunkBuilder {
             "choices": [], "usage": usage_json(u),
         })
         .to_string()
+    }
+}
+
+/// The stream of a vendor that already speaks OpenAI's chunks (OpenAI, Azure OpenAI, the
+/// OpenAI-compatible APIs): each chunk is checked (it must be JSON), scanned for usage and
+/// forwarded as it is; `data: [DONE]` is the terminal event; an `{"error": ...}` event ends
+/// the stream with an error. Chunks with neither choices nor usage (Azure's content-filter
+/// preamble) are dropped: OpenAI clients do not expect them.
+#[derive(Default)]
+pub struct PassthroughStream {
+    done: bool,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct ChunkProbe {
+    #[serde(default)]
+    choices: Option<Vec<serde::de::IgnoredAny>>,
+    usage: Option<WireUsage>,
+    error: Option<ErrorProbe>,
+}
+
+#[derive(Deserialize)]
+struct ErrorProbe {
+    message: Option<String>,
+}
+
+impl StreamAdapter for PassthroughStream {
+    fn new(_ctx: &CallContext) -> Self {
+        PassthroughStream::default()
+    }
+
+    fn push(&mut self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            return Ok(StreamOutput { chunks: vec![], done: true, usage: None });
+        }
+        let probe: ChunkProbe = serde_json::from_str(data)
+            .map_err(|e| AdapterError::InvalidUpstream(format!("a stream chunk is not JSON: {e}")))?;
+        if let Some(err) = probe.error {
+            let msg = err.message.unwrap_or_else(|| "the vendor sent an error event".into());
+            return Err(AdapterError::InvalidUpstream(format!("the vendor ended the stream with an error: {msg}")));
+        }
+        let usage = probe.usage.map(Usage::from);
+        if usage.is_some() {
+            self.usage = usage;
+        } else if probe.choices.as_ref().is_none_or(Vec::is_empty) {
+            return Ok(StreamOutput { chunks: vec![], done: false, usage: None });
+        }
+        Ok(StreamOutput { chunks: vec![event.data], done: false, usage })
+    }
+
+    fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
+        if !self.done {
+            return Err(AdapterError::InvalidUpstream("the vendor's stream ended before [DONE]".into()));
+        }
+        Ok(StreamEnd { chunks: vec![], usage: self.usage })
     }
 }
 

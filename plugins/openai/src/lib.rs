@@ -8,12 +8,12 @@
 //! (OpenAI-Project header).
 
 use relay_plugin_kit::prelude::*;
-use serde::Deserialize;
 
 pub struct OpenAi;
 
 impl Adapter for OpenAi {
-    type Stream = Passthrough;
+    // Chunks are already OpenAI chunks: the kit checks them, reads usage and forwards them.
+    type Stream = openai::PassthroughStream;
 
     fn info() -> PluginInfo {
         PluginInfo {
@@ -43,56 +43,6 @@ impl Adapter for OpenAi {
         Ok(UpstreamRequest { method: "POST".into(), path: path.into(), headers, body: body.into() })
     }
     // transform_response: the kit's default (pass success through, keep errors OpenAI-shaped).
-}
-
-#[derive(Deserialize)]
-struct ChunkProbe {
-    usage: Option<openai::WireUsage>,
-    error: Option<ErrorProbe>,
-}
-
-#[derive(Deserialize)]
-struct ErrorProbe {
-    message: Option<String>,
-}
-
-/// Chunks are already OpenAI chunks: each is checked, scanned for usage and forwarded.
-#[derive(Default)]
-pub struct Passthrough {
-    done: bool,
-    usage: Option<Usage>,
-}
-
-impl StreamAdapter for Passthrough {
-    fn new(_ctx: &CallContext) -> Self {
-        Passthrough::default()
-    }
-
-    fn push(&mut self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
-        let data = event.data.trim();
-        if data == "[DONE]" {
-            self.done = true;
-            return Ok(StreamOutput { chunks: vec![], done: true, usage: None });
-        }
-        let probe: ChunkProbe =
-            serde_json::from_str(data).map_err(|e| invalid_upstream(format!("a stream chunk is not JSON: {e}")))?;
-        if let Some(err) = probe.error {
-            let msg = err.message.unwrap_or_else(|| "the vendor sent an error event".into());
-            return Err(invalid_upstream(format!("the vendor ended the stream with an error: {msg}")));
-        }
-        let usage = probe.usage.map(Usage::from);
-        if usage.is_some() {
-            self.usage = usage;
-        }
-        Ok(StreamOutput { chunks: vec![event.data], done: false, usage })
-    }
-
-    fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
-        if !self.done {
-            return Err(invalid_upstream("the vendor's stream ended before [DONE]"));
-        }
-        Ok(StreamEnd { chunks: vec![], usage: self.usage })
-    }
 }
 
 relay_plugin_kit::export_adapter!(OpenAi);
@@ -145,7 +95,7 @@ mod tests {
 
     #[test]
     fn stream_needs_done() {
-        let mut t = Passthrough::new(&ctx(Endpoint::ChatCompletions, true, &[]));
+        let mut t = openai::PassthroughStream::new(&ctx(Endpoint::ChatCompletions, true, &[]));
         let chunk = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}]}"#;
         let o = t.push(StreamEvent { event: None, data: chunk.into() }).unwrap();
         assert_eq!(o.chunks, vec![chunk.to_string()]);
