@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, ProcessEnv};
+use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::plugin::{Engine, Loader, PluginLimits, Registry};
 use crate::relay::Relay;
@@ -99,15 +100,21 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     let grace = config.limits.shutdown_grace;
     let (stop_tx, stop_rx) = watch::channel(false);
     let tls = crate::upstream::tls_config();
+    let jobs_config = config.jobs.clone();
     let snapshot = Snapshot::new(config, tls.clone(), metrics.clone());
     let relay = Arc::new(Relay::new(snapshot, registry.clone(), metrics.clone(), stop_rx));
+    let jobs_dir = jobs_config.path.clone();
+    let jobs = Jobs::start(relay.clone(), jobs_config, metrics.clone())
+        .with_context(|| format!("cannot start the job store in {}", jobs_dir.display()))?;
     let reloader =
         crate::watch::Reloader { relay: relay.clone(), registry, loader, config_path, tls, metrics }.spawn()?;
 
     tracing::info!(%addr, adapters = report.loaded.len(), "relay listening");
     // A fixed line on stdout for people and scripts (tests read the port from it).
     println!("relay listening on http://{addr}");
-    crate::server::serve(listener, relay, shutdown_signal(), grace, stop_tx).await;
+    crate::server::serve(listener, relay, jobs.clone(), shutdown_signal(), grace, stop_tx).await;
+    // Jobs still running are stopped and recorded as failed; the sweeper ends.
+    jobs.shutdown().await;
     reloader.abort();
     tracing::info!("relay stopped");
     // The engine's epoch thread ends with it.

@@ -51,6 +51,21 @@ pub const DEFAULT_PLUGIN_DIR: &str = "plugins.d";
 /// The relay's own state (compile cache, job store), next to its config by default.
 pub const DEFAULT_DATA_DIR: &str = ".relay";
 
+/// Async jobs: the store's folder under `data_dir`.
+pub const DEFAULT_JOBS_DIR: &str = "jobs";
+/// A finished job's result is kept a day: time to collect it, not a long-term archive.
+pub const DEFAULT_JOB_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Expired jobs are purged this often; an expired job is at most this late to go.
+pub const DEFAULT_JOB_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Jobs running at once; each holds one vendor call, like a synchronous request.
+pub const DEFAULT_JOBS_MAX_RUNNING: usize = 64;
+/// Jobs waiting for a run slot; past it a submission gets 429. Each holds its body in memory.
+pub const DEFAULT_JOBS_MAX_QUEUED: usize = 1024;
+/// Stored output of one job; a long answer is a few hundred KiB of chunks.
+pub const DEFAULT_JOB_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Longest retention accepted: a year.
+const MAX_RETENTION_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
 /// The resolved configuration the relay runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -63,6 +78,19 @@ pub struct Config {
     pub limits: Limits,
     pub channels: Vec<Channel>,
     pub tokens: Vec<Token>,
+    pub jobs: JobsConfig,
+}
+
+/// `[jobs]`: the async mode's store and bounds. Applies at start-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobsConfig {
+    /// Folder of the job store.
+    pub path: PathBuf,
+    pub retention: Duration,
+    pub sweep_interval: Duration,
+    pub max_running: usize,
+    pub max_queued: usize,
+    pub max_bytes_per_job: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -203,6 +231,19 @@ struct RawConfig {
     channels: Vec<Spanned<RawChannel>>,
     #[serde(default, rename = "token")]
     tokens: Vec<Spanned<RawToken>>,
+    #[serde(default)]
+    jobs: RawJobs,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    path: Option<PathBuf>,
+    retention: Option<Spanned<f64>>,
+    sweep_interval: Option<Spanned<f64>>,
+    max_running: Option<Spanned<u64>>,
+    max_queued: Option<Spanned<u64>>,
+    max_bytes_per_job: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -420,7 +461,8 @@ impl Config {
             tokens.push(Token { name: t.name.clone(), key, models: t.models.clone() });
         }
 
-        Ok(Config { listen, plugin_dir, data_dir, admin_token, timeouts, limits, channels, tokens })
+        let jobs = resolve_jobs(&raw.jobs, base, &data_dir, text)?;
+        Ok(Config { listen, plugin_dir, data_dir, admin_token, timeouts, limits, channels, tokens, jobs })
     }
 }
 
@@ -530,6 +572,60 @@ fn resolve_limits(raw: &RawLimits, text: &str) -> Result<Limits> {
     Ok(l)
 }
 
+fn resolve_jobs(raw: &RawJobs, base: &Path, data_dir: &Path, text: &str) -> Result<JobsConfig> {
+    let at = |v: &std::ops::Range<usize>| line_of(text, v.start);
+    let span_secs = |v: &Spanned<f64>, key: &str| -> Result<Duration> {
+        let secs = *v.get_ref();
+        if !secs.is_finite() || secs <= 0.0 || secs > MAX_RETENTION_SECS {
+            bail!(
+                "jobs.{key} (line {}): must be a positive number of seconds up to {MAX_RETENTION_SECS}, got {secs}",
+                at(&v.span())
+            );
+        }
+        Ok(Duration::from_secs_f64(secs))
+    };
+    let count = |v: &Spanned<u64>, key: &str| -> Result<u64> {
+        if *v.get_ref() == 0 {
+            bail!("jobs.{key} (line {}): must be greater than 0", at(&v.span()));
+        }
+        Ok(*v.get_ref())
+    };
+    let as_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    Ok(JobsConfig {
+        path: raw.path.as_ref().map_or_else(|| data_dir.join(DEFAULT_JOBS_DIR), |p| base.join(p)),
+        retention: raw
+            .retention
+            .as_ref()
+            .map(|v| span_secs(v, "retention"))
+            .transpose()?
+            .unwrap_or(DEFAULT_JOB_RETENTION),
+        sweep_interval: raw
+            .sweep_interval
+            .as_ref()
+            .map(|v| span_secs(v, "sweep_interval"))
+            .transpose()?
+            .unwrap_or(DEFAULT_JOB_SWEEP_INTERVAL),
+        max_running: raw
+            .max_running
+            .as_ref()
+            .map(|v| count(v, "max_running"))
+            .transpose()?
+            .map_or(DEFAULT_JOBS_MAX_RUNNING, as_usize),
+        max_queued: raw
+            .max_queued
+            .as_ref()
+            .map(|v| count(v, "max_queued"))
+            .transpose()?
+            .map_or(DEFAULT_JOBS_MAX_QUEUED, as_usize),
+        max_bytes_per_job: raw
+            .max_bytes_per_job
+            .as_ref()
+            .map(|v| count(v, "max_bytes_per_job"))
+            .transpose()?
+            .unwrap_or(DEFAULT_JOB_MAX_BYTES),
+    })
+}
+
 /// `base_url` follows each vendor SDK's convention (OpenAI's includes `/v1`); the adapter's
 /// path is appended to it. No query or fragment: those would make the join ambiguous.
 fn validate_base_url(s: &str) -> Result<String, String> {
@@ -630,6 +726,25 @@ models = ["*"]
         assert!(e.contains("token[0] 't'") && e.contains("key"), "{e}");
         let e = err("[limits]\nmax_request_body = 0\n");
         assert!(e.contains("limits.max_request_body") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn jobs_table() {
+        let c = Config::parse("", Path::new("/etc/relay"), &env(&[])).unwrap();
+        assert_eq!(c.jobs.path, Path::new("/etc/relay/.relay/jobs"));
+        assert_eq!(c.jobs.retention, DEFAULT_JOB_RETENTION);
+        assert_eq!(c.jobs.max_running, DEFAULT_JOBS_MAX_RUNNING);
+        let c = Config::parse(
+            "[jobs]\npath = \"j\"\nretention = 0.5\nmax_running = 2\nmax_queued = 3\nmax_bytes_per_job = 10\n",
+            Path::new("/r"),
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.jobs.path, Path::new("/r/j"));
+        assert_eq!(c.jobs.retention, Duration::from_millis(500));
+        assert_eq!((c.jobs.max_running, c.jobs.max_queued, c.jobs.max_bytes_per_job), (2, 3, 10));
+        let e = format!("{:#}", Config::parse("[jobs]\nmax_queued = 0\n", Path::new("."), &env(&[])).unwrap_err());
+        assert!(e.contains("jobs.max_queued") && e.contains("line 2"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
 pub mod plugin;
 pub mod relay;

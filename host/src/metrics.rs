@@ -25,6 +25,11 @@ impl Gauge {
     pub fn set(&self, v: i64) {
         self.0.store(v, Ordering::Relaxed);
     }
+
+    /// For counts of stored things (jobs by status) that move on state changes, not scopes.
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 #[must_use = "the gauge goes down when the guard drops"]
@@ -62,6 +67,10 @@ pub struct Counter(AtomicU64);
 impl Counter {
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> u64 {
@@ -160,6 +169,9 @@ impl Histogram {
     }
 }
 
+/// The states of an async job, in the order of `Metrics::jobs`.
+pub const JOB_STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+
 pub struct Metrics {
     pub inflight_requests: Gauge,
     pub active_streams: Gauge,
@@ -180,6 +192,9 @@ pub struct Metrics {
     plugins: Mutex<Vec<[String; 3]>>,
     pub request_duration: Histogram,
     pub time_to_first_byte: Histogram,
+    /// Async jobs in the store, by `JOB_STATUSES` index.
+    pub jobs: [Gauge; JOB_STATUSES.len()],
+    pub job_events: Counter,
 }
 
 impl Default for Metrics {
@@ -200,6 +215,8 @@ impl Default for Metrics {
             plugins: Mutex::new(Vec::new()),
             request_duration: Histogram::default(),
             time_to_first_byte: Histogram::default(),
+            jobs: Default::default(),
+            job_events: Counter::default(),
         }
     }
 }
@@ -283,6 +300,16 @@ impl Metrics {
             &mut out,
             "relay_time_to_first_byte_seconds",
             "From request received to the first byte of the answer.",
+        );
+        let _ = writeln!(out, "# HELP relay_jobs Async jobs in the store, by status.\n# TYPE relay_jobs gauge");
+        for (status, g) in JOB_STATUSES.iter().zip(&self.jobs) {
+            let _ = writeln!(out, "relay_jobs{{status=\"{status}\"}} {}", g.get());
+        }
+        let _ = writeln!(
+            out,
+            "# HELP relay_job_events_total Output events stored for async jobs.\n\
+             # TYPE relay_job_events_total counter\nrelay_job_events_total {}",
+            self.job_events.get()
         );
         out
     }

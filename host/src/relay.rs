@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::access::RequestLog;
 use crate::auth::authenticate;
-use crate::config::{Channel, Limits, fmt_secs};
+use crate::config::{Channel, Limits, Token, fmt_secs};
 use crate::error::RelayError;
 use crate::metrics::Metrics;
 use crate::plugin::{AuthScheme, CallContext, Endpoint, Header, Plugin, Registry, StreamFormat, UpstreamResponse};
@@ -45,6 +45,13 @@ enum Outcome {
     Failed(RelayError),
 }
 
+/// What `Relay::check` learnt from a request body.
+pub struct Checked {
+    pub model: String,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
 #[derive(Deserialize)]
 struct ChatProbe {
     model: Option<serde_json::Value>,
@@ -68,6 +75,11 @@ impl Relay {
     ) -> Self {
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Self { metrics, registry, snapshot: ArcSwap::from_pointee(snapshot), shutdown, started }
+    }
+
+    /// Flips when shutdown's grace period is over; long-lived bodies end on it.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -141,11 +153,27 @@ impl Relay {
     ) -> Result<Response<Body>, RelayError> {
         let token = authenticate(req.headers(), snap)?;
         log.token = token.name.clone();
-        let limits = &snap.config.limits;
-        let body =
-            read_client_body(req, limits.max_request_body, snap.config.timeouts.client_body, &self.metrics).await?;
+        let body = self.read_body(req, snap).await?;
+        self.serve_body(token, endpoint, &body, snap, log).await
+    }
+
+    /// Read a client's body under the request-body bounds (size, time).
+    pub async fn read_body(&self, req: Request<Incoming>, snap: &Snapshot) -> Result<Bytes, RelayError> {
+        read_client_body(req, snap.config.limits.max_request_body, snap.config.timeouts.client_body, &self.metrics)
+            .await
+    }
+
+    /// Everything that can be refused before any channel is tried: the body's JSON shape,
+    /// the model, the token's right to it, a channel serving it.
+    pub fn check(token: &Token, endpoint: Endpoint, body: &[u8], snap: &Snapshot) -> Result<Checked, RelayError> {
+        let checked = Self::probe(endpoint, body)?;
+        Self::admit(token, &checked.model, snap)?;
+        Ok(checked)
+    }
+
+    fn probe(endpoint: Endpoint, body: &[u8]) -> Result<Checked, RelayError> {
         let text =
-            std::str::from_utf8(&body).map_err(|_| RelayError::bad_request("the request body is not valid UTF-8"))?;
+            std::str::from_utf8(body).map_err(|_| RelayError::bad_request("the request body is not valid UTF-8"))?;
         let probe: ChatProbe = serde_json::from_str(text)
             .map_err(|e| RelayError::bad_request(format!("We could not parse the JSON body of your request: {e}")))?;
         let model = match probe.model {
@@ -157,7 +185,6 @@ impl Relay {
                 return Err(RelayError::bad_request("you must provide a model parameter").with_param("model"));
             }
         };
-        log.model = model.clone();
         match endpoint {
             Endpoint::ChatCompletions => match &probe.messages {
                 None => {
@@ -175,21 +202,46 @@ impl Relay {
             }
         }
         let stream = endpoint == Endpoint::ChatCompletions && probe.stream.unwrap_or(false);
+        let include_usage = probe.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+        Ok(Checked { model, stream, include_usage })
+    }
+
+    fn admit(token: &Token, model: &str, snap: &Snapshot) -> Result<(), RelayError> {
+        if !token.allows(model) {
+            return Err(RelayError::model_forbidden(model, &token.name));
+        }
+        if !snap.serves(model) {
+            return Err(RelayError::model_not_found(model));
+        }
+        Ok(())
+    }
+
+    /// One relay request whose body is already read: the HTTP handler and the async job
+    /// runner both come through here, so they share routing, adapters, bounds and failover.
+    pub async fn serve_body(
+        &self,
+        token: &Token,
+        endpoint: Endpoint,
+        body: &[u8],
+        snap: &Snapshot,
+        log: &mut RequestLog,
+    ) -> Result<Response<Body>, RelayError> {
+        log.token = token.name.clone();
+        let Checked { model, stream, include_usage } = Self::probe(endpoint, body)?;
+        log.model = model.clone();
         log.stream = stream;
-        if !token.allows(&model) {
-            return Err(RelayError::model_forbidden(&model, &token.name));
-        }
+        Self::admit(token, &model, snap)?;
+        // `probe` proved the body is UTF-8.
+        let text = std::str::from_utf8(body).unwrap_or_default();
+        let limits = &snap.config.limits;
         let candidates = snap.candidates(&model);
-        if candidates.is_empty() {
-            return Err(RelayError::model_not_found(&model));
-        }
 
         let mut ctx = CallContext {
             request_id: log.request_id.clone(),
             endpoint,
             model,
             stream,
-            include_usage: probe.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+            include_usage,
             settings: Vec::new(),
         };
         let count = candidates.len();
@@ -467,7 +519,7 @@ fn set_request_id(h: &mut HeaderMap, id: &str) {
 
 /// A client-supplied `x-request-id` is kept when it is short and plain, so callers can
 /// trace their own ids through; otherwise the relay makes one.
-fn request_id(headers: &HeaderMap) -> String {
+pub fn request_id(headers: &HeaderMap) -> String {
     if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
         && !v.is_empty()
         && v.len() <= 64

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::RelayError;
+use crate::jobs::{Jobs, wants_async};
 use crate::plugin::Endpoint;
 use crate::relay::{Body, Relay, error_response, json_response};
 
@@ -26,11 +27,24 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// their final error event before the process exits.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
-pub async fn route(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body> {
+pub async fn route(relay: Arc<Relay>, jobs: Arc<Jobs>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     match (req.method(), path) {
+        (&Method::POST, "/v1/chat/completions") if wants_async(req.headers()) => {
+            jobs.submit(req, Endpoint::ChatCompletions).await
+        }
+        (&Method::POST, "/v1/embeddings") if wants_async(req.headers()) => jobs.submit(req, Endpoint::Embeddings).await,
         (&Method::POST, "/v1/chat/completions") => relay.handle(req, Endpoint::ChatCompletions).await,
         (&Method::POST, "/v1/embeddings") => relay.handle(req, Endpoint::Embeddings).await,
+        (&Method::GET, "/v1/jobs") => jobs.list(req.headers(), req.uri().query()),
+        (&Method::GET, p) if p.starts_with("/v1/jobs/") && p.ends_with("/events") => {
+            let id = p.trim_start_matches("/v1/jobs/").trim_end_matches("/events");
+            jobs.events(req.headers(), id)
+        }
+        (&Method::GET, p) if p.starts_with("/v1/jobs/") => jobs.get(req.headers(), p.trim_start_matches("/v1/jobs/")),
+        (&Method::DELETE, p) if p.starts_with("/v1/jobs/") => {
+            jobs.cancel(req.headers(), p.trim_start_matches("/v1/jobs/")).await
+        }
         (&Method::GET, "/v1/models") => relay.models(req.headers()),
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
             let id = p.trim_start_matches("/v1/models/").to_string();
@@ -57,6 +71,7 @@ pub async fn route(relay: Arc<Relay>, req: Request<Incoming>) -> Response<Body> 
 pub async fn serve(
     listener: TcpListener,
     relay: Arc<Relay>,
+    jobs: Arc<Jobs>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
     streams_stop: watch::Sender<bool>,
@@ -78,10 +93,10 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let relay = relay.clone();
+        let (relay, jobs) = (relay.clone(), jobs.clone());
         let svc = service_fn(move |req| {
-            let relay = relay.clone();
-            async move { Ok::<_, std::convert::Infallible>(route(relay, req).await) }
+            let (relay, jobs) = (relay.clone(), jobs.clone());
+            async move { Ok::<_, std::convert::Infallible>(route(relay, jobs, req).await) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
         let conn = graceful.watch(conn);

@@ -1,0 +1,703 @@
+//! Async mode: `Prefer: respond-async` turns a relay request into a job the relay runs
+//! itself, through the same `Relay::serve_body` as a synchronous request, while the client
+//! polls its status, follows its output as resumable SSE, or cancels it.
+//!
+//! Ownership: a job outlives the HTTP request that created it, so it cannot live in that
+//! request's future. `Jobs` is the one owner of every job task: each running job's
+//! `JoinHandle` and stop handle sit in a map and leave it when the job ends. There is one way
+//! to stop a job, `Jobs::stop` (DELETE, and shutdown for all of them), and one sweeper task,
+//! owned here too, ended by `Jobs::shutdown`.
+
+mod assemble;
+mod store;
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::access::RequestLog;
+use crate::auth::authenticate;
+use crate::config::JobsConfig;
+use crate::error::RelayError;
+use crate::metrics::Metrics;
+use crate::plugin::Endpoint;
+use crate::relay::{Body, Relay, error_response, json_response, request_id};
+use crate::sse::{Format, Framer};
+use crate::stream::shutdown_requested;
+
+use assemble::Assembler;
+pub use store::{Record, Status, Store};
+
+/// OpenAI list pages: 20 items unless asked, 100 at most.
+const DEFAULT_PAGE: usize = 20;
+const MAX_PAGE: usize = 100;
+/// Events sent in one SSE frame when replaying; bounds one store read.
+const REPLAY_BATCH: usize = 256;
+/// Shutdown waits this long for stopped jobs to record how they ended.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+/// DELETE waits this long for a running job to record its cancellation before answering.
+const CANCEL_WAIT: Duration = Duration::from_secs(1);
+
+/// Why a running job is being stopped.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Cancelled,
+    Shutdown,
+}
+
+/// How a job ended.
+enum Outcome {
+    Succeeded(Value),
+    Failed(Value),
+    Cancelled,
+}
+
+/// A job waiting for a run slot; its body lives only in memory.
+struct Pending {
+    id: String,
+    owner: String,
+    endpoint: Endpoint,
+    body: Bytes,
+    request_id: String,
+}
+
+struct Running {
+    /// Taken by the first stop.
+    stop: Option<oneshot::Sender<Stop>>,
+    handle: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Pending>,
+    running: HashMap<String, Running>,
+    /// The last stored event of each unfinished job; dropped when the job has ended, which
+    /// tells event readers to read the rest and stop.
+    live: HashMap<String, watch::Sender<u64>>,
+    sweeper: Option<JoinHandle<()>>,
+    closed: bool,
+}
+
+pub struct Jobs {
+    relay: Arc<Relay>,
+    store: Store,
+    cfg: JobsConfig,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    me: Weak<Jobs>,
+}
+
+/// The owner of a job: a hash of the client key, so a job stays with its key across
+/// restarts and renames while the key itself is never stored.
+fn owner_of(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn endpoint_name(e: Endpoint) -> &'static str {
+    match e {
+        Endpoint::ChatCompletions => "chat.completions",
+        Endpoint::Embeddings => "embeddings",
+    }
+}
+
+/// The inner OpenAI error object of a relay error.
+fn error_object(e: &RelayError) -> Value {
+    serde_json::from_slice::<Value>(&e.body()).map(|mut v| v["error"].take()).unwrap_or(Value::Null)
+}
+
+fn store_error(e: anyhow::Error) -> RelayError {
+    tracing::error!(error = %format!("{e:#}"), "job store failed");
+    RelayError::unavailable(format!("the job store failed: {e:#}"))
+}
+
+/// Does the request ask for async mode (RFC 7240 `Prefer: respond-async`)?
+pub fn wants_async(headers: &HeaderMap) -> bool {
+    headers.get_all("prefer").iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|p| p.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("respond-async")))
+    })
+}
+
+impl Jobs {
+    /// Open the store, fail what a previous process left unfinished, start the sweeper.
+    pub fn start(relay: Arc<Relay>, cfg: JobsConfig, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Jobs>> {
+        let store = Store::open(&cfg.path)?;
+        let counts = store.recover(now_ms())?;
+        for (g, n) in metrics.jobs.iter().zip(counts) {
+            g.set(n as i64);
+        }
+        let jobs = Arc::new_cyclic(|me| Jobs {
+            relay,
+            store,
+            cfg,
+            metrics,
+            state: Mutex::new(State::default()),
+            me: me.clone(),
+        });
+        let sweeper = tokio::spawn(Self::sweep(Arc::downgrade(&jobs), jobs.cfg.sweep_interval));
+        jobs.lock().sweeper = Some(sweeper);
+        Ok(jobs)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn moved(&self, from: Option<Status>, to: Option<Status>) {
+        if let Some(s) = from {
+            self.metrics.jobs[s.index()].add(-1);
+        }
+        if let Some(s) = to {
+            self.metrics.jobs[s.index()].add(1);
+        }
+    }
+
+    /// The sweeper: purge finished jobs past retention. Holds only a weak handle, so it
+    /// never keeps the manager alive; `shutdown` aborts it.
+    async fn sweep(jobs: Weak<Jobs>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(jobs) = jobs.upgrade() else { return };
+            let cutoff = now_ms().saturating_sub(jobs.cfg.retention.as_millis() as u64);
+            match jobs.store.purge(cutoff) {
+                Ok(purged) => {
+                    for s in &purged {
+                        jobs.moved(Some(*s), None);
+                    }
+                    if !purged.is_empty() {
+                        tracing::info!(purged = purged.len(), "expired jobs purged");
+                    }
+                }
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "purging expired jobs failed"),
+            }
+        }
+    }
+
+    /// Stop everything: the sweeper, queued jobs (failed: their bodies were only in
+    /// memory) and running ones (failed, through the same stop as DELETE).
+    pub async fn shutdown(&self) {
+        let (running, queued) = {
+            let mut st = self.lock();
+            st.closed = true;
+            if let Some(s) = st.sweeper.take() {
+                s.abort();
+            }
+            let running: Vec<_> = st.running.drain().collect();
+            let queued: Vec<_> = st.queue.drain(..).collect();
+            for p in &queued {
+                st.live.remove(&p.id);
+            }
+            (running, queued)
+        };
+        for p in queued {
+            let e = RelayError::unavailable("the relay shut down before the job started");
+            self.record_end(&p.id, Status::Queued, Outcome::Failed(error_object(&e)));
+        }
+        let mut handles = Vec::new();
+        for (_, r) in running {
+            if let Some(tx) = r.stop {
+                let _ = tx.send(Stop::Shutdown);
+            }
+            handles.push(r.handle);
+        }
+        let _ = tokio::time::timeout(SHUTDOWN_WAIT, futures_util::future::join_all(handles)).await;
+    }
+
+    /// `POST /v1/chat/completions` or `/v1/embeddings` with `Prefer: respond-async`.
+    pub async fn submit(&self, req: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
+        match self.try_submit(req, endpoint).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e, None),
+        }
+    }
+
+    async fn try_submit(&self, req: Request<Incoming>, endpoint: Endpoint) -> Result<Response<Body>, RelayError> {
+        let snap = self.relay.snapshot();
+        let token = authenticate(req.headers(), &snap)?;
+        let owner = owner_of(&token.key);
+        let request_id = request_id(req.headers());
+        let body = self.relay.read_body(req, &snap).await?;
+        let checked = Relay::check(token, endpoint, &body, &snap)?;
+        let body = match endpoint {
+            Endpoint::ChatCompletions => stream_body(&body)?,
+            Endpoint::Embeddings => body,
+        };
+        let created = now_ms();
+        let id = format!("job_{:016x}{:08x}", created * 1000, rand::random::<u32>());
+        let record = Record {
+            id: id.clone(),
+            owner: owner.clone(),
+            token: token.name.clone(),
+            endpoint: endpoint_name(endpoint).to_string(),
+            model: checked.model,
+            request_id: request_id.clone(),
+            status: Status::Queued,
+            created_ms: created,
+            started_ms: None,
+            finished_ms: None,
+            events: 0,
+            bytes: 0,
+            completion_tokens: 0,
+            last_event_ms: None,
+            result: None,
+            error: None,
+        };
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(RelayError::unavailable("the relay is shutting down"));
+            }
+            if st.running.len() >= self.cfg.max_running && st.queue.len() >= self.cfg.max_queued {
+                return Ok(queue_full(self.cfg.max_queued));
+            }
+            self.store.put(&record, true).map_err(store_error)?;
+            self.moved(None, Some(Status::Queued));
+            st.live.insert(id.clone(), watch::channel(0).0);
+            st.queue.push_back(Pending { id: id.clone(), owner, endpoint, body, request_id });
+            self.pump(&mut st);
+        }
+        let mut resp = json_response(
+            StatusCode::ACCEPTED,
+            json!({"id": id, "object": "relay.job", "status": "queued", "created_at": created / 1000}).to_string(),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("/v1/jobs/{id}")) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        Ok(resp)
+    }
+
+    /// Start queued jobs while there are run slots.
+    fn pump(&self, st: &mut State) {
+        let Some(me) = self.me.upgrade() else { return };
+        while st.running.len() < self.cfg.max_running
+            && let Some(p) = st.queue.pop_front()
+        {
+            let (tx, rx) = oneshot::channel();
+            let id = p.id.clone();
+            let handle = tokio::spawn(me.clone().run(p, rx));
+            st.running.insert(id, Running { stop: Some(tx), handle });
+        }
+    }
+
+    /// One job, from its run slot to its recorded end. Dropping `execute` on a stop drops
+    /// the vendor call with it.
+    async fn run(self: Arc<Self>, job: Pending, mut stop: oneshot::Receiver<Stop>) {
+        let started = now_ms();
+        if let Err(e) = self.store.update(&job.id, true, |r| {
+            r.status = Status::Running;
+            r.started_ms = Some(started);
+        }) {
+            tracing::error!(job = %job.id, error = %format!("{e:#}"), "job store failed");
+        }
+        self.moved(Some(Status::Queued), Some(Status::Running));
+        let outcome = tokio::select! {
+            o = self.execute(&job) => o,
+            s = &mut stop => match s {
+                Ok(Stop::Cancelled) => Outcome::Cancelled,
+                // A dropped stop handle means shutdown took the job out of the map.
+                Ok(Stop::Shutdown) | Err(_) => {
+                    let e = RelayError::unavailable("the relay shut down while the job was running");
+                    Outcome::Failed(error_object(&e))
+                }
+            },
+        };
+        self.record_end(&job.id, Status::Running, outcome);
+        let mut st = self.lock();
+        st.running.remove(&job.id);
+        st.live.remove(&job.id);
+        if !st.closed {
+            self.pump(&mut st);
+        }
+    }
+
+    /// Write a job's end (durably) and move the status gauges.
+    fn record_end(&self, id: &str, from: Status, outcome: Outcome) {
+        let finished = now_ms();
+        let status = match &outcome {
+            Outcome::Succeeded(_) => Status::Succeeded,
+            Outcome::Failed(_) => Status::Failed,
+            Outcome::Cancelled => Status::Cancelled,
+        };
+        let res = self.store.update(id, true, |r| {
+            r.status = status;
+            r.finished_ms = Some(finished);
+            match outcome {
+                Outcome::Succeeded(v) => r.result = Some(v),
+                Outcome::Failed(e) => r.error = Some(e),
+                Outcome::Cancelled => {
+                    r.error = Some(json!({"message": "the job was cancelled", "type": "cancelled", "param": null, "code": "job_cancelled"}))
+                }
+            }
+        });
+        if let Err(e) = res {
+            tracing::error!(job = %id, error = %format!("{e:#}"), "recording the end of a job failed");
+        }
+        self.moved(Some(from), Some(status));
+        tracing::info!(job = %id, status = status.as_str(), "job ended");
+    }
+
+    /// Run the request through the relay and store its output as it comes.
+    async fn execute(&self, job: &Pending) -> Outcome {
+        let snap = self.relay.snapshot();
+        let Some(token) = snap.config.tokens.iter().find(|t| owner_of(&t.key) == job.owner) else {
+            let e = RelayError::unauthorized("the token that submitted this job is no longer configured");
+            return Outcome::Failed(error_object(&e));
+        };
+        let name = match job.endpoint {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Embeddings => "embeddings",
+        };
+        let mut log = RequestLog::new(self.metrics.clone(), job.request_id.clone(), name);
+        let resp = match self.relay.serve_body(token, job.endpoint, &job.body, &snap, &mut log).await {
+            Ok(r) => r,
+            Err(e) => {
+                log.error = Some(e.message.clone());
+                log.finish(e.status.as_u16());
+                return Outcome::Failed(error_object(&e));
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let is_stream = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == b"text/event-stream");
+        let mut sink = Sink { jobs: self, id: &job.id, bytes: 0, seq: 0, tokens: 0 };
+        if !is_stream {
+            let bytes = match body.collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(never) => match never {},
+            };
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            if !parts.status.is_success() {
+                return Outcome::Failed(v.get("error").cloned().unwrap_or(v));
+            }
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            if let Err(o) = sink.append(vec![text], v.pointer("/usage/completion_tokens").and_then(Value::as_u64)) {
+                return o;
+            }
+            return Outcome::Succeeded(v);
+        }
+        self.consume_stream(body, &mut sink).await
+    }
+
+    /// The relay's own SSE answer, read back event by event: chunks are stored and
+    /// assembled; `[DONE]` is success, an error event is the job's error.
+    async fn consume_stream(&self, mut body: Body, sink: &mut Sink<'_>) -> Outcome {
+        let mut framer = Framer::new(Format::Sse, usize::MAX);
+        let mut assembler = Assembler::default();
+        loop {
+            let Some(frame) = body.frame().await else {
+                let e = RelayError::bad_upstream("the stream ended without completing");
+                return Outcome::Failed(error_object(&e));
+            };
+            let Ok(data) = (match frame {
+                Ok(f) => f.into_data(),
+                Err(never) => match never {},
+            }) else {
+                continue;
+            };
+            framer.push(&data);
+            let mut batch = Vec::new();
+            let mut done = false;
+            let mut failed = None;
+            while let Ok(Some(ev)) = framer.next_event() {
+                if ev.data == "[DONE]" {
+                    done = true;
+                    break;
+                }
+                let v: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
+                if let Some(err) = v.get("error").filter(|_| v.get("choices").is_none()) {
+                    failed = Some(Outcome::Failed(err.clone()));
+                    break;
+                }
+                assembler.push(&v);
+                batch.push(ev.data);
+            }
+            if let Err(o) = sink.append(batch, assembler.completion_tokens()) {
+                return o;
+            }
+            if let Some(o) = failed {
+                return o;
+            }
+            if done {
+                return Outcome::Succeeded(assembler.finish());
+            }
+        }
+    }
+
+    /// The job `id` if `headers` carry its owner's key; 404 for anyone else.
+    fn owned(&self, headers: &HeaderMap, id: &str) -> Result<Record, RelayError> {
+        let snap = self.relay.snapshot();
+        let token = authenticate(headers, &snap)?;
+        match self.store.get(id).map_err(store_error)? {
+            Some(r) if r.owner == owner_of(&token.key) => Ok(r),
+            _ => Err(RelayError::not_found(format!("No job found with id '{id}'"))),
+        }
+    }
+
+    /// `GET /v1/jobs/{id}`.
+    pub fn get(&self, headers: &HeaderMap, id: &str) -> Response<Body> {
+        match self.owned(headers, id) {
+            Ok(r) => json_response(StatusCode::OK, r.to_json(now_ms()).to_string()),
+            Err(e) => error_response(&e, None),
+        }
+    }
+
+    /// `DELETE /v1/jobs/{id}`: cancel; a finished job is answered as it is.
+    pub async fn cancel(&self, headers: &HeaderMap, id: &str) -> Response<Body> {
+        let record = match self.owned(headers, id) {
+            Ok(r) => r,
+            Err(e) => return error_response(&e, None),
+        };
+        if !record.status.finished() {
+            self.stop(id).await;
+        }
+        match self.store.get(id) {
+            Ok(Some(r)) => json_response(StatusCode::OK, r.to_json(now_ms()).to_string()),
+            Ok(None) => error_response(&RelayError::not_found(format!("No job found with id '{id}'")), None),
+            Err(e) => error_response(&store_error(e), None),
+        }
+    }
+
+    /// The one way to stop a job: a queued one leaves the queue, a running one is told to
+    /// stop and drops its vendor call; waits (bounded) until the end is recorded.
+    async fn stop(&self, id: &str) {
+        let (pending, mut live) = {
+            let mut st = self.lock();
+            let pending = st.queue.iter().position(|p| p.id == id).and_then(|i| st.queue.remove(i));
+            if pending.is_some() {
+                st.live.remove(id);
+            } else if let Some(tx) = st.running.get_mut(id).and_then(|r| r.stop.take()) {
+                let _ = tx.send(Stop::Cancelled);
+            }
+            (pending, st.live.get(id).map(watch::Sender::subscribe))
+        };
+        if let Some(p) = pending {
+            self.record_end(&p.id, Status::Queued, Outcome::Cancelled);
+            return;
+        }
+        if let Some(rx) = live.as_mut() {
+            // The sender drops once the job's end is stored.
+            let _ = tokio::time::timeout(CANCEL_WAIT, async { while rx.changed().await.is_ok() {} }).await;
+        }
+    }
+
+    /// `GET /v1/jobs?limit=&after=`: the caller's jobs, newest first.
+    pub fn list(&self, headers: &HeaderMap, query: Option<&str>) -> Response<Body> {
+        let snap = self.relay.snapshot();
+        let token = match authenticate(headers, &snap) {
+            Ok(t) => t,
+            Err(e) => return error_response(&e, None),
+        };
+        let mut limit = DEFAULT_PAGE;
+        let mut after = None;
+        for (k, v) in query.unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')) {
+            match k {
+                "limit" => match v.parse::<usize>() {
+                    Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
+                    _ => {
+                        let e = RelayError::bad_request(format!("limit must be an integer from 1 to {MAX_PAGE}"))
+                            .with_param("limit");
+                        return error_response(&e, None);
+                    }
+                },
+                "after" => after = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        let (records, has_more) = match self.store.list(&owner_of(&token.key), after.as_deref(), limit) {
+            Ok(r) => r,
+            Err(e) => return error_response(&store_error(e), None),
+        };
+        let now = now_ms();
+        let data: Vec<Value> = records.iter().map(|r| r.to_json(now)).collect();
+        let body = json!({
+            "object": "list",
+            "first_id": records.first().map(|r| r.id.clone()),
+            "last_id": records.last().map(|r| r.id.clone()),
+            "has_more": has_more,
+            "data": data,
+        });
+        json_response(StatusCode::OK, body.to_string())
+    }
+
+    /// `GET /v1/jobs/{id}/events`: the output so far, then live until the end; each event
+    /// has an `id:`, and `Last-Event-ID` resumes after it. The body polls the store and a
+    /// watch channel; it spawns nothing and ends with the job or at shutdown.
+    pub fn events(&self, headers: &HeaderMap, id: &str) -> Response<Body> {
+        if let Err(e) = self.owned(headers, id) {
+            return error_response(&e, None);
+        }
+        let cursor = headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let Some(me) = self.me.upgrade() else {
+            return error_response(&RelayError::unavailable("the relay is shutting down"), None);
+        };
+        let live = self.lock().live.get(id).map(watch::Sender::subscribe);
+        let follow =
+            Follow { jobs: me, id: id.to_string(), cursor, live, shutdown: self.relay.shutdown_signal(), ended: false };
+        let stream = futures_util::stream::unfold(follow, |mut f| async move {
+            let bytes = f.next().await?;
+            Some((Ok::<_, Infallible>(Frame::data(bytes)), f))
+        });
+        let mut resp = Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        resp
+    }
+}
+
+/// 429 with OpenAI's rate-limit error shape: the queue is full, try again later.
+fn queue_full(max: usize) -> Response<Body> {
+    let body = json!({"error": {
+        "message": format!("too many async jobs are waiting (jobs.max_queued = {max}); retry later"),
+        "type": "rate_limit_error", "param": null, "code": "job_queue_full",
+    }});
+    let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, body.to_string());
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// A chat request made to stream with usage, so the job's progress is live and its
+/// result can be assembled; everything else in the body is kept as sent.
+fn stream_body(body: &[u8]) -> Result<Bytes, RelayError> {
+    let mut v: serde_json::Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|e| RelayError::bad_request(format!("We could not parse the JSON body of your request: {e}")))?;
+    v.insert("stream".into(), Value::Bool(true));
+    let opts = v.entry("stream_options").or_insert_with(|| json!({}));
+    if let Some(o) = opts.as_object_mut() {
+        o.insert("include_usage".into(), Value::Bool(true));
+    }
+    Ok(Bytes::from(Value::Object(v).to_string()))
+}
+
+/// Where a running job's output goes: the store, batch by batch, then a wake-up for
+/// event readers.
+struct Sink<'a> {
+    jobs: &'a Jobs,
+    id: &'a str,
+    bytes: u64,
+    seq: u64,
+    tokens: u64,
+}
+
+impl Sink<'_> {
+    /// Store a batch; `Err` ends the job (the per-job byte bound, or the store failing).
+    fn append(&mut self, batch: Vec<String>, completion_tokens: Option<u64>) -> Result<(), Outcome> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let size: u64 = batch.iter().map(|e| e.len() as u64).sum();
+        let max = self.jobs.cfg.max_bytes_per_job;
+        if self.bytes + size > max {
+            let e = RelayError::bad_upstream(format!(
+                "the job's output passed the limit of {max} bytes (jobs.max_bytes_per_job)"
+            ))
+            .with_code("job_too_large");
+            return Err(Outcome::Failed(error_object(&e)));
+        }
+        let first = self.seq + 1;
+        self.seq += batch.len() as u64;
+        self.bytes += size;
+        if let Some(t) = completion_tokens {
+            self.tokens = t;
+        }
+        let (count, bytes, tokens, now) = (self.seq, self.bytes, self.tokens, now_ms());
+        let res = self.jobs.store.append(self.id, first, &batch, |r| {
+            r.events = count;
+            r.bytes = bytes;
+            r.completion_tokens = tokens;
+            r.last_event_ms = Some(now);
+        });
+        if let Err(e) = res {
+            return Err(Outcome::Failed(error_object(&store_error(e))));
+        }
+        self.jobs.metrics.job_events.add(batch.len() as u64);
+        if let Some(tx) = self.jobs.lock().live.get(self.id) {
+            tx.send_replace(count);
+        }
+        Ok(())
+    }
+}
+
+/// One reader of a job's events.
+struct Follow {
+    jobs: Arc<Jobs>,
+    id: String,
+    cursor: u64,
+    live: Option<watch::Receiver<u64>>,
+    shutdown: watch::Receiver<bool>,
+    ended: bool,
+}
+
+impl Follow {
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            let events = match self.jobs.store.events_after(&self.id, self.cursor, REPLAY_BATCH) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.ended = true;
+                    return Some(store_error(e).sse_event());
+                }
+            };
+            if let Some((last, _)) = events.last() {
+                self.cursor = *last;
+                let mut out = Vec::new();
+                for (seq, data) in &events {
+                    out.extend_from_slice(format!("id: {seq}\ndata: ").as_bytes());
+                    out.extend_from_slice(data.as_bytes());
+                    out.extend_from_slice(b"\n\n");
+                }
+                return Some(Bytes::from(out));
+            }
+            match self.live.as_mut() {
+                Some(rx) => {
+                    tokio::select! {
+                        biased;
+                        _ = shutdown_requested(&mut self.shutdown) => {
+                            self.ended = true;
+                            let e = RelayError::unavailable("the relay is shutting down; reconnect with Last-Event-ID to resume");
+                            return Some(e.sse_event());
+                        }
+                        r = rx.changed() => if r.is_err() { self.live = None },
+                    }
+                }
+                None => {
+                    // No live sender: the job has ended and everything is stored.
+                    self.ended = true;
+                    return Some(match self.jobs.store.get(&self.id) {
+                        Ok(Some(r)) if r.status == Status::Succeeded => Bytes::from_static(b"data: [DONE]\n\n"),
+                        Ok(Some(r)) => {
+                            let err = r.error.unwrap_or(Value::Null);
+                            Bytes::from(format!("data: {}\n\n", json!({"error": err})))
+                        }
+                        Ok(None) => RelayError::not_found("the job was purged").sse_event(),
+                        Err(e) => store_error(e).sse_event(),
+                    });
+                }
+            }
+        }
+    }
+}
