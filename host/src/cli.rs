@@ -94,8 +94,7 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
         }
     }
 
-    let listener =
-        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let grace = config.limits.shutdown_grace;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -120,6 +119,18 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     // The engine's epoch thread ends with it.
     drop(engine);
     Ok(())
+}
+
+/// Pending connections the kernel queues before the relay accepts them. std's default of
+/// 128 drops connection attempts in a burst of clients (each then retries after 1 s); the
+/// kernel still caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn shutdown_signal() {

@@ -60,6 +60,9 @@ pub struct Options {
     pub chunks: usize,
     pub chunk_delay: Duration,
     pub header_delay: Duration,
+    /// Keep every request for `Stats::received` (tests); off for long-running demos and
+    /// benchmarks, where it would grow without end.
+    pub record: bool,
 }
 
 impl Default for Options {
@@ -70,6 +73,7 @@ impl Default for Options {
             chunks: 8,
             chunk_delay: Duration::from_millis(0),
             header_delay: Duration::from_millis(0),
+            record: true,
         }
     }
 }
@@ -276,13 +280,15 @@ async fn handle(req: Request<Incoming>, stats: &Stats, options: &Options) -> Res
         return json_response(StatusCode::BAD_REQUEST, r#"{"error":"could not read body"}"#.into());
     };
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    stats.received.lock().unwrap_or_else(|e| e.into_inner()).push(Received {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().map(str::to_owned),
-        headers: parts.headers.clone(),
-        body: json.clone(),
-    });
+    if options.record {
+        stats.received.lock().unwrap_or_else(|e| e.into_inner()).push(Received {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts.headers.clone(),
+            body: json.clone(),
+        });
+    }
     if let Some(d) = knob_ms(&parts.headers, "x-mock-header-delay-ms").or(Some(options.header_delay))
         && !d.is_zero()
     {

@@ -51,6 +51,8 @@ async fn main() -> anyhow::Result<()> {
             chunks: args.chunks,
             chunk_delay: Duration::from_millis(args.chunk_delay_ms),
             header_delay: Duration::ZERO,
+            // A long-running demo or benchmark vendor must not keep every request.
+            record: false,
         },
     );
     println!("demo upstream listening on {}", mock.root_url());
