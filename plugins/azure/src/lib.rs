@@ -42,8 +42,8 @@ impl Adapter for Azure {
         };
         let path = format!(
             "/openai/deployments/{}/{operation}?api-version={}",
-            encode(deployment(ctx)),
-            encode(api_version(ctx))
+            encode_segment(deployment(ctx)),
+            encode_segment(api_version(ctx))
         );
         let mut headers = Vec::new();
         if ctx.stream {
@@ -72,20 +72,6 @@ fn deployment(ctx: &CallContext) -> &str {
 
 fn api_version(ctx: &CallContext) -> &str {
     ctx.setting("api_version").filter(|v| !v.is_empty()).unwrap_or(DEFAULT_API_VERSION)
-}
-
-/// Percent-encode everything outside `[A-Za-z0-9._-]`, so a setting can only ever be one
-/// path segment or one query value.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// An Azure error body in OpenAI's shape. Azure's own errors carry `code` and `message`
@@ -190,7 +176,7 @@ mod tests {
             r.path,
             "/openai/deployments/my%20dep%2F..%2Fx%3Fy%23z/chat/completions?api-version=2024-10-21%26a%3Db"
         );
-        assert_eq!(encode("Dep_1.a-b~é"), "Dep_1.a-b%7E%C3%A9");
+        assert_eq!(encode_segment("Dep_1.a-b~é"), "Dep_1.a-b%7E%C3%A9");
     }
 
     #[test]

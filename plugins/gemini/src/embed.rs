@@ -5,13 +5,13 @@ use relay_plugin_kit::prelude::*;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::request::{api_version, encode_model};
+use crate::request::api_version;
 
 /// Embedding request fields this adapter maps or may drop; any other is refused by name.
 const FIELDS: &[&str] = &["model", "input", "dimensions", "encoding_format", "user"];
 
 pub fn path(ctx: &CallContext) -> Result<String, AdapterError> {
-    Ok(format!("/{}/models/{}:batchEmbedContents", api_version(ctx)?, encode_model(&ctx.model)))
+    Ok(format!("/{}/models/{}:batchEmbedContents", api_version(ctx)?, relay_plugin_kit::encode_segment(&ctx.model)))
 }
 
 pub fn body(ctx: &CallContext, body: &str) -> Result<Value, AdapterError> {

@@ -25,7 +25,7 @@ const VENDOR: &str = "Gemini";
 /// `/{version}/models/{model}:generateContent`, or `:streamGenerateContent?alt=sse`.
 pub fn path(ctx: &CallContext) -> Result<String, AdapterError> {
     let version = api_version(ctx)?;
-    let model = encode_model(&ctx.model);
+    let model = relay_plugin_kit::encode_segment(&ctx.model);
     Ok(if ctx.stream {
         format!("/{version}/models/{model}:streamGenerateContent?alt=sse")
     } else {
@@ -42,19 +42,6 @@ pub fn api_version(ctx: &CallContext) -> Result<&str, AdapterError> {
         )));
     }
     Ok(version)
-}
-
-/// The model name as one path segment: anything outside `[A-Za-z0-9._-]` percent-encoded.
-pub fn encode_model(model: &str) -> String {
-    let mut out = String::with_capacity(model.len());
-    for b in model.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The Gemini request body for the client's chat request (`raw` is the same body as JSON,

@@ -48,6 +48,7 @@ pub mod prelude {
     pub use crate::{
         Adapter, AdapterError, AuthScheme, CallContext, ContextExt, Endpoint, Header, PluginInfo, RelayResponse,
         StreamAdapter, StreamEnd, StreamEvent, StreamFormat, StreamOutput, UpstreamRequest, UpstreamResponse, Usage,
+        encode_segment,
     };
 }
 
@@ -99,6 +100,20 @@ impl StreamAdapter for NoStream {
     fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
         Err(AdapterError::Unsupported("this adapter does not stream".into()))
     }
+}
+
+/// Percent-encode everything outside `[A-Za-z0-9._-]`, so a model name or a setting can only
+/// ever be one path segment or one query value of the vendor URL.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Reading channel settings.
