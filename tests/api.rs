@@ -347,6 +347,7 @@ async fn status_command_prints_the_live_gauges() {
     for key in ["inflight=0", "streams=0", "tasks=", "upstream_conns=", "rss_mib=", "requests=1"] {
         assert!(line.contains(key), "{key} missing: {line}");
     }
+    assert!(line.contains("timeouts=0 ") && !line.contains("=-"), "{line}");
     // An unreachable relay is a clear error, not a hang.
     let out = std::process::Command::new(workspace_root().join("target/release/relay"))
         .args(["status", "--url", "http://127.0.0.1:1"])

@@ -164,7 +164,9 @@ pub async fn status(url: &str) -> Result<()> {
         text.lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            // An empty f64 sum is -0.0; `+ 0.0` prints it as 0.
+            .sum::<f64>()
+            + 0.0
     };
     println!(
         "inflight={} streams={} tasks={} upstream_conns={} rss_mib={:.1} timeouts={} client_disconnects={} requests={}",
