@@ -11,7 +11,7 @@
 use http::{Method, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use crate::{Body, Req, chunk_count, event_stream, json_response, not_json, pieces, words};
+use crate::{Body, Req, chunk_count, event_stream, json_response, not_json, pieces, tool_arguments, words};
 
 /// The API versions the mock serves (GA and preview versions Azure accepts).
 const API_VERSIONS: &[&str] = &[
@@ -337,23 +337,6 @@ fn validate_tools(body: &Value) -> Result<Option<(String, Value)>, Refusal> {
         let name = t.pointer("/function/name").and_then(Value::as_str).unwrap_or_default().to_string();
         (name, t.pointer("/function/parameters").cloned().unwrap_or(Value::Null))
     }))
-}
-
-/// Arguments a model might fill in from the schema: strings get the user's words.
-fn tool_arguments(schema: &Value, last_user: &str) -> String {
-    let mut args = Map::new();
-    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-        for (name, p) in props {
-            let v = match p.get("type").and_then(Value::as_str) {
-                Some("string") => json!(last_user),
-                Some("number") | Some("integer") => json!(1),
-                Some("boolean") => json!(true),
-                _ => Value::Null,
-            };
-            args.insert(name.clone(), v);
-        }
-    }
-    Value::Object(args).to_string()
 }
 
 /// What the mock model answers.

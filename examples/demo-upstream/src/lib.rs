@@ -309,3 +309,21 @@ async fn handle(req: Request<Incoming>, stats: &Stats, options: &Options) -> Res
         Vendor::Azure => azure::handle(&req).await,
     }
 }
+
+/// Small tool-call arguments a model might fill in from the tool's JSON schema: strings get
+/// the user's words, numbers 1, booleans true. Shared by the OpenAI-shaped mocks.
+pub(crate) fn tool_arguments(schema: &Value, last_user: &str) -> String {
+    let mut args = serde_json::Map::new();
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, p) in props {
+            let v = match p.get("type").and_then(Value::as_str) {
+                Some("string") => Value::String(last_user.to_string()),
+                Some("number") | Some("integer") => Value::from(1),
+                Some("boolean") => Value::Bool(true),
+                _ => Value::Null,
+            };
+            args.insert(name.clone(), v);
+        }
+    }
+    Value::Object(args).to_string()
+}

@@ -8,9 +8,9 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use crate::{Body, Req, chunk_count, event_stream, json_response, knob_ms, not_json, pieces, words};
+use crate::{Body, Req, chunk_count, event_stream, json_response, knob_ms, not_json, pieces, tool_arguments, words};
 
 /// The parameters OpenAI's chat completions endpoint accepts; anything else is refused
 /// with "Unrecognized request argument supplied", as OpenAI does.
@@ -296,23 +296,6 @@ fn chosen_tool(body: &Value) -> Result<Option<(String, Value)>, Box<Response<Bod
         None => tools.first(),
     };
     Ok(tool.map(|t| (name(t), t.pointer("/function/parameters").cloned().unwrap_or(Value::Null))))
-}
-
-/// Small arguments a model might fill in from the schema: strings get the user's words.
-fn tool_arguments(schema: &Value, last_user: &str) -> String {
-    let mut args = Map::new();
-    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-        for (name, p) in props {
-            let v = match p.get("type").and_then(Value::as_str) {
-                Some("string") => json!(last_user),
-                Some("number") | Some("integer") => json!(1),
-                Some("boolean") => json!(true),
-                _ => Value::Null,
-            };
-            args.insert(name.clone(), v);
-        }
-    }
-    Value::Object(args).to_string()
 }
 
 /// What the mock model answers.
