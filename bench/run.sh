@@ -13,6 +13,7 @@
 #   BENCH_LOADGEN_THREADS  tokio workers of the load generator [1]
 #   BENCH_RELAY_LOG      the relay's RELAY_LOG; info writes its access line per request [info]
 #   BENCH_KEEP           1: keep the temp dir (configs, logs) [0]
+#   BENCH_MICRO          1: also run the plugin-boundary micro-benchmarks (host/benches) [1]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +28,7 @@ BENCH_NGINX=${BENCH_NGINX:-auto}
 BENCH_LOADGEN_THREADS=${BENCH_LOADGEN_THREADS:-1}
 BENCH_RELAY_LOG=${BENCH_RELAY_LOG:-info}
 BENCH_KEEP=${BENCH_KEEP:-0}
+BENCH_MICRO=${BENCH_MICRO:-1}
 
 # The workloads of issue 6.
 readonly CONCURRENCY_LOW=32
@@ -463,3 +465,10 @@ say ""
 "$LOADGEN" report "$RESULTS" | tee "$OUT_DIR/report.md"
 say ""
 say "bench: report saved to target/bench/report.md (raw figures: target/bench/results.tsv)"
+
+if [[ $BENCH_MICRO == 1 ]]; then
+  say ""
+  say "== plugin boundary (cargo bench -p relay --bench plugin_boundary)"
+  (cd "$ROOT" && cargo bench --locked -q -p relay --bench plugin_boundary) | tee "$OUT_DIR/plugin_boundary.md"
+  say "bench: micro-benchmarks saved to target/bench/plugin_boundary.md"
+fi

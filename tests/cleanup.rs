@@ -130,3 +130,26 @@ async fn many_disconnects_leave_nothing_behind() {
     relay.assert_back_to(baseline, Duration::from_secs(5)).await;
     assert_eq!(relay.metrics().await.gauge("relay_client_disconnects_total"), 60.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_instances_are_given_back_when_their_streams_end() {
+    let m = Mock::start(Options::default()).await.unwrap();
+    let (relay, baseline) = setup(&m).await;
+    let instances = |m: &Metrics| m.value("relay_plugin_instances", &[("use", "stream")]);
+    let before = instances(&relay.metrics().await);
+    assert_eq!(before, 0.0, "no stream yet");
+    let mut sockets = Vec::new();
+    for _ in 0..70 {
+        sockets.push(send(&relay, "slow-stream", true).await);
+    }
+    vendor_received(&m, 71).await;
+    let open = relay.wait_metrics(Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 70.0).await;
+    // 32 streams share an instance (the default): 70 streams need 3, not 70 (4 when two
+    // requests find the open one full at the same moment and both start one).
+    assert!((3.0..=4.0).contains(&instances(&open)), "{} instances for 70 streams", instances(&open));
+    drop(sockets);
+    relay.assert_back_to(baseline, Duration::from_secs(5)).await;
+    // What stays: the one new streams join, kept warm.
+    let after = relay.wait_metrics(Duration::from_secs(5), |m| instances(m) <= 1.0).await;
+    assert_eq!(instances(&after), 1.0, "instances left after the streams ended");
+}

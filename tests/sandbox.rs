@@ -9,8 +9,13 @@ use relay_tests::*;
 use serde_json::Value;
 
 async fn relay(m: &Mock) -> TestRelay {
-    let mut config = String::from("[limits]\nplugin_call_timeout_ms = 200\nplugin_memory_mib = 32\n");
-    for mode in ["loop", "hog", "escape", "stream-loop", "fine"] {
+    relay_with(m, "").await
+}
+
+/// `limits`: more `[limits]` lines.
+async fn relay_with(m: &Mock, limits: &str) -> TestRelay {
+    let mut config = format!("[limits]\nplugin_call_timeout_ms = 200\nplugin_memory_mib = 32\n{limits}");
+    for mode in ["loop", "hog", "escape", "stream-loop", "fine", "panic"] {
         config.push_str(&format!(
             "[[channel]]\nname = \"{mode}\"\nadapter = \"misbehave\"\nbase_url = \"{}\"\napi_key = \"{UPSTREAM_KEY}\"\nmodels = [\"{mode}\"]\nsettings = {{ mode = \"{mode}\" }}\n",
             m.base_url()
@@ -86,4 +91,76 @@ async fn a_loop_mid_stream_ends_that_stream_only() {
     assert!(last["error"]["message"].as_str().unwrap().contains("CPU limit"), "{last}");
     assert_eq!(good.sse_data().last().map(String::as_str), Some("[DONE]"));
     relay.wait_metrics(Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 0.0).await;
+}
+
+/// A vendor that streams 10 chunks 150 ms apart.
+async fn slow_vendor() -> Mock {
+    Mock::start(Options { chunks: 10, chunk_delay: Duration::from_millis(150), ..Options::default() }).await.unwrap()
+}
+
+/// Sends a slow `fine` stream on the misbehave adapter, and while it is open a stream whose
+/// adapter loops mid-stream; returns the slow stream's events.
+async fn slow_stream_beside_a_trap(relay: &TestRelay) -> Vec<String> {
+    let slow_body = chat_body("fine", "one two three four five six seven eight nine ten", true);
+    let (slow, bad) = tokio::join!(relay.chat(&slow_body), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        relay.chat(&chat_body("stream-loop", "hi", true)).await
+    });
+    assert!(bad.text().contains("CPU limit"), "{}", bad.text());
+    assert_eq!(slow.status, StatusCode::OK);
+    slow.sse_data()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_ends_the_streams_sharing_its_instance_then_a_fresh_one_serves() {
+    let m = slow_vendor().await;
+    let relay = relay(&m).await;
+    // Streams share an instance (plugin_streams_per_instance = 32): the slow stream's state
+    // lived in the instance that trapped, so it ends with an error event, not a wrong answer.
+    let events = slow_stream_beside_a_trap(&relay).await;
+    assert!(!events.iter().any(|e| e == "[DONE]"), "{events:?}");
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert!(last["error"]["message"].as_str().unwrap().contains("instance_lost"), "{last}");
+    // The next stream gets a fresh instance.
+    let next = relay.chat(&chat_body("fine", "hi", true)).await;
+    assert_eq!(next.sse_data().last().map(String::as_str), Some("[DONE]"), "{}", next.text());
+    let metrics = relay.metrics().await;
+    assert_eq!(metrics.value("relay_plugin_traps_total", &[("plugin", "misbehave"), ("reason", "cpu_limit")]), 1.0);
+    relay.wait_metrics(Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_instance_per_stream_a_trap_ends_only_its_own_stream() {
+    let m = slow_vendor().await;
+    let relay = relay_with(&m, "plugin_streams_per_instance = 1\n").await;
+    let events = slow_stream_beside_a_trap(&relay).await;
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    assert!(events.len() >= 11, "ten chunks and [DONE]: {events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_are_reused_up_to_their_bound_and_replaced_after_a_trap() {
+    let m = Mock::start(Options::default()).await.unwrap();
+    // Three calls per instance: a request is two calls (transform-request and -response).
+    let bounded = relay_with(&m, "plugin_instance_uses = 3\n").await;
+    let made = |m: &Metrics| m.value("relay_plugin_instantiations_total", &[("plugin", "misbehave")]);
+    let before = made(&bounded.metrics().await);
+    for _ in 0..9 {
+        assert_eq!(bounded.chat(&chat_body("fine", "hi", false)).await.status, StatusCode::OK);
+    }
+    // 18 calls, one after another, three per instance.
+    assert_eq!(made(&bounded.metrics().await) - before, 6.0);
+    drop(bounded);
+
+    let relay = relay(&m).await;
+    let before = made(&relay.metrics().await);
+    for _ in 0..9 {
+        assert_eq!(relay.chat(&chat_body("fine", "hi", false)).await.status, StatusCode::OK);
+    }
+    assert_eq!(made(&relay.metrics().await) - before, 1.0, "one warm instance serves them all");
+    // A panic retires its instance; the next request is served by a fresh one.
+    assert_eq!(relay.chat(&chat_body("panic", "hi", false)).await.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(relay.chat(&chat_body("fine", "hi", false)).await.status, StatusCode::OK);
+    assert_eq!(made(&relay.metrics().await) - before, 2.0);
+    assert!(relay.metrics().await.gauge("relay_plugin_instances") >= 1.0);
 }

@@ -80,6 +80,8 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
         memory: config.limits.plugin_memory,
         call_timeout: config.limits.plugin_call_timeout,
         instances: config.limits.plugin_instances,
+        instance_uses: config.limits.plugin_instance_uses,
+        streams_per_instance: config.limits.plugin_streams_per_instance,
     })
     .context("cannot start the WebAssembly engine")?;
     let registry = Arc::new(Registry::default());
@@ -192,6 +194,8 @@ pub async fn plugin_check(file: &std::path::Path) -> Result<()> {
         call_timeout: crate::config::DEFAULT_PLUGIN_CALL_TIMEOUT,
         // One file, one smoke call: no pool worth reserving.
         instances: 4,
+        instance_uses: 1,
+        streams_per_instance: 1,
     })?;
     let loader = Loader::new(engine, None, metrics)?;
     let plugin =

@@ -53,6 +53,10 @@ impl OwnedGaugeGuard {
         pick(&metrics).0.fetch_add(1, Ordering::Relaxed);
         Self { metrics, pick }
     }
+
+    pub fn metrics(&self) -> std::sync::Arc<Metrics> {
+        self.metrics.clone()
+    }
 }
 
 impl Drop for OwnedGaugeGuard {
@@ -176,6 +180,9 @@ pub struct Metrics {
     pub inflight_requests: Gauge,
     pub active_streams: Gauge,
     pub upstream_connections_open: Gauge,
+    /// Adapter instances alive for transforms (warm or in a call), and hosting streams.
+    pub plugin_instances: Gauge,
+    pub plugin_stream_instances: Gauge,
     pub client_disconnects: Counter,
     /// stage: connect, tls_handshake, response_header, stream_idle, total, client_body
     pub timeouts: Family<1>,
@@ -184,6 +191,8 @@ pub struct Metrics {
     pub plugin_calls: Family<2>,
     pub plugin_errors: Family<2>,
     pub plugin_traps: Family<2>,
+    /// Fresh adapter instances made (warm ones are reused; see `plugin_instance_uses`).
+    pub plugin_instantiations: Family<1>,
     /// outcome: loaded, refused, removed
     pub plugin_reloads: Family<2>,
     /// outcome: applied, refused
@@ -203,6 +212,8 @@ impl Default for Metrics {
             inflight_requests: Gauge::default(),
             active_streams: Gauge::default(),
             upstream_connections_open: Gauge::default(),
+            plugin_instances: Gauge::default(),
+            plugin_stream_instances: Gauge::default(),
             client_disconnects: Counter::default(),
             timeouts: Family::new(["stage"]),
             requests: Family::new(["channel", "model", "status"]),
@@ -210,6 +221,7 @@ impl Default for Metrics {
             plugin_calls: Family::new(["plugin", "call"]),
             plugin_errors: Family::new(["plugin", "kind"]),
             plugin_traps: Family::new(["plugin", "reason"]),
+            plugin_instantiations: Family::new(["plugin"]),
             plugin_reloads: Family::new(["plugin", "outcome"]),
             config_reloads: Family::new(["outcome"]),
             plugins: Mutex::new(Vec::new()),
@@ -241,6 +253,14 @@ impl Metrics {
             "relay_upstream_connections_open",
             "Upstream connections open now, in use or idle in the pool.",
             self.upstream_connections_open.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_plugin_instances Adapter instances alive: for transforms (warm or in a call), hosting streams.\n\
+             # TYPE relay_plugin_instances gauge\n\
+             relay_plugin_instances{{use=\"transform\"}} {}\nrelay_plugin_instances{{use=\"stream\"}} {}",
+            self.plugin_instances.get(),
+            self.plugin_stream_instances.get()
         );
         let tasks = tokio::runtime::Handle::try_current().map(|h| h.metrics().num_alive_tasks()).unwrap_or(0);
         gauge(
@@ -275,6 +295,12 @@ impl Metrics {
             &mut out,
             "relay_plugin_traps_total",
             "Adapter calls that trapped or hit a limit.",
+            "counter",
+        );
+        self.plugin_instantiations.render(
+            &mut out,
+            "relay_plugin_instantiations_total",
+            "Fresh adapter instances made; warm instances are reused between calls.",
             "counter",
         );
         self.plugin_reloads.render(

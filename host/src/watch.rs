@@ -127,12 +127,16 @@ impl Reloader {
         if config.limits.plugin_memory != old.limits.plugin_memory
             || config.limits.plugin_call_timeout != old.limits.plugin_call_timeout
             || config.limits.plugin_instances != old.limits.plugin_instances
+            || config.limits.plugin_instance_uses != old.limits.plugin_instance_uses
+            || config.limits.plugin_streams_per_instance != old.limits.plugin_streams_per_instance
             || config.limits.shutdown_grace != old.limits.shutdown_grace
         {
             tracing::warn!("adapter limits and shutdown_grace take effect at the next restart");
             config.limits.plugin_memory = old.limits.plugin_memory;
             config.limits.plugin_call_timeout = old.limits.plugin_call_timeout;
             config.limits.plugin_instances = old.limits.plugin_instances;
+            config.limits.plugin_instance_uses = old.limits.plugin_instance_uses;
+            config.limits.plugin_streams_per_instance = old.limits.plugin_streams_per_instance;
             config.limits.shutdown_grace = old.limits.shutdown_grace;
         }
         let channels = config.channels.len();

@@ -1,20 +1,23 @@
 //! The wasmtime engine shared by every adapter: configuration, the epoch ticker that
-//! bounds CPU per call, and the per-call store with its memory cap and empty WASI.
+//! bounds CPU per call, and the adapter store with its memory cap and empty WASI.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings;
 
-/// Granularity of the CPU bound: a call is cut between (limit - tick) and limit. 10 ms
-/// keeps the idle relay at 100 wake-ups a second while bounding a loop within ~10%.
+/// Granularity of the CPU bound: a call is checked once per tick after its budget could
+/// have run out. 10 ms keeps the idle relay at 100 wake-ups a second.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// A call that has not used its CPU budget but has run this many times the budget in wall
+/// time is cut anyway: the CPU figure is per thread, and this bounds the case it misses.
+const WALL_FACTOR: u32 = 20;
 /// Longest an adapter log line may be before it is cut; adapters cannot flood the log.
 const MAX_LOG_LINE: usize = 4096;
 /// Log lines one call may emit; more are dropped.
@@ -24,9 +27,14 @@ const MAX_LOG_LINES_PER_STORE: u32 = 64;
 pub struct PluginLimits {
     pub memory: u64,
     pub call_timeout: Duration,
-    /// Adapter instances alive at once (one per stream, one per transform in progress);
-    /// the pooling allocator reserves address space for this many up front.
+    /// Adapter instances alive at once (warm transform instances and stream hosts); the
+    /// pooling allocator reserves address space for this many up front.
     pub instances: u32,
+    /// Requests one instance serves before it is replaced by a fresh one (1: a fresh
+    /// instance per call and per stream).
+    pub instance_uses: u32,
+    /// Streams that share one instance at a time (1: an instance per stream).
+    pub streams_per_instance: u32,
 }
 
 /// Core instances, memories and tables one adapter component may hold: a Rust guest built
@@ -43,10 +51,68 @@ const POOL_MEMORY_GUARD: u64 = 64 * 1024;
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     plugin: Arc<str>,
     request_id: Arc<str>,
     log_lines: u32,
+    /// When the running call started, in this thread's CPU time and in wall time.
+    call_cpu: Duration,
+    call_wall: Instant,
+}
+
+impl PluginState {
+    /// Linear memory the instance has grown to: warm instances past a bound are replaced,
+    /// so one large request does not keep its memory resident.
+    pub fn memory(&self) -> usize {
+        self.limits.memory
+    }
+}
+
+/// The store's memory cap, recording the largest size granted.
+struct Limiter {
+    cap: StoreLimits,
+    memory: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let ok = self.cap.memory_growing(current, desired, maximum)?;
+        if ok {
+            self.memory = self.memory.max(desired);
+        }
+        Ok(ok)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.cap.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.cap.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.cap.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.cap.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.cap.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.cap.memories()
+    }
+}
+
+/// CPU time used by the calling thread. Adapter calls never yield (no async imports, the
+/// epoch callback never asks to), so a call runs start to end on one thread.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 impl WasiView for PluginState {
@@ -137,7 +203,7 @@ impl Engine {
             }
         })?;
 
-        let deadline_ticks = limits.call_timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
+        let deadline_ticks = ticks(limits.call_timeout);
         Ok(Engine(Arc::new(Shared { engine, linker, limits, deadline_ticks, stop })))
     }
 
@@ -178,29 +244,55 @@ impl Engine {
         let state = PluginState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.0.limits.memory as usize)
-                .instances(4)
-                .tables(16)
-                .memories(4)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limiter {
+                cap: StoreLimitsBuilder::new()
+                    .memory_size(self.0.limits.memory as usize)
+                    .instances(4)
+                    .tables(16)
+                    .memories(4)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                memory: 0,
+            },
             plugin: plugin.into(),
             request_id: request_id.into(),
             log_lines: 0,
+            call_cpu: thread_cpu(),
+            call_wall: Instant::now(),
         };
         let mut store = Store::new(&self.0.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
+        // The epoch deadline is wall time; this turns it into a CPU bound. When it fires,
+        // a call that has used less than its budget of this thread's CPU (the host was
+        // busy, not the adapter) gets the rest of its budget; one that has used it all is
+        // cut, as is one that has run WALL_FACTOR times the budget in wall time.
+        let budget = self.0.limits.call_timeout;
+        store.epoch_deadline_callback(move |ctx| {
+            let s = ctx.data();
+            let used = thread_cpu().saturating_sub(s.call_cpu);
+            if used >= budget || s.call_wall.elapsed() >= budget * WALL_FACTOR {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Continue(ticks(budget - used)))
+        });
         store.set_epoch_deadline(self.0.deadline_ticks);
         store
     }
 
-    /// Each call gets the full CPU budget, measured from its start.
-    pub fn reset_deadline(&self, store: &mut Store<PluginState>) {
+    /// Start a call: the full CPU budget from now, a fresh log allowance, and the request
+    /// the adapter's log lines belong to.
+    pub fn begin_call(&self, store: &mut Store<PluginState>, request_id: &Arc<str>) {
         store.set_epoch_deadline(self.0.deadline_ticks);
-        store.data_mut().log_lines = 0;
+        let s = store.data_mut();
+        s.log_lines = 0;
+        s.call_cpu = thread_cpu();
+        s.call_wall = Instant::now();
+        s.request_id = request_id.clone();
     }
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64).max(1)
 }
 
 /// A label for `relay_plugin_traps_total{reason}`.

@@ -9,13 +9,14 @@ pub use engine::{Engine, PluginLimits};
 pub use registry::{LoadReport, Loader, Registry};
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
 use crate::error::RelayError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OwnedGaugeGuard};
 
 pub mod bindings {
     wasmtime::component::bindgen!({
@@ -63,8 +64,17 @@ impl CallError {
     }
 }
 
+/// Linear memory past which a warm instance is replaced instead of reused: a mapping
+/// needs well under this, and one large request should not keep its memory resident.
+const RECYCLE_MEMORY: usize = 8 * 1024 * 1024;
+
 /// One loaded adapter version. Requests hold an `Arc<Plugin>` for their whole life, so a
 /// reload never pulls a version out from under a running stream.
+///
+/// Instances are reused (see docs/architecture.md, "Adapter instances"): transforms take
+/// a warm instance from `idle` and give it back; streams share a [`StreamHost`]. Any trap,
+/// adapter error, `instance_uses` requests or growth past [`RECYCLE_MEMORY`] retires an
+/// instance, so a fault or a large request never reaches the next one.
 pub struct Plugin {
     pub info: PluginInfo,
     pub path: PathBuf,
@@ -77,6 +87,33 @@ pub struct Plugin {
     pre: AdapterPluginPre<PluginState>,
     engine: Engine,
     metrics: Arc<Metrics>,
+    pools: Pools,
+}
+
+/// The instances a plugin version keeps between calls.
+struct Pools {
+    /// Warm instances for transforms, most recently used last.
+    idle: Mutex<Vec<Warm>>,
+    idle_max: usize,
+    /// The stream host new streams join until it is full or retired.
+    stream_host: Mutex<Option<Arc<StreamHost>>>,
+}
+
+impl Pools {
+    fn new() -> Pools {
+        // Transforms never yield, so no more run at once than there are runtime threads.
+        let idle_max = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        Pools { idle: Mutex::new(Vec::with_capacity(idle_max)), idle_max, stream_host: Mutex::new(None) }
+    }
+}
+
+/// An instantiated adapter and its store, counted in `relay_plugin_instances`.
+struct Warm {
+    store: Store<PluginState>,
+    instance: AdapterPlugin,
+    /// Requests served (transforms) or streams opened (stream hosts).
+    uses: u32,
+    _live: OwnedGaugeGuard,
 }
 
 impl Plugin {
@@ -89,7 +126,7 @@ impl Plugin {
     }
 
     /// A fresh, isolated instance: nothing from another request can be seen in it.
-    async fn instance(&self, request_id: &str) -> Result<(Store<PluginState>, AdapterPlugin), CallError> {
+    async fn instance(&self, request_id: &str) -> Result<Warm, CallError> {
         let mut store = self.engine.store(self.name(), request_id);
         let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| {
             if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
@@ -98,7 +135,40 @@ impl Plugin {
             }
             self.trap(e, "instantiate")
         })?;
-        Ok((store, instance))
+        self.metrics.plugin_instantiations.inc([self.name()]);
+        let live = OwnedGaugeGuard::new(self.metrics.clone(), |m| &m.plugin_instances);
+        Ok(Warm { store, instance, uses: 0, _live: live })
+    }
+
+    /// A warm instance if one is idle, else a fresh one.
+    async fn checkout(&self, request_id: &Arc<str>) -> Result<Warm, CallError> {
+        let warm = self.pools.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut w = match warm {
+            Some(w) => w,
+            None => self.instance(request_id).await?,
+        };
+        self.engine.begin_call(&mut w.store, request_id);
+        Ok(w)
+    }
+
+    /// Give an instance back after a call, unless the call failed or the instance is spent.
+    fn checkin(&self, mut w: Warm, ok: bool) {
+        w.uses += 1;
+        if !ok || !self.reusable(&w) {
+            return;
+        }
+        let mut idle = self.pools.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.pools.idle_max {
+            idle.push(w);
+        } else {
+            // Freeing a store takes microseconds: not under the lock.
+            drop(idle);
+            drop(w);
+        }
+    }
+
+    fn reusable(&self, w: &Warm) -> bool {
+        w.uses < self.engine.limits().instance_uses && w.store.data().memory() <= RECYCLE_MEMORY
     }
 
     fn trap(&self, e: wasmtime::Error, call: &str) -> CallError {
@@ -140,9 +210,11 @@ impl Plugin {
     }
 
     pub async fn transform_request(&self, ctx: &CallContext, body: &str) -> Result<UpstreamRequest, CallError> {
-        let (mut store, inst) = self.instance(&ctx.request_id).await?;
-        let r = inst.relay_adapter_adapter().call_transform_request(&mut store, ctx, body).await;
-        self.adapter_result("transform_request", r)
+        let mut w = self.checkout(&ctx.request_id.as_str().into()).await?;
+        let r = w.instance.relay_adapter_adapter().call_transform_request(&mut w.store, ctx, body).await;
+        let r = self.adapter_result("transform_request", r);
+        self.checkin(w, r.is_ok());
+        r
     }
 
     pub async fn transform_response(
@@ -150,31 +222,100 @@ impl Plugin {
         ctx: &CallContext,
         response: &UpstreamResponse,
     ) -> Result<RelayResponse, CallError> {
-        let (mut store, inst) = self.instance(&ctx.request_id).await?;
-        let r = inst.relay_adapter_adapter().call_transform_response(&mut store, ctx, response).await;
-        self.adapter_result("transform_response", r)
+        let mut w = self.checkout(&ctx.request_id.as_str().into()).await?;
+        let r = w.instance.relay_adapter_adapter().call_transform_response(&mut w.store, ctx, response).await;
+        let r = self.adapter_result("transform_response", r);
+        self.checkin(w, r.is_ok());
+        r
     }
 
-    /// Start a stream translation; the session owns its instance until it is dropped.
+    /// Join the open stream host if it has room, else start a new one.
+    async fn stream_host(&self, request_id: &str) -> Result<Arc<StreamHost>, CallError> {
+        let limits = self.engine.limits();
+        {
+            let open = self.pools.stream_host.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(host) = open.as_ref().filter(|h| h.admits(&limits)) {
+                host.members.fetch_add(1, Ordering::Relaxed);
+                host.opened.fetch_add(1, Ordering::Relaxed);
+                return Ok(host.clone());
+            }
+        }
+        let host = Arc::new(StreamHost::new(self.instance(request_id).await?));
+        host.members.fetch_add(1, Ordering::Relaxed);
+        host.opened.fetch_add(1, Ordering::Relaxed);
+        // The host it replaces lives on until its last stream ends.
+        let old = self.pools.stream_host.lock().unwrap_or_else(|e| e.into_inner()).replace(host.clone());
+        drop(old);
+        Ok(host)
+    }
+
+    /// Start a stream translation on a shared instance.
     pub async fn open_stream(self: &Arc<Self>, ctx: &CallContext) -> Result<StreamSession, CallError> {
-        let (mut store, instance) = self.instance(&ctx.request_id).await?;
-        self.metrics.plugin_calls.inc([self.name(), "stream_open"]);
-        let resource = instance
-            .relay_adapter_adapter()
-            .stream_transformer()
-            .call_constructor(&mut store, ctx)
-            .await
-            .map_err(|e| self.trap(e, "stream_open"))?;
-        Ok(StreamSession { plugin: self.clone(), store, instance, resource })
+        let request_id: Arc<str> = ctx.request_id.as_str().into();
+        let host = self.stream_host(&request_id).await?;
+        let mut session = StreamSession { plugin: self.clone(), host, resource: None, request_id };
+        session.open(ctx).await?;
+        Ok(session)
     }
 }
 
-/// One stream's adapter state. Dropping it (client gone, timeout) frees the instance.
-pub struct StreamSession {
-    plugin: Arc<Plugin>,
+/// Stream transformers sharing one instance, up to `streams_per_instance` at a time: each
+/// live instance holds ~85 KB, so an instance per stream would not fit thousands of
+/// streams. A trap in one of them ends the streams it shares the instance with (they get
+/// an error event); the host is then retired. Calls are serialised by the lock, and each
+/// takes microseconds.
+struct StreamHost {
+    live: tokio::sync::Mutex<Live>,
+    /// Sessions attached now, and ever.
+    members: AtomicU32,
+    opened: AtomicU32,
+    /// Set when the instance trapped: it can never be entered again.
+    lost: OnceLock<String>,
+    /// Resources of sessions dropped without finishing (client gone, timeout), freed in the
+    /// guest at the next call: `Drop` cannot enter the store.
+    orphans: Mutex<Vec<ResourceAny>>,
+    /// Linear memory after the last call, read without the lock.
+    memory: AtomicUsize,
+}
+
+struct Live {
     store: Store<PluginState>,
     instance: AdapterPlugin,
-    resource: ResourceAny,
+    _live: OwnedGaugeGuard,
+}
+
+impl StreamHost {
+    fn new(w: Warm) -> StreamHost {
+        StreamHost {
+            memory: AtomicUsize::new(w.store.data().memory()),
+            live: tokio::sync::Mutex::new(Live {
+                store: w.store,
+                instance: w.instance,
+                _live: OwnedGaugeGuard::new(w._live.metrics(), |m| &m.plugin_stream_instances),
+            }),
+            members: AtomicU32::new(0),
+            opened: AtomicU32::new(0),
+            lost: OnceLock::new(),
+            orphans: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn admits(&self, limits: &PluginLimits) -> bool {
+        self.lost.get().is_none()
+            && self.members.load(Ordering::Relaxed) < limits.streams_per_instance
+            && self.opened.load(Ordering::Relaxed) < limits.instance_uses
+            && self.memory.load(Ordering::Relaxed) <= RECYCLE_MEMORY
+    }
+}
+
+/// One stream's adapter state: a resource in a shared instance. Dropping the session (client
+/// gone, timeout) frees the resource at the host's next call, and the instance with the last
+/// session of a retired host.
+pub struct StreamSession {
+    plugin: Arc<Plugin>,
+    host: Arc<StreamHost>,
+    resource: Option<ResourceAny>,
+    request_id: Arc<str>,
 }
 
 impl StreamSession {
@@ -182,25 +323,102 @@ impl StreamSession {
         &self.plugin
     }
 
-    pub async fn push(&mut self, event: &StreamEvent) -> Result<StreamOutput, CallError> {
-        self.plugin.engine.reset_deadline(&mut self.store);
-        let r = self
-            .instance
-            .relay_adapter_adapter()
-            .stream_transformer()
-            .call_push(&mut self.store, self.resource, event)
-            .await;
-        self.plugin.adapter_result("stream_push", r)
+    /// Enter the shared instance for one call: refuse if it was lost, free orphaned
+    /// resources, and start the CPU budget.
+    async fn enter(&self, call: &'static str) -> Result<tokio::sync::MutexGuard<'_, Live>, CallError> {
+        let mut live = self.host.live.lock().await;
+        if let Some(why) = self.host.lost.get() {
+            return Err(CallError::Trap { reason: "instance_lost", message: why.clone() });
+        }
+        let orphans = std::mem::take(&mut *self.host.orphans.lock().unwrap_or_else(|e| e.into_inner()));
+        for r in orphans {
+            self.plugin.engine.begin_call(&mut live.store, &self.request_id);
+            if let Err(e) = r.resource_drop_async(&mut live.store).await {
+                let err = self.plugin.trap(e, "stream_drop");
+                self.host.lose(call, &err);
+                return Err(err);
+            }
+        }
+        self.plugin.engine.begin_call(&mut live.store, &self.request_id);
+        Ok(live)
     }
 
+    /// Account for a call; a trap retires the shared instance.
+    fn leave<T>(
+        &self,
+        call: &'static str,
+        live: &Live,
+        r: wasmtime::Result<Result<T, AdapterError>>,
+    ) -> Result<T, CallError> {
+        self.host.memory.store(live.store.data().memory(), Ordering::Relaxed);
+        let r = self.plugin.adapter_result(call, r);
+        if let Err(e @ CallError::Trap { .. }) = &r {
+            self.host.lose(call, e);
+        }
+        r
+    }
+
+    async fn open(&mut self, ctx: &CallContext) -> Result<(), CallError> {
+        let mut live = self.enter("stream_open").await?;
+        let Live { store, instance, .. } = &mut *live;
+        let r = instance.relay_adapter_adapter().stream_transformer().call_constructor(store, ctx).await;
+        let resource = self.leave("stream_open", &live, r.map(Ok))?;
+        drop(live);
+        self.resource = Some(resource);
+        Ok(())
+    }
+
+    pub async fn push(&mut self, event: &StreamEvent) -> Result<StreamOutput, CallError> {
+        let Some(resource) = self.resource else {
+            return Err(CallError::Adapter(AdapterError::Internal("stream already finished".into())));
+        };
+        let mut live = self.enter("stream_push").await?;
+        let Live { store, instance, .. } = &mut *live;
+        let r = instance.relay_adapter_adapter().stream_transformer().call_push(store, resource, event).await;
+        self.leave("stream_push", &live, r)
+    }
+
+    /// The stream's last call; its resource is freed with it.
     pub async fn finish(&mut self) -> Result<StreamEnd, CallError> {
-        self.plugin.engine.reset_deadline(&mut self.store);
-        let r = self
-            .instance
-            .relay_adapter_adapter()
-            .stream_transformer()
-            .call_finish(&mut self.store, self.resource)
-            .await;
-        self.plugin.adapter_result("stream_finish", r)
+        let Some(resource) = self.resource else {
+            return Err(CallError::Adapter(AdapterError::Internal("stream already finished".into())));
+        };
+        let mut live = self.enter("stream_finish").await?;
+        let Live { store, instance, .. } = &mut *live;
+        let mut r = instance.relay_adapter_adapter().stream_transformer().call_finish(&mut *store, resource).await;
+        let freed = r.is_ok();
+        if freed {
+            // A finished transformer's state is of no further use: free it now.
+            if let Err(e) = resource.resource_drop_async(&mut *store).await {
+                r = Err(e);
+            }
+        }
+        let r = self.leave("stream_finish", &live, r);
+        drop(live);
+        if freed {
+            self.resource = None;
+        }
+        r
+    }
+}
+
+impl StreamHost {
+    fn lose(&self, call: &str, e: &CallError) {
+        let why = match e {
+            CallError::Trap { reason, .. } => format!("a stream sharing this adapter instance crashed it ({reason})"),
+            _ => format!("{call} failed"),
+        };
+        let _ = self.lost.set(why);
+    }
+}
+
+impl Drop for StreamSession {
+    fn drop(&mut self) {
+        self.host.members.fetch_sub(1, Ordering::Relaxed);
+        if let Some(r) = self.resource.take()
+            && self.host.lost.get().is_none()
+        {
+            self.host.orphans.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+        }
     }
 }

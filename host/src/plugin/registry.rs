@@ -92,6 +92,7 @@ impl Loader {
             pre,
             engine: self.engine.clone(),
             metrics: self.metrics.clone(),
+            pools: super::Pools::new(),
         })
     }
 }
