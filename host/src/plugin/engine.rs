@@ -55,9 +55,10 @@ pub struct PluginState {
     plugin: Arc<str>,
     request_id: Arc<str>,
     log_lines: u32,
-    /// When the running call started, in this thread's CPU time and in wall time.
-    call_cpu: Duration,
+    /// When the running call started (wall time), and once its budget's worth of wall time
+    /// has passed, a mark of this thread's CPU time to measure its share of the core from.
     call_wall: Instant,
+    cpu_mark: Option<(Duration, Instant)>,
 }
 
 impl PluginState {
@@ -257,20 +258,33 @@ impl Engine {
             plugin: plugin.into(),
             request_id: request_id.into(),
             log_lines: 0,
-            call_cpu: thread_cpu(),
             call_wall: Instant::now(),
+            cpu_mark: None,
         };
         let mut store = Store::new(&self.0.engine, state);
         store.limiter(|s| &mut s.limits);
-        // The epoch deadline is wall time; this turns it into a CPU bound. When it fires,
-        // a call that has used less than its budget of this thread's CPU (the host was
-        // busy, not the adapter) gets the rest of its budget; one that has used it all is
-        // cut, as is one that has run WALL_FACTOR times the budget in wall time.
+        // The epoch deadline is wall time; this turns it into a CPU bound without reading
+        // the thread's CPU clock (a syscall) on every call. When a call has run its budget
+        // in wall time, the callback marks the thread's CPU time and looks again a quarter
+        // budget later: the share of the core the call got since the mark, times its wall
+        // time, estimates the CPU it has used. A call that had the core to itself is cut at
+        // about 1.25 times its budget; one that shared a busy core runs on until its
+        // estimate reaches the budget, or WALL_FACTOR times the budget in wall time.
         let budget = self.0.limits.call_timeout;
-        store.epoch_deadline_callback(move |ctx| {
-            let s = ctx.data();
-            let used = thread_cpu().saturating_sub(s.call_cpu);
-            if used >= budget || s.call_wall.elapsed() >= budget * WALL_FACTOR {
+        store.epoch_deadline_callback(move |mut ctx| {
+            let s = ctx.data_mut();
+            let wall = s.call_wall.elapsed();
+            if wall >= budget * WALL_FACTOR {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            let Some((cpu0, at)) = s.cpu_mark else {
+                s.cpu_mark = Some((thread_cpu(), Instant::now()));
+                return Ok(UpdateDeadline::Continue(ticks(budget / 4)));
+            };
+            let share =
+                (thread_cpu().saturating_sub(cpu0).as_secs_f64() / at.elapsed().as_secs_f64().max(1e-6)).min(1.0);
+            let used = wall.mul_f64(share);
+            if used >= budget {
                 return Ok(UpdateDeadline::Interrupt);
             }
             Ok(UpdateDeadline::Continue(ticks(budget - used)))
@@ -285,8 +299,8 @@ impl Engine {
         store.set_epoch_deadline(self.0.deadline_ticks);
         let s = store.data_mut();
         s.log_lines = 0;
-        s.call_cpu = thread_cpu();
         s.call_wall = Instant::now();
+        s.cpu_mark = None;
         s.request_id = request_id.clone();
     }
 }
