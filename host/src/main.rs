@@ -3,6 +3,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use relay::cli::{Cli, Command, PluginCommand, init_logging, plugin_check, serve, status};
 
+/// See the workspace manifest: memory goes back to the OS after a burst of streams.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
