@@ -52,8 +52,9 @@ pub mod prelude {
     };
 }
 
-/// A vendor adapter. Calls are independent: the host may run each on a fresh instance, so
-/// keep no state between calls outside a [`StreamAdapter`].
+/// A vendor adapter. Calls are independent: the host runs them on reused instances (shared
+/// with other requests and streams) or on fresh ones, so keep no state between calls
+/// outside a [`StreamAdapter`].
 pub trait Adapter: 'static {
     /// The per-stream state machine; use [`NoStream`] for adapters without streaming.
     type Stream: StreamAdapter;
