@@ -46,8 +46,9 @@ pub const DEFAULT_PLUGIN_CALL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Adapter instances alive at once: one per open stream plus transforms in progress; 10,000
 /// covers the 5,000-stream target twice over, and costs only address space until used.
 pub const DEFAULT_PLUGIN_INSTANCES: u32 = 10_000;
-/// Requests one adapter instance serves before a fresh one replaces it: reuse saves ~30 µs
-/// of instantiation per call; a bound keeps any state an adapter leaks from piling up.
+/// Calls (or, for stream hosts, streams) one adapter instance serves before a fresh one
+/// replaces it: reuse saves ~30 µs of instantiation per call; a bound keeps any state an
+/// adapter leaks from piling up.
 pub const DEFAULT_PLUGIN_INSTANCE_USES: u32 = 1_000;
 /// Streams sharing one adapter instance: 5,000 streams fit in ~160 instances instead of
 /// 5,000, and a trap ends at most this many streams.

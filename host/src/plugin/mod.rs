@@ -72,9 +72,9 @@ const RECYCLE_MEMORY: usize = 8 * 1024 * 1024;
 /// reload never pulls a version out from under a running stream.
 ///
 /// Instances are reused (see docs/architecture.md, "Adapter instances"): transforms take
-/// a warm instance from `idle` and give it back; streams share a [`StreamHost`]. Any trap,
-/// adapter error, `instance_uses` requests or growth past [`RECYCLE_MEMORY`] retires an
-/// instance, so a fault or a large request never reaches the next one.
+/// a warm instance from `idle` and give it back; streams share a [`StreamHost`]. A trap, an
+/// adapter error, `instance_uses` calls or growth past [`RECYCLE_MEMORY`] retires a
+/// transform instance; a trap, `instance_uses` streams or that growth retires a stream host.
 pub struct Plugin {
     pub info: PluginInfo,
     pub path: PathBuf,
@@ -111,7 +111,7 @@ impl Pools {
 struct Warm {
     store: Store<PluginState>,
     instance: AdapterPlugin,
-    /// Requests served (transforms) or streams opened (stream hosts).
+    /// Calls served (a request is two: transform-request and transform-response).
     uses: u32,
     _live: OwnedGaugeGuard,
 }
