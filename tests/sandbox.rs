@@ -15,7 +15,7 @@ async fn relay(m: &Mock) -> TestRelay {
 /// `limits`: more `[limits]` lines.
 async fn relay_with(m: &Mock, limits: &str) -> TestRelay {
     let mut config = format!("[limits]\nplugin_call_timeout_ms = 200\nplugin_memory_mib = 32\n{limits}");
-    for mode in ["loop", "hog", "escape", "stream-loop", "fine", "panic"] {
+    for mode in ["loop", "hog", "escape", "stream-loop", "fine", "panic", "grow"] {
         config.push_str(&format!(
             "[[channel]]\nname = \"{mode}\"\nadapter = \"misbehave\"\nbase_url = \"{}\"\napi_key = \"{UPSTREAM_KEY}\"\nmodels = [\"{mode}\"]\nsettings = {{ mode = \"{mode}\" }}\n",
             m.base_url()
@@ -163,4 +163,20 @@ async fn instances_are_reused_up_to_their_bound_and_replaced_after_a_trap() {
     assert_eq!(relay.chat(&chat_body("fine", "hi", false)).await.status, StatusCode::OK);
     assert_eq!(made(&relay.metrics().await) - before, 2.0);
     assert!(relay.metrics().await.gauge("relay_plugin_instances") >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_grew_past_8_mib_is_replaced_not_reused() {
+    let m = Mock::start(Options::default()).await.unwrap();
+    let relay = relay(&m).await;
+    let made = |m: &Metrics| m.value("relay_plugin_instantiations_total", &[("plugin", "misbehave")]);
+    let before = made(&relay.metrics().await);
+    assert_eq!(relay.chat(&chat_body("fine", "hi", false)).await.status, StatusCode::OK);
+    assert_eq!(made(&relay.metrics().await) - before, 1.0);
+    // transform-request grows the instance to 12 MiB and succeeds: it is dropped after the
+    // call, so transform-response and the next request run on fresh instances.
+    assert_eq!(relay.chat(&chat_body("grow", "hi", false)).await.status, StatusCode::OK);
+    assert_eq!(made(&relay.metrics().await) - before, 2.0);
+    assert_eq!(relay.chat(&chat_body("fine", "hi", false)).await.status, StatusCode::OK);
+    assert_eq!(made(&relay.metrics().await) - before, 2.0, "the small instance is reused");
 }

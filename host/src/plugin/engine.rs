@@ -30,8 +30,8 @@ pub struct PluginLimits {
     /// Adapter instances alive at once (warm transform instances and stream hosts); the
     /// pooling allocator reserves address space for this many up front.
     pub instances: u32,
-    /// Requests one instance serves before it is replaced by a fresh one (1: a fresh
-    /// instance per call and per stream).
+    /// Calls one instance serves (streams, for a stream host) before it is replaced by a
+    /// fresh one (1: a fresh instance per call and per stream).
     pub instance_uses: u32,
     /// Streams that share one instance at a time (1: an instance per stream).
     pub streams_per_instance: u32,
