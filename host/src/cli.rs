@@ -75,6 +75,7 @@ pub fn init_logging(format: LogFormat) {
 
 pub async fn serve(config_path: PathBuf) -> Result<()> {
     let config = Config::load(&config_path, &ProcessEnv)?;
+    crate::upstream::init_dns(&config.dns_servers);
     let metrics = Arc::new(Metrics::default());
     let engine = Engine::new(PluginLimits {
         memory: config.limits.plugin_memory,

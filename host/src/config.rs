@@ -17,6 +17,9 @@ use toml::Spanned;
 /// of margin, and bound the whole request by the same 15 minutes.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A resolver that has not answered in 5 s is down (glibc waits 5 s per try too); the
+/// lookup is its own stage so a slow resolver cannot eat the connect bound.
+pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(900);
 /// Vendors send keep-alive pings every few seconds; 5 minutes of silence is a dead stream.
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -86,6 +89,9 @@ pub struct Config {
     pub channels: Vec<Channel>,
     pub tokens: Vec<Token>,
     pub jobs: JobsConfig,
+    /// Name servers for upstream host names (`ip` or `ip:port`); empty: the system's
+    /// (`/etc/resolv.conf`). Applies at start-up.
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 /// `[jobs]`: the async mode's store and bounds. Applies at start-up.
@@ -102,6 +108,7 @@ pub struct JobsConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
+    pub dns: Duration,
     pub connect: Duration,
     pub tls_handshake: Duration,
     pub response_header: Duration,
@@ -113,6 +120,7 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
+            dns: DEFAULT_DNS_TIMEOUT,
             connect: DEFAULT_CONNECT_TIMEOUT,
             tls_handshake: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             response_header: DEFAULT_RESPONSE_HEADER_TIMEOUT,
@@ -244,6 +252,7 @@ struct RawConfig {
     tokens: Vec<Spanned<RawToken>>,
     #[serde(default)]
     jobs: RawJobs,
+    dns_servers: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -260,6 +269,7 @@ struct RawJobs {
 #[derive(Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawTimeouts {
+    dns: Option<Spanned<f64>>,
     connect: Option<Spanned<f64>>,
     tls_handshake: Option<Spanned<f64>>,
     response_header: Option<Spanned<f64>>,
@@ -338,7 +348,20 @@ impl Config {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::parse(&text, base, env).with_context(|| format!("invalid config file {}", path.display()))
+        let config =
+            Self::parse(&text, base, env).with_context(|| format!("invalid config file {}", path.display()))?;
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+            if readable_secrets(&text, mode) {
+                tracing::warn!(
+                    file = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "the config file holds keys inline and other users may read it: chmod 600 it, or use the *_env keys"
+                );
+            }
+        }
+        Ok(config)
     }
 
     pub fn parse(text: &str, base: &Path, env: &dyn Env) -> Result<Config> {
@@ -475,8 +498,27 @@ impl Config {
         }
 
         let jobs = resolve_jobs(&raw.jobs, base, &data_dir, text)?;
-        Ok(Config { listen, plugin_dir, data_dir, admin_token, timeouts, limits, channels, tokens, jobs })
+        let mut dns_servers = Vec::new();
+        for s in raw.dns_servers.iter().flatten() {
+            let v = s.get_ref();
+            let addr = v
+                .parse::<SocketAddr>()
+                .or_else(|_| v.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| anyhow!("dns_servers (line {}): '{v}' is not an IP address or ip:port", at(s.span())))?;
+            dns_servers.push(addr);
+        }
+        Ok(Config { listen, plugin_dir, data_dir, admin_token, timeouts, limits, channels, tokens, jobs, dns_servers })
     }
+}
+
+/// True when a config text holds a secret inline (not through `*_env`) and `mode` lets
+/// the file's group or others read it.
+fn readable_secrets(text: &str, mode: u32) -> bool {
+    let Ok(raw) = toml::from_str::<RawConfig>(text) else { return false };
+    let inline = raw.admin_token.is_some()
+        || raw.channels.iter().any(|c| c.get_ref().api_key.is_some())
+        || raw.tokens.iter().any(|t| t.get_ref().key.is_some());
+    inline && mode & 0o044 != 0
 }
 
 /// A bound as operators wrote it: "900 s", "0.5 s".
@@ -506,7 +548,8 @@ fn to_duration(secs: f64) -> Result<Duration, String> {
 
 fn resolve_timeouts(raw: &RawTimeouts, base: Timeouts, table: &str, text: &str) -> Result<Timeouts> {
     let mut t = base;
-    let fields: [(&Option<Spanned<f64>>, &mut Duration, &str); 6] = [
+    let fields: [(&Option<Spanned<f64>>, &mut Duration, &str); 7] = [
+        (&raw.dns, &mut t.dns, "dns"),
         (&raw.connect, &mut t.connect, "connect"),
         (&raw.tls_handshake, &mut t.tls_handshake, "tls_handshake"),
         (&raw.response_header, &mut t.response_header, "response_header"),
@@ -764,6 +807,31 @@ models = ["*"]
         assert_eq!((c.jobs.max_running, c.jobs.max_queued, c.jobs.max_bytes_per_job), (2, 3, 10));
         let e = format!("{:#}", Config::parse("[jobs]\nmax_queued = 0\n", Path::new("."), &env(&[])).unwrap_err());
         assert!(e.contains("jobs.max_queued") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn dns_stage_and_servers() {
+        let c = Config::parse(
+            "dns_servers = [\"127.0.0.1:5353\", \"::1\"]\n[timeouts]\ndns = 2\n",
+            Path::new("."),
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.dns_servers, vec!["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]);
+        assert_eq!(c.timeouts.dns, Duration::from_secs(2));
+        assert_eq!(Config::parse("", Path::new("."), &env(&[])).unwrap().timeouts.dns, DEFAULT_DNS_TIMEOUT);
+        let e =
+            format!("{:#}", Config::parse("dns_servers = [\"resolver\"]\n", Path::new("."), &env(&[])).unwrap_err());
+        assert!(e.contains("dns_servers (line 1)"), "{e}");
+    }
+
+    #[test]
+    fn inline_secrets_in_a_readable_file_are_flagged() {
+        let inline = "admin_token = \"0123456789abcdef\"\n";
+        assert!(readable_secrets(inline, 0o644));
+        assert!(!readable_secrets(inline, 0o600));
+        assert!(readable_secrets("[[token]]\nname = \"a\"\nkey = \"k\"\nmodels = [\"*\"]\n", 0o640));
+        assert!(!readable_secrets("[[token]]\nname = \"a\"\nkey_env = \"K\"\nmodels = [\"*\"]\n", 0o644));
     }
 
     #[test]

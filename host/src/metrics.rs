@@ -186,6 +186,8 @@ pub struct Metrics {
     pub client_disconnects: Counter,
     /// stage: connect, tls_handshake, response_header, stream_idle, total, client_body
     pub timeouts: Family<1>,
+    /// result: ok, error, timeout (host names only; IP addresses need no lookup)
+    pub dns_lookups: Family<1>,
     pub requests: Family<3>,
     pub tokens: Family<3>,
     pub plugin_calls: Family<2>,
@@ -208,7 +210,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
+        let m = Self {
             inflight_requests: Gauge::default(),
             active_streams: Gauge::default(),
             upstream_connections_open: Gauge::default(),
@@ -216,6 +218,7 @@ impl Default for Metrics {
             plugin_stream_instances: Gauge::default(),
             client_disconnects: Counter::default(),
             timeouts: Family::new(["stage"]),
+            dns_lookups: Family::new(["result"]),
             requests: Family::new(["channel", "model", "status"]),
             tokens: Family::new(["channel", "model", "kind"]),
             plugin_calls: Family::new(["plugin", "call"]),
@@ -229,7 +232,12 @@ impl Default for Metrics {
             time_to_first_byte: Histogram::default(),
             jobs: Default::default(),
             job_events: Counter::default(),
+        };
+        // A zero sample from start, so `increase()` sees the first failure.
+        for result in ["ok", "error", "timeout"] {
+            m.dns_lookups.add([result], 0);
         }
+        m
     }
 }
 
@@ -282,6 +290,12 @@ impl Metrics {
             self.client_disconnects.get()
         );
         self.timeouts.render(&mut out, "relay_timeouts_total", "Bounds that expired, by stage.", "counter");
+        self.dns_lookups.render(
+            &mut out,
+            "relay_dns_lookups_total",
+            "Upstream host name lookups, by result.",
+            "counter",
+        );
         self.requests.render(&mut out, "relay_requests_total", "Answered relay requests.", "counter");
         self.tokens.render(&mut out, "relay_tokens_total", "Tokens reported by vendors.", "counter");
         self.plugin_calls.render(&mut out, "relay_plugin_calls_total", "Adapter calls.", "counter");

@@ -323,6 +323,9 @@ impl Relay {
         };
 
         let (parts, incoming) = resp.into_parts();
+        if let Some(e) = refused_answer(&parts, channel) {
+            return Outcome::Failed(e);
+        }
         if ctx.stream && parts.status.is_success() {
             let session = match plugin.open_stream(ctx).await {
                 Ok(s) => s,
@@ -429,7 +432,11 @@ impl Relay {
         match connect_error(e) {
             Some(ConnectError::Timeout { stage, after }) => {
                 self.metrics.timeouts.inc([stage]);
-                let what = if *stage == "connect" { "connect" } else { "TLS handshake" };
+                let what = match *stage {
+                    "connect" => "connect",
+                    "dns" => "DNS lookup",
+                    _ => "TLS handshake",
+                };
                 RelayError::upstream_timeout(format!(
                     "upstream {what} timeout after {} on channel {}",
                     fmt_secs(*after),
@@ -632,6 +639,35 @@ fn build_request(
         }
     }
     builder.body(Full::new(Bytes::from(ureq.body))).map_err(|e| bad(e.to_string()))
+}
+
+/// Vendor answers the host refuses before an adapter sees them: redirects (never followed:
+/// their target is not the configured vendor, and a `Location` may carry the key back),
+/// protocol switches and other non-final heads, and bodies in an encoding the relay never
+/// asked for (it sends no `Accept-Encoding`, and passes nothing it cannot read).
+fn refused_answer(parts: &http::response::Parts, channel: &Channel) -> Option<RelayError> {
+    let status = parts.status;
+    if status.is_redirection() {
+        return Some(RelayError::bad_upstream(format!(
+            "channel {} answered a redirect ({status}), which the relay does not follow: check its base_url",
+            channel.name
+        )));
+    }
+    if status.is_informational() {
+        return Some(RelayError::bad_upstream(format!(
+            "channel {} answered {status} instead of a response",
+            channel.name
+        )));
+    }
+    let encoding = parts.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    if !encoding.eq_ignore_ascii_case("identity") {
+        let encoding: String = encoding.chars().take(32).collect();
+        return Some(RelayError::bad_upstream(format!(
+            "channel {} answered with content-encoding {encoding}, which the relay did not ask for",
+            channel.name
+        )));
+    }
+    None
 }
 
 /// Headers an adapter may not set: they belong to the connection, or to the credential.

@@ -1,10 +1,11 @@
-//! The upstream client: hyper-util's pooled client over a connector that owns the
+//! The upstream client: hyper-util's pooled client over a connector that owns the DNS,
 //! connect and TLS handshake bounds and counts every open connection.
 
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,8 +36,68 @@ pub enum ConnectError {
     Address(String),
 }
 
+/// The process's resolver: asynchronous (no blocking thread per lookup, so a slow name
+/// server costs a timer, not a thread, past the bound) with a cache honouring record TTLs.
+static RESOLVER: OnceLock<hickory_resolver::TokioResolver> = OnceLock::new();
+
+/// Entries the resolver caches: a relay talks to a handful of vendor hosts.
+const DNS_CACHE_ENTRIES: u64 = 1024;
+/// The resolver's own bound per query, and tries per name server: its background work
+/// ends within their product even when the caller stopped waiting at `timeouts.dns`.
+const DNS_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+const DNS_ATTEMPTS: usize = 2;
+
+/// Set up the resolver once, at start-up: `servers` from `dns_servers`, or the system's
+/// (`/etc/resolv.conf`, and `/etc/hosts` always). Later calls keep the first resolver.
+pub fn init_dns(servers: &[SocketAddr]) {
+    let _ = RESOLVER.get_or_init(|| build_resolver(servers));
+}
+
+fn resolver() -> &'static hickory_resolver::TokioResolver {
+    RESOLVER.get_or_init(|| build_resolver(&[]))
+}
+
+fn build_resolver(servers: &[SocketAddr]) -> hickory_resolver::TokioResolver {
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    let provider = TokioRuntimeProvider::default();
+    let mut builder = if servers.is_empty() {
+        hickory_resolver::TokioResolver::builder(provider.clone()).unwrap_or_else(|e| {
+            // No resolv.conf (a minimal container): host names resolve from /etc/hosts only.
+            tracing::warn!(error = %e, "cannot read the system's DNS configuration; resolving from /etc/hosts only");
+            hickory_resolver::TokioResolver::builder_with_config(ResolverConfig::default(), provider)
+        })
+    } else {
+        let name_servers = servers
+            .iter()
+            .map(|s| {
+                let mut ns = NameServerConfig::udp_and_tcp(s.ip());
+                for c in &mut ns.connections {
+                    c.port = s.port();
+                }
+                ns
+            })
+            .collect();
+        hickory_resolver::TokioResolver::builder_with_config(ResolverConfig::from_name_servers(name_servers), provider)
+    };
+    let opts = builder.options_mut();
+    opts.cache_size = DNS_CACHE_ENTRIES;
+    opts.timeout = DNS_QUERY_TIMEOUT;
+    opts.attempts = DNS_ATTEMPTS;
+    builder.build().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot build the DNS resolver; only IP addresses will work upstream");
+        hickory_resolver::TokioResolver::builder_with_config(
+            hickory_resolver::config::ResolverConfig::default(),
+            hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+        )
+        .build()
+        .expect("an empty resolver configuration builds")
+    })
+}
+
 #[derive(Clone)]
 pub struct Connector {
+    dns_timeout: Duration,
     connect_timeout: Duration,
     tls_timeout: Duration,
     tls: TlsConnector,
@@ -83,7 +144,8 @@ impl Connector {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
 
-        let tcp = tokio::time::timeout(self.connect_timeout, connect_tcp(&host, port))
+        let addrs = self.resolve(&host, port).await?;
+        let tcp = tokio::time::timeout(self.connect_timeout, connect_tcp(&host, port, &addrs))
             .await
             .map_err(|_| ConnectError::Timeout { stage: "connect", after: self.connect_timeout })??;
         let _ = tcp.set_nodelay(true);
@@ -105,13 +167,40 @@ impl Connector {
     }
 }
 
-async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
-    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|source| ConnectError::Dns { host: host.to_string(), source })?
-        .collect();
+impl Connector {
+    /// The DNS stage: an IP address as it is, a name through the cached resolver under
+    /// `timeouts.dns`. Counted in `relay_dns_lookups_total{result}`.
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let lookup = tokio::time::timeout(self.dns_timeout, resolver().lookup_ip(host)).await;
+        let result = match lookup {
+            Err(_) => {
+                self.metrics.dns_lookups.inc(["timeout"]);
+                return Err(ConnectError::Timeout { stage: "dns", after: self.dns_timeout });
+            }
+            Ok(Err(e)) => Err(ConnectError::Dns { host: host.to_string(), source: io::Error::other(e.to_string()) }),
+            Ok(Ok(ips)) => {
+                let addrs: Vec<_> = ips.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+                if addrs.is_empty() {
+                    Err(ConnectError::Dns {
+                        host: host.to_string(),
+                        source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
+                    })
+                } else {
+                    Ok(addrs)
+                }
+            }
+        };
+        self.metrics.dns_lookups.inc([if result.is_ok() { "ok" } else { "error" }]);
+        result
+    }
+}
+
+async fn connect_tcp(host: &str, port: u16, addrs: &[SocketAddr]) -> Result<TcpStream, ConnectError> {
     let mut last = None;
-    for addr in &addrs {
+    for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(s) => return Ok(s),
             Err(e) => last = Some((addr.to_string(), e)),
@@ -199,6 +288,7 @@ pub fn client(
     metrics: Arc<Metrics>,
 ) -> HttpClient {
     let connector = Connector {
+        dns_timeout: timeouts.dns,
         connect_timeout: timeouts.connect,
         tls_timeout: timeouts.tls_handshake,
         tls: TlsConnector::from(tls),

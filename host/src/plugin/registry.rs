@@ -27,7 +27,12 @@ pub struct Loader {
 
 impl Loader {
     pub fn new(engine: Engine, cache_dir: Option<&Path>, metrics: Arc<Metrics>) -> Result<Loader> {
-        let cache = cache_dir.map(|d| Cache::open(d, engine.wasmtime())).transpose()?;
+        // An untrustworthy cache directory costs a compile per load, never a refusal to start.
+        let cache = cache_dir.and_then(|d| {
+            Cache::open(d, engine.wasmtime())
+                .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "compile cache not used"))
+                .ok()
+        });
         Ok(Loader { engine, cache, metrics })
     }
 
