@@ -105,9 +105,9 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     let jobs_config = config.jobs.clone();
     let snapshot = Snapshot::new(config, tls.clone(), metrics.clone());
     let relay = Arc::new(Relay::new(snapshot, registry.clone(), metrics.clone(), stop_rx));
-    let jobs_dir = jobs_config.path.clone();
-    let jobs = Jobs::start(relay.clone(), jobs_config, metrics.clone())
-        .with_context(|| format!("cannot start the job store in {}", jobs_dir.display()))?;
+    // A job store that cannot open does not stop the relay: async routes answer 503 and
+    // the store keeps trying to open (see the jobs module).
+    let jobs = Jobs::start(relay.clone(), jobs_config, metrics.clone());
     let reloader =
         crate::watch::Reloader { relay: relay.clone(), registry, loader, config_path, tls, metrics }.spawn()?;
 

@@ -73,6 +73,13 @@ pub const DEFAULT_JOBS_MAX_RUNNING: usize = 64;
 pub const DEFAULT_JOBS_MAX_QUEUED: usize = 1024;
 /// Stored output of one job; a long answer is a few hundred KiB of chunks.
 pub const DEFAULT_JOB_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Jobs one client key may hold (queued, running, or finished and not yet purged): a job
+/// every 90 s around the clock at the default 24 h retention, and less than the queue, so
+/// one key cannot fill the queue or the store for every other key.
+pub const DEFAULT_JOBS_MAX_PER_OWNER: u64 = 1000;
+/// Estimated bytes the job store may hold: 64 jobs at the full per-job output bound, far
+/// more than typical answers; past it submissions get 507 and running jobs fail.
+pub const DEFAULT_JOB_MAX_STORE_BYTES: u64 = 1024 * 1024 * 1024;
 /// Longest retention accepted: a year.
 const MAX_RETENTION_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
@@ -104,6 +111,8 @@ pub struct JobsConfig {
     pub max_running: usize,
     pub max_queued: usize,
     pub max_bytes_per_job: u64,
+    pub max_per_owner: u64,
+    pub max_store_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -264,6 +273,8 @@ struct RawJobs {
     max_running: Option<Spanned<u64>>,
     max_queued: Option<Spanned<u64>>,
     max_bytes_per_job: Option<Spanned<u64>>,
+    max_per_owner: Option<Spanned<u64>>,
+    max_store_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -685,6 +696,18 @@ fn resolve_jobs(raw: &RawJobs, base: &Path, data_dir: &Path, text: &str) -> Resu
             .map(|v| count(v, "max_bytes_per_job"))
             .transpose()?
             .unwrap_or(DEFAULT_JOB_MAX_BYTES),
+        max_per_owner: raw
+            .max_per_owner
+            .as_ref()
+            .map(|v| count(v, "max_per_owner"))
+            .transpose()?
+            .unwrap_or(DEFAULT_JOBS_MAX_PER_OWNER),
+        max_store_bytes: raw
+            .max_store_bytes
+            .as_ref()
+            .map(|v| count(v, "max_store_bytes"))
+            .transpose()?
+            .unwrap_or(DEFAULT_JOB_MAX_STORE_BYTES),
     })
 }
 
@@ -807,6 +830,15 @@ models = ["*"]
         assert_eq!((c.jobs.max_running, c.jobs.max_queued, c.jobs.max_bytes_per_job), (2, 3, 10));
         let e = format!("{:#}", Config::parse("[jobs]\nmax_queued = 0\n", Path::new("."), &env(&[])).unwrap_err());
         assert!(e.contains("jobs.max_queued") && e.contains("line 2"), "{e}");
+        assert_eq!(
+            (c.jobs.max_per_owner, c.jobs.max_store_bytes),
+            (DEFAULT_JOBS_MAX_PER_OWNER, DEFAULT_JOB_MAX_STORE_BYTES)
+        );
+        let c =
+            Config::parse("[jobs]\nmax_per_owner = 5\nmax_store_bytes = 4096\n", Path::new("."), &env(&[])).unwrap();
+        assert_eq!((c.jobs.max_per_owner, c.jobs.max_store_bytes), (5, 4096));
+        let e = format!("{:#}", Config::parse("[jobs]\nmax_per_owner = 0\n", Path::new("."), &env(&[])).unwrap_err());
+        assert!(e.contains("jobs.max_per_owner"), "{e}");
     }
 
     #[test]

@@ -176,6 +176,11 @@ impl Histogram {
 /// The states of an async job, in the order of `Metrics::jobs`.
 pub const JOB_STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
 
+/// Why a job submission was refused, in the order of `Metrics::job_refusals`: the queue
+/// (`jobs.max_queued`), the key's quota (`jobs.max_per_owner`), the store's size
+/// (`jobs.max_store_bytes`), the store being down.
+pub const JOB_REFUSALS: [&str; 4] = ["queue_full", "owner_quota", "store_full", "store_down"];
+
 pub struct Metrics {
     pub inflight_requests: Gauge,
     pub active_streams: Gauge,
@@ -206,6 +211,16 @@ pub struct Metrics {
     /// Async jobs in the store, by `JOB_STATUSES` index.
     pub jobs: [Gauge; JOB_STATUSES.len()],
     pub job_events: Counter,
+    /// 1 while the job store is open, 0 while it is down (async routes answer 503).
+    pub job_store_up: Gauge,
+    /// Estimated bytes the job store holds (what `jobs.max_store_bytes` bounds).
+    pub job_store_bytes: Gauge,
+    /// Job records that did not decode: skipped, reported once each.
+    pub job_store_bad_records: Counter,
+    /// Times the job store was opened again after a failure.
+    pub job_store_reopens: Counter,
+    /// Submissions refused, by `JOB_REFUSALS` index.
+    pub job_refusals: [Counter; JOB_REFUSALS.len()],
 }
 
 impl Default for Metrics {
@@ -232,6 +247,11 @@ impl Default for Metrics {
             time_to_first_byte: Histogram::default(),
             jobs: Default::default(),
             job_events: Counter::default(),
+            job_store_up: Gauge::default(),
+            job_store_bytes: Gauge::default(),
+            job_store_bad_records: Counter::default(),
+            job_store_reopens: Counter::default(),
+            job_refusals: Default::default(),
         };
         // A zero sample from start, so `increase()` sees the first failure.
         for result in ["ok", "error", "timeout"] {
@@ -351,6 +371,34 @@ impl Metrics {
              # TYPE relay_job_events_total counter\nrelay_job_events_total {}",
             self.job_events.get()
         );
+        gauge(
+            &mut out,
+            "relay_job_store_up",
+            "1 while the job store is open, 0 while it is down and async routes answer 503.",
+            self.job_store_up.get(),
+        );
+        gauge(
+            &mut out,
+            "relay_job_store_bytes",
+            "Estimated bytes held by the job store (bounded by jobs.max_store_bytes).",
+            self.job_store_bytes.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_job_store_bad_records_total Job records that did not decode, skipped and reported.\n\
+             # TYPE relay_job_store_bad_records_total counter\nrelay_job_store_bad_records_total {}\n\
+             # HELP relay_job_store_reopens_total Times the job store was opened again after a failure.\n\
+             # TYPE relay_job_store_reopens_total counter\nrelay_job_store_reopens_total {}",
+            self.job_store_bad_records.get(),
+            self.job_store_reopens.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_job_refusals_total Async job submissions refused, by reason.\n# TYPE relay_job_refusals_total counter"
+        );
+        for (reason, c) in JOB_REFUSALS.iter().zip(&self.job_refusals) {
+            let _ = writeln!(out, "relay_job_refusals_total{{reason=\"{reason}\"}} {}", c.get());
+        }
         out
     }
 }

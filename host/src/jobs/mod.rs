@@ -13,10 +13,12 @@ mod store;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -37,7 +39,7 @@ use crate::sse::{Format, Framer};
 use crate::stream::shutdown_requested;
 
 use assemble::Assembler;
-pub use store::{Record, Status, Store};
+pub use store::{Cause, Change, Record, Status, Store, StoreError, Summary};
 
 /// OpenAI list pages: 20 items unless asked, 100 at most.
 const DEFAULT_PAGE: usize = 20;
@@ -87,6 +89,8 @@ struct State {
     live: HashMap<String, watch::Sender<u64>>,
     sweeper: Option<JoinHandle<()>>,
     closed: bool,
+    /// Submissions admitted whose record is being written: they count against the queue.
+    reserving: usize,
 }
 
 pub struct Jobs {
@@ -105,7 +109,7 @@ fn owner_of(key: &str) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -121,9 +125,28 @@ fn error_object(e: &RelayError) -> Value {
     serde_json::from_slice::<Value>(&e.body()).map(|mut v| v["error"].take()).unwrap_or(Value::Null)
 }
 
-fn store_error(e: anyhow::Error) -> RelayError {
-    tracing::error!(error = %format!("{e:#}"), "job store failed");
-    RelayError::unavailable(format!("the job store failed: {e:#}"))
+/// A store failure as the client sees it: the cause in a phrase, no path or internals (the
+/// store logged those).
+fn store_error(e: StoreError) -> RelayError {
+    let mut r = RelayError::unavailable(format!(
+        "async jobs are unavailable: {}; synchronous requests are not affected, retry later",
+        e.0.phrase()
+    ))
+    .with_code("job_store_unavailable");
+    if e.0 == Cause::OverBudget {
+        r.status = StatusCode::INSUFFICIENT_STORAGE;
+        r.code = Some("job_store_full");
+    }
+    r
+}
+
+/// Why a submission is refused before it becomes a job; index into `JOB_REFUSALS`.
+#[derive(Clone, Copy)]
+enum Refusal {
+    QueueFull = 0,
+    OwnerQuota = 1,
+    StoreFull = 2,
+    StoreDown = 3,
 }
 
 /// Does the request ask for async mode (RFC 7240 `Prefer: respond-async`)?
@@ -135,12 +158,10 @@ pub fn wants_async(headers: &HeaderMap) -> bool {
 
 impl Jobs {
     /// Open the store, fail what a previous process left unfinished, start the sweeper.
-    pub fn start(relay: Arc<Relay>, cfg: JobsConfig, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Jobs>> {
-        let store = Store::open(&cfg.path)?;
-        let counts = store.recover(now_ms())?;
-        for (g, n) in metrics.jobs.iter().zip(counts) {
-            g.set(n as i64);
-        }
+    /// Never fails: a store that cannot open leaves async mode answering 503 (the store
+    /// logs why and keeps trying), and everything else serves.
+    pub fn start(relay: Arc<Relay>, cfg: JobsConfig, metrics: Arc<Metrics>) -> Arc<Jobs> {
+        let store = Store::start(&cfg.path, metrics.clone());
         let jobs = Arc::new_cyclic(|me| Jobs {
             relay,
             store,
@@ -151,7 +172,7 @@ impl Jobs {
         });
         let sweeper = tokio::spawn(Self::sweep(Arc::downgrade(&jobs), jobs.cfg.sweep_interval));
         jobs.lock().sweeper = Some(sweeper);
-        Ok(jobs)
+        jobs
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -176,7 +197,10 @@ impl Jobs {
             tick.tick().await;
             let Some(jobs) = jobs.upgrade() else { return };
             let cutoff = now_ms().saturating_sub(jobs.cfg.retention.as_millis() as u64);
-            match jobs.store.purge(cutoff) {
+            if jobs.store.health().is_err() {
+                continue;
+            }
+            match jobs.store.purge(cutoff).await {
                 Ok(purged) => {
                     for s in &purged {
                         jobs.moved(Some(*s), None);
@@ -185,7 +209,7 @@ impl Jobs {
                         tracing::info!(purged = purged.len(), "expired jobs purged");
                     }
                 }
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "purging expired jobs failed"),
+                Err(e) => tracing::error!(error = %e, "purging expired jobs failed"),
             }
         }
     }
@@ -208,7 +232,7 @@ impl Jobs {
         };
         for p in queued {
             let e = RelayError::unavailable("the relay shut down before the job started");
-            self.record_end(&p.id, Status::Queued, Outcome::Failed(error_object(&e)));
+            self.record_end(&p.id, Status::Queued, Outcome::Failed(error_object(&e))).await;
         }
         let mut handles = Vec::new();
         for (_, r) in running {
@@ -231,6 +255,10 @@ impl Jobs {
     async fn try_submit(&self, req: Request<Incoming>, endpoint: Endpoint) -> Result<Response<Body>, RelayError> {
         let snap = self.relay.snapshot();
         let token = authenticate(req.headers(), &snap)?;
+        // Before reading the body: no need to take 32 MiB to answer 503.
+        if let Err(e) = self.store.health() {
+            return Err(self.refused(Refusal::StoreDown, store_error(e)));
+        }
         let owner = owner_of(&token.key);
         let request_id = request_id(req.headers());
         let body = self.relay.read_body(req, &snap).await?;
@@ -250,28 +278,16 @@ impl Jobs {
             request_id: request_id.clone(),
             status: Status::Queued,
             created_ms: created,
-            started_ms: None,
-            finished_ms: None,
-            events: 0,
-            bytes: 0,
-            completion_tokens: 0,
-            last_event_ms: None,
-            result: None,
-            error: None,
+            ..Record::default()
         };
-        {
-            let mut st = self.lock();
-            if st.closed {
-                return Err(RelayError::unavailable("the relay is shutting down"));
-            }
-            if st.running.len() >= self.cfg.max_running && st.queue.len() >= self.cfg.max_queued {
-                return Ok(queue_full(self.cfg.max_queued));
-            }
-            self.store.put(&record, true).map_err(store_error)?;
-            self.moved(None, Some(Status::Queued));
-            st.live.insert(id.clone(), watch::channel(0).0);
-            st.queue.push_back(Pending { id: id.clone(), owner, endpoint, body, request_id });
-            self.pump(&mut st);
+        let pending = Pending { id: id.clone(), owner, endpoint, body, request_id };
+        // Admission runs as its own task: once the record is being written, a client that
+        // hangs up cannot leave a reservation or a stored job outside the queue.
+        let Some(me) = self.me.upgrade() else { return Err(RelayError::unavailable("the relay is shutting down")) };
+        match tokio::spawn(async move { me.admit(record, pending).await }).await {
+            Ok(Ok(())) => {}
+            Ok(Err(resp)) => return Ok(resp),
+            Err(_) => return Err(RelayError::unavailable("the job could not be queued")),
         }
         let mut resp = json_response(
             StatusCode::ACCEPTED,
@@ -281,6 +297,64 @@ impl Jobs {
             resp.headers_mut().insert(header::LOCATION, v);
         }
         Ok(resp)
+    }
+
+    fn refused(&self, why: Refusal, e: RelayError) -> RelayError {
+        self.metrics.job_refusals[why as usize].inc();
+        e
+    }
+
+    /// Check the bounds and reserve a place under the state lock, write the record outside
+    /// it, then queue the job. `Err` is the refusal to send.
+    async fn admit(&self, record: Record, pending: Pending) -> Result<(), Response<Body>> {
+        let owner = record.owner.clone();
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(error_response(&RelayError::unavailable("the relay is shutting down"), None));
+            }
+            if st.running.len() + st.queue.len() + st.reserving >= self.cfg.max_running + self.cfg.max_queued {
+                self.metrics.job_refusals[Refusal::QueueFull as usize].inc();
+                return Err(queue_full(self.cfg.max_queued));
+            }
+            if !self.store.reserve(&owner, self.cfg.max_per_owner) {
+                self.metrics.job_refusals[Refusal::OwnerQuota as usize].inc();
+                return Err(owner_quota(self.cfg.max_per_owner, self.cfg.sweep_interval));
+            }
+            if self.store.bytes() >= self.cfg.max_store_bytes {
+                self.store.unreserve(&owner);
+                let e = self.refused(Refusal::StoreFull, store_error(StoreError(Cause::OverBudget)));
+                let mut resp = error_response(&e, None);
+                resp.headers_mut().insert(header::RETRY_AFTER, retry_after(self.cfg.sweep_interval));
+                return Err(resp);
+            }
+            st.reserving += 1;
+        }
+        if let Err(e) = self.store.put(record).await {
+            self.lock().reserving -= 1;
+            self.store.unreserve(&owner);
+            tracing::error!(job = %pending.id, error = %e, "storing a new job failed");
+            return Err(error_response(&store_error(e), None));
+        }
+        self.moved(None, Some(Status::Queued));
+        let refused = {
+            let mut st = self.lock();
+            st.reserving -= 1;
+            if st.closed {
+                Some(pending)
+            } else {
+                st.live.insert(pending.id.clone(), watch::channel(0).0);
+                st.queue.push_back(pending);
+                self.pump(&mut st);
+                None
+            }
+        };
+        if let Some(p) = refused {
+            let e = RelayError::unavailable("the relay shut down before the job started");
+            self.record_end(&p.id, Status::Queued, Outcome::Failed(error_object(&e))).await;
+            return Err(error_response(&e, None));
+        }
+        Ok(())
     }
 
     /// Start queued jobs while there are run slots.
@@ -297,18 +371,24 @@ impl Jobs {
     }
 
     /// One job, from its run slot to its recorded end. Dropping `execute` on a stop drops
-    /// the vendor call with it.
+    /// the vendor call with it. A panic inside the job fails it; a panic or cancellation
+    /// anywhere else is caught by the guard: either way the record ends and the slot frees.
     async fn run(self: Arc<Self>, job: Pending, mut stop: oneshot::Receiver<Stop>) {
-        let started = now_ms();
-        if let Err(e) = self.store.update(&job.id, true, |r| {
-            r.status = Status::Running;
-            r.started_ms = Some(started);
-        }) {
-            tracing::error!(job = %job.id, error = %format!("{e:#}"), "job store failed");
-        }
+        let mut guard = RunGuard { jobs: self.clone(), id: job.id.clone(), done: false };
         self.moved(Some(Status::Queued), Some(Status::Running));
+        if let Err(e) = self.store.change(&job.id, Change::Start { at_ms: now_ms() }, true).await {
+            tracing::error!(job = %job.id, error = %e, "recording a job's start failed");
+        }
         let outcome = tokio::select! {
-            o = self.execute(&job) => o,
+            o = AssertUnwindSafe(self.execute(&job)).catch_unwind() => o.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(job = %job.id, panic = %what, "a job panicked; recorded as failed");
+                Outcome::Failed(aborted_error())
+            }),
             s = &mut stop => match s {
                 Ok(Stop::Cancelled) => Outcome::Cancelled,
                 // A dropped stop handle means shutdown took the job out of the map.
@@ -318,36 +398,38 @@ impl Jobs {
                 }
             },
         };
-        self.record_end(&job.id, Status::Running, outcome);
+        self.record_end(&job.id, Status::Running, outcome).await;
+        guard.done = true;
+        self.release(&job.id);
+    }
+
+    /// A job's run has ended: free its slot, tell its readers, start the next.
+    fn release(&self, id: &str) {
         let mut st = self.lock();
-        st.running.remove(&job.id);
-        st.live.remove(&job.id);
+        st.running.remove(id);
+        st.live.remove(id);
         if !st.closed {
             self.pump(&mut st);
         }
     }
 
     /// Write a job's end (durably) and move the status gauges.
-    fn record_end(&self, id: &str, from: Status, outcome: Outcome) {
+    async fn record_end(&self, id: &str, from: Status, outcome: Outcome) {
         let finished = now_ms();
-        let status = match &outcome {
-            Outcome::Succeeded(_) => Status::Succeeded,
-            Outcome::Failed(_) => Status::Failed,
-            Outcome::Cancelled => Status::Cancelled,
+        let (status, result, error) = match outcome {
+            Outcome::Succeeded(v) => (Status::Succeeded, Some(v), None),
+            Outcome::Failed(e) => (Status::Failed, None, Some(e)),
+            Outcome::Cancelled => (
+                Status::Cancelled,
+                None,
+                Some(
+                    json!({"message": "the job was cancelled", "type": "cancelled", "param": null, "code": "job_cancelled"}),
+                ),
+            ),
         };
-        let res = self.store.update(id, true, |r| {
-            r.status = status;
-            r.finished_ms = Some(finished);
-            match outcome {
-                Outcome::Succeeded(v) => r.result = Some(v),
-                Outcome::Failed(e) => r.error = Some(e),
-                Outcome::Cancelled => {
-                    r.error = Some(json!({"message": "the job was cancelled", "type": "cancelled", "param": null, "code": "job_cancelled"}))
-                }
-            }
-        });
-        if let Err(e) = res {
-            tracing::error!(job = %id, error = %format!("{e:#}"), "recording the end of a job failed");
+        let change = Change::End { status, at_ms: finished, result, error };
+        if let Err(e) = self.store.change(id, change, true).await {
+            tracing::error!(job = %id, error = %e, "recording the end of a job failed; it is written when the store is back");
         }
         self.moved(Some(from), Some(status));
         tracing::info!(job = %id, status = status.as_str(), "job ended");
@@ -355,6 +437,13 @@ impl Jobs {
 
     /// Run the request through the relay and store its output as it comes.
     async fn execute(&self, job: &Pending) -> Outcome {
+        // Test jobs that end the way no real path should: by a panic, or never.
+        #[cfg(test)]
+        match job.body.as_ref() {
+            b"test:panic" => panic!("a test job panics"),
+            b"test:hang" => std::future::pending::<()>().await,
+            _ => {}
+        }
         let snap = self.relay.snapshot();
         let Some(token) = snap.config.tokens.iter().find(|t| owner_of(&t.key) == job.owner) else {
             let e = RelayError::unauthorized("the token that submitted this job is no longer configured");
@@ -386,7 +475,8 @@ impl Jobs {
                 return Outcome::Failed(v.get("error").cloned().unwrap_or(v));
             }
             let text = String::from_utf8_lossy(&bytes).into_owned();
-            if let Err(o) = sink.append(vec![text], v.pointer("/usage/completion_tokens").and_then(Value::as_u64)) {
+            if let Err(o) = sink.append(vec![text], v.pointer("/usage/completion_tokens").and_then(Value::as_u64)).await
+            {
                 return o;
             }
             return Outcome::Succeeded(v);
@@ -427,7 +517,7 @@ impl Jobs {
                 assembler.push(&v);
                 batch.push(ev.data);
             }
-            if let Err(o) = sink.append(batch, assembler.completion_tokens()) {
+            if let Err(o) = sink.append(batch, assembler.completion_tokens()).await {
                 return o;
             }
             if let Some(o) = failed {
@@ -443,7 +533,7 @@ impl Jobs {
     fn owned(&self, headers: &HeaderMap, id: &str) -> Result<Record, RelayError> {
         let snap = self.relay.snapshot();
         let token = authenticate(headers, &snap)?;
-        match self.store.get(id).map_err(store_error)? {
+        match self.store.get_now(id).map_err(store_error)? {
             Some(r) if r.owner == owner_of(&token.key) => Ok(r),
             _ => Err(RelayError::not_found(format!("No job found with id '{id}'"))),
         }
@@ -466,7 +556,7 @@ impl Jobs {
         if !record.status.finished() {
             self.stop(id).await;
         }
-        match self.store.get(id) {
+        match self.store.get(id).await {
             Ok(Some(r)) => json_response(StatusCode::OK, r.to_json(now_ms()).to_string()),
             Ok(None) => error_response(&RelayError::not_found(format!("No job found with id '{id}'")), None),
             Err(e) => error_response(&store_error(e), None),
@@ -487,7 +577,7 @@ impl Jobs {
             (pending, st.live.get(id).map(watch::Sender::subscribe))
         };
         if let Some(p) = pending {
-            self.record_end(&p.id, Status::Queued, Outcome::Cancelled);
+            self.record_end(&p.id, Status::Queued, Outcome::Cancelled).await;
             return;
         }
         if let Some(rx) = live.as_mut() {
@@ -496,7 +586,8 @@ impl Jobs {
         }
     }
 
-    /// `GET /v1/jobs?limit=&after=`: the caller's jobs, newest first.
+    /// `GET /v1/jobs?limit=&after=`: the caller's jobs, newest first, as summaries (no
+    /// result or error: `GET /v1/jobs/{id}` has them).
     pub fn list(&self, headers: &HeaderMap, query: Option<&str>) -> Response<Body> {
         let snap = self.relay.snapshot();
         let token = match authenticate(headers, &snap) {
@@ -519,7 +610,7 @@ impl Jobs {
                 _ => {}
             }
         }
-        let (records, has_more) = match self.store.list(&owner_of(&token.key), after.as_deref(), limit) {
+        let (records, has_more) = match self.store.list_now(&owner_of(&token.key), after.as_deref(), limit) {
             Ok(r) => r,
             Err(e) => return error_response(&store_error(e), None),
         };
@@ -577,6 +668,52 @@ fn queue_full(max: usize) -> Response<Body> {
     resp
 }
 
+/// 429: the key holds `jobs.max_per_owner` jobs; a slot frees when one of them is purged.
+fn owner_quota(max: u64, sweep: Duration) -> Response<Body> {
+    let body = json!({"error": {
+        "message": format!("this key holds the most async jobs it may (jobs.max_per_owner = {max}); finished jobs free their place when they are purged after jobs.retention"),
+        "type": "rate_limit_error", "param": null, "code": "job_quota_exceeded",
+    }});
+    let mut resp = json_response(StatusCode::TOO_MANY_REQUESTS, body.to_string());
+    resp.headers_mut().insert(header::RETRY_AFTER, retry_after(sweep));
+    resp
+}
+
+/// `Retry-After` in whole seconds, at least 1: the next purge is the earliest a place frees.
+fn retry_after(d: Duration) -> HeaderValue {
+    HeaderValue::from(d.as_secs().max(1))
+}
+
+/// The error of a job whose run ended inside the relay (a panic, a cancelled task).
+fn aborted_error() -> Value {
+    let e = RelayError::unavailable("the job stopped because of an internal error in the relay; submit it again")
+        .with_code("job_aborted");
+    error_object(&e)
+}
+
+/// Ends a job's run whatever ends its task. `run` sets `done` after recording the end; a
+/// guard dropped without it (a panic outside the caught part, the task cancelled) records
+/// the job failed (without waiting), frees its slot and wakes its readers.
+struct RunGuard {
+    jobs: Arc<Jobs>,
+    id: String,
+    done: bool,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        tracing::error!(job = %self.id, "a job's task ended without recording its end; recorded as failed");
+        let change =
+            Change::End { status: Status::Failed, at_ms: now_ms(), result: None, error: Some(aborted_error()) };
+        self.jobs.store.change_detached(&self.id, change);
+        self.jobs.moved(Some(Status::Running), Some(Status::Failed));
+        self.jobs.release(&self.id);
+    }
+}
+
 /// A chat request made to stream with usage, so the job's progress is live and its
 /// result can be assembled; everything else in the body is kept as sent.
 fn stream_body(body: &[u8]) -> Result<Bytes, RelayError> {
@@ -601,8 +738,9 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    /// Store a batch; `Err` ends the job (the per-job byte bound, or the store failing).
-    fn append(&mut self, batch: Vec<String>, completion_tokens: Option<u64>) -> Result<(), Outcome> {
+    /// Store a batch; `Err` ends the job (the per-job byte bound, the store's size bound, or
+    /// the store failing).
+    async fn append(&mut self, batch: Vec<String>, completion_tokens: Option<u64>) -> Result<(), Outcome> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -615,23 +753,26 @@ impl Sink<'_> {
             .with_code("job_too_large");
             return Err(Outcome::Failed(error_object(&e)));
         }
+        let cost = store::job_cost(size, batch.len() as u64) - store::JOB_OVERHEAD;
+        if self.jobs.store.bytes().saturating_add(cost) > self.jobs.cfg.max_store_bytes {
+            return Err(Outcome::Failed(error_object(&store_error(StoreError(Cause::OverBudget)))));
+        }
         let first = self.seq + 1;
         self.seq += batch.len() as u64;
         self.bytes += size;
         if let Some(t) = completion_tokens {
             self.tokens = t;
         }
-        let (count, bytes, tokens, now) = (self.seq, self.bytes, self.tokens, now_ms());
-        let res = self.jobs.store.append(self.id, first, &batch, |r| {
-            r.events = count;
-            r.bytes = bytes;
-            r.completion_tokens = tokens;
-            r.last_event_ms = Some(now);
-        });
-        if let Err(e) = res {
+        let count = self.seq;
+        let change = Change::Progress {
+            events: count,
+            bytes: self.bytes,
+            completion_tokens: self.tokens,
+            last_event_ms: now_ms(),
+        };
+        if let Err(e) = self.jobs.store.append(self.id, first, batch, change).await {
             return Err(Outcome::Failed(error_object(&store_error(e))));
         }
-        self.jobs.metrics.job_events.add(batch.len() as u64);
         if let Some(tx) = self.jobs.lock().live.get(self.id) {
             tx.send_replace(count);
         }
@@ -655,7 +796,7 @@ impl Follow {
             if self.ended {
                 return None;
             }
-            let events = match self.jobs.store.events_after(&self.id, self.cursor, REPLAY_BATCH) {
+            let events = match self.jobs.store.events_after(&self.id, self.cursor, REPLAY_BATCH).await {
                 Ok(e) => e,
                 Err(e) => {
                     self.ended = true;
@@ -687,7 +828,7 @@ impl Follow {
                 None => {
                     // No live sender: the job has ended and everything is stored.
                     self.ended = true;
-                    return Some(match self.jobs.store.get(&self.id) {
+                    return Some(match self.jobs.store.get(&self.id).await {
                         Ok(Some(r)) if r.status == Status::Succeeded => Bytes::from_static(b"data: [DONE]\n\n"),
                         Ok(Some(r)) => {
                             let err = r.error.unwrap_or(Value::Null);
@@ -699,5 +840,79 @@ impl Follow {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::time::Instant;
+
+    fn start(dir: &Path, max_running: usize) -> Arc<Jobs> {
+        let text = format!("[jobs]\npath = \"{}\"\nmax_running = {max_running}\n", dir.display());
+        let cfg = crate::config::Config::parse(&text, Path::new("."), &HashMap::new()).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let jobs_cfg = cfg.jobs.clone();
+        let snap = crate::route::Snapshot::new(cfg, crate::upstream::tls_config(), metrics.clone());
+        let (_, rx) = watch::channel(false);
+        let relay = Arc::new(Relay::new(snap, Arc::new(crate::plugin::Registry::default()), metrics.clone(), rx));
+        Jobs::start(relay, jobs_cfg, metrics)
+    }
+
+    async fn admit(jobs: &Jobs, id: &str, body: &'static [u8]) {
+        let record = Record { id: id.into(), owner: "o".into(), status: Status::Queued, ..Record::default() };
+        let pending = Pending {
+            id: id.into(),
+            owner: "o".into(),
+            endpoint: Endpoint::ChatCompletions,
+            body: Bytes::from_static(body),
+            request_id: "r".into(),
+        };
+        assert!(jobs.admit(record, pending).await.is_ok());
+    }
+
+    async fn wait_for(jobs: &Jobs, id: &str, status: Status) -> Record {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = jobs.store.get(id).await.unwrap().unwrap();
+            if r.status == status {
+                return r;
+            }
+            assert!(Instant::now() < end, "{id} never reached {status:?}: {r:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_that_panics_or_is_cancelled_ends_failed_and_frees_its_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = start(dir.path(), 1);
+
+        admit(&jobs, "job_a", b"test:panic").await;
+        let r = wait_for(&jobs, "job_a", Status::Failed).await;
+        assert_eq!(r.error.unwrap()["code"], "job_aborted");
+
+        // A task cancelled from outside (as a panic outside the caught part would end it):
+        // the guard records the end and hands the slot to the next job.
+        admit(&jobs, "job_b", b"test:hang").await;
+        wait_for(&jobs, "job_b", Status::Running).await;
+        admit(&jobs, "job_c", b"test:hang").await;
+        assert_eq!(jobs.store.get("job_c").await.unwrap().unwrap().status, Status::Queued);
+        jobs.lock().running.get("job_b").unwrap().handle.abort();
+        let r = wait_for(&jobs, "job_b", Status::Failed).await;
+        assert_eq!(r.error.unwrap()["code"], "job_aborted");
+        wait_for(&jobs, "job_c", Status::Running).await;
+        {
+            let st = jobs.lock();
+            assert_eq!(st.running.keys().collect::<Vec<_>>(), ["job_c"]);
+            assert!(!st.live.contains_key("job_a") && !st.live.contains_key("job_b"));
+        }
+        let gauges: Vec<i64> = jobs.metrics.jobs.iter().map(|g| g.get()).collect();
+        assert_eq!(gauges, [0, 1, 0, 2, 0]);
+
+        jobs.shutdown().await;
+        wait_for(&jobs, "job_c", Status::Failed).await;
+        assert!(jobs.lock().running.is_empty() && jobs.lock().live.is_empty());
     }
 }
