@@ -30,6 +30,8 @@ pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Longest accepted bound: a week is already far past any sane request.
 const MAX_TIMEOUT_SECS: f64 = 7.0 * 24.0 * 3600.0;
+/// Shortest accepted duration: 1 ms, the timers' resolution.
+const MIN_DURATION_SECS: f64 = 0.001;
 
 /// Large enough for long multimodal prompts with inline images; bounded so one client
 /// cannot make the relay buffer gigabytes.
@@ -551,6 +553,10 @@ fn to_duration(secs: f64) -> Result<Duration, String> {
     if !secs.is_finite() || secs <= 0.0 {
         return Err(format!("must be a positive number of seconds, got {secs}"));
     }
+    // Below a millisecond a bound rounds to zero in timers (and `interval(0)` panics).
+    if secs < MIN_DURATION_SECS {
+        return Err(format!("{secs} s is less than the minimum of {MIN_DURATION_SECS} s"));
+    }
     if secs > MAX_TIMEOUT_SECS {
         return Err(format!("{secs} s is more than the maximum of {MAX_TIMEOUT_SECS} s"));
     }
@@ -649,9 +655,9 @@ fn resolve_jobs(raw: &RawJobs, base: &Path, data_dir: &Path, text: &str) -> Resu
     let at = |v: &std::ops::Range<usize>| line_of(text, v.start);
     let span_secs = |v: &Spanned<f64>, key: &str| -> Result<Duration> {
         let secs = *v.get_ref();
-        if !secs.is_finite() || secs <= 0.0 || secs > MAX_RETENTION_SECS {
+        if !secs.is_finite() || secs < MIN_DURATION_SECS || secs > MAX_RETENTION_SECS {
             bail!(
-                "jobs.{key} (line {}): must be a positive number of seconds up to {MAX_RETENTION_SECS}, got {secs}",
+                "jobs.{key} (line {}): must be from {MIN_DURATION_SECS} to {MAX_RETENTION_SECS} seconds, got {secs}",
                 at(&v.span())
             );
         }
@@ -828,6 +834,10 @@ models = ["*"]
         assert_eq!(c.jobs.path, Path::new("/r/j"));
         assert_eq!(c.jobs.retention, Duration::from_millis(500));
         assert_eq!((c.jobs.max_running, c.jobs.max_queued, c.jobs.max_bytes_per_job), (2, 3, 10));
+        let e = format!("{:#}", Config::parse("[jobs]\nsweep_interval = 1e-12\n", Path::new("."), &env(&[])).unwrap_err());
+        assert!(e.contains("jobs.sweep_interval") && e.contains("from 0.001"), "{e}");
+        let e = format!("{:#}", Config::parse("[timeouts]\ntotal = 1e-9\n", Path::new("."), &env(&[])).unwrap_err());
+        assert!(e.contains("timeouts.total") && e.contains("minimum of 0.001"), "{e}");
         let e = format!("{:#}", Config::parse("[jobs]\nmax_queued = 0\n", Path::new("."), &env(&[])).unwrap_err());
         assert!(e.contains("jobs.max_queued") && e.contains("line 2"), "{e}");
         assert_eq!(
