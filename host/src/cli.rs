@@ -75,6 +75,7 @@ pub fn init_logging(format: LogFormat) {
 
 pub async fn serve(config_path: PathBuf) -> Result<()> {
     let config = Config::load(&config_path, &ProcessEnv)?;
+    raise_nofile_limit(config.limits.max_connections);
     let metrics = Arc::new(Metrics::default());
     let engine = Engine::new(PluginLimits {
         memory: config.limits.plugin_memory,
@@ -121,6 +122,36 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     // The engine's epoch thread ends with it.
     drop(engine);
     Ok(())
+}
+
+/// Every client connection, vendor connection and adapter file is a descriptor; the usual
+/// soft limit of 1,024 would refuse clients long before `limits.max_connections`. Raise the
+/// soft limit to the hard one, and say so when even that is below the cap.
+fn raise_nofile_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let before = getrlimit(Resource::Nofile);
+    let raised = rustix::process::Rlimit { current: before.maximum, maximum: before.maximum };
+    let now = match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => getrlimit(Resource::Nofile),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            before
+        }
+    };
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    tracing::info!(
+        soft_before = %show(before.current),
+        soft = %show(now.current),
+        hard = %show(now.maximum),
+        "open-file limit (RLIMIT_NOFILE)"
+    );
+    if now.current.is_some_and(|n| n < max_connections as u64 + 1024) {
+        tracing::warn!(
+            soft = %show(now.current),
+            max_connections,
+            "the open-file limit is below limits.max_connections plus room for vendor connections; clients past it are refused by the kernel, not answered"
+        );
+    }
 }
 
 /// Pending connections the kernel queues before the relay accepts them. std's default of

@@ -70,6 +70,8 @@ struct Pending {
     endpoint: Endpoint,
     body: Bytes,
     request_id: String,
+    /// The body's share of `limits.max_inflight_body_bytes`, held while it waits and runs.
+    _share: crate::metrics::BodyPermit,
 }
 
 struct Running {
@@ -233,7 +235,7 @@ impl Jobs {
         let token = authenticate(req.headers(), &snap)?;
         let owner = owner_of(&token.key);
         let request_id = request_id(req.headers());
-        let body = self.relay.read_body(req, &snap).await?;
+        let (body, share) = self.relay.read_body_held(req, &snap).await?;
         let checked = Relay::check(token, endpoint, &body, &snap)?;
         let body = match endpoint {
             Endpoint::ChatCompletions => stream_body(&body)?,
@@ -270,7 +272,7 @@ impl Jobs {
             self.store.put(&record, true).map_err(store_error)?;
             self.moved(None, Some(Status::Queued));
             st.live.insert(id.clone(), watch::channel(0).0);
-            st.queue.push_back(Pending { id: id.clone(), owner, endpoint, body, request_id });
+            st.queue.push_back(Pending { id: id.clone(), owner, endpoint, body, request_id, _share: share });
             self.pump(&mut st);
         }
         let mut resp = json_response(
