@@ -87,6 +87,7 @@ async fn idle_connections_are_closed_by_the_first_request_deadline() {
     });
     let closed = futures_util::future::join_all(reads).await.into_iter().filter(|r| matches!(r, Ok(true))).count();
     assert_eq!(closed, 1000, "every idle socket was closed by the relay");
+    eprintln!("1,000 idle sockets closed by the relay {:?} after the first connect", t.elapsed());
     assert!(t.elapsed() < Duration::from_secs(25), "{:?}", t.elapsed());
 
     let m = relay.wait_metrics(Duration::from_secs(10), |m| m.gauge("relay_connections_open") <= base_conns).await;
@@ -234,6 +235,7 @@ async fn model_strings_are_checked_before_they_become_labels() {
     let m = relay.metrics().await;
     assert!(m.0.len() < before + 4096, "/metrics stayed small: {} -> {} bytes", before, m.0.len());
     assert!(!m.0.contains("unknown-model-"), "a refused model is never a label");
+    eprintln!("/metrics: {before} bytes before, {} after 10,000 unknown models ({:?})", m.0.len(), t.elapsed());
     assert!(m.value("relay_requests_total", &[("model", "-"), ("status", "404")]) >= 10_000.0);
 
     // A 1 MiB model name, and one with characters no model id has: 400, counted, not labelled.
@@ -377,4 +379,31 @@ async fn metrics_token_guards_metrics() {
     assert!(a.text().contains("relay_connections_open"));
     let a = relay.request(Method::GET, "/healthz", None, "").await;
     assert_eq!(a.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_its_last_stream() {
+    let m = mock().await;
+    let config = format!("client_idle_timeout = 1\n{}", channel("ok", &m.base_url(), "ok", ""));
+    let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
+    let base_conns = relay.metrics().await.gauge("relay_connections_open");
+    // HTTP/2 with prior knowledge; the client keeps its connection for reuse.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = http::Request::get(relay.url("/healthz")).body(http_body_util::Full::default()).unwrap();
+    let resp = client.request(req).await.expect("h2 answer");
+    assert_eq!((resp.status(), resp.version()), (StatusCode::OK, http::Version::HTTP_2));
+    drop(resp);
+    let t = Instant::now();
+    let m = relay
+        .wait_metrics(Duration::from_secs(15), |m| {
+            m.gauge("relay_connections_open") <= base_conns
+                && m.value("relay_timeouts_total", &[("stage", "client_idle")]) >= 1.0
+        })
+        .await;
+    assert_eq!(m.value("relay_timeouts_total", &[("stage", "client_idle")]), 1.0, "{:?}", t.elapsed());
+    assert_eq!(m.gauge("relay_connections_open"), base_conns);
+    drop(client);
+    relay.assert_back_to(baseline, Duration::from_secs(10)).await;
 }
