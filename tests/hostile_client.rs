@@ -379,6 +379,8 @@ async fn metrics_token_guards_metrics() {
     assert!(a.text().contains("relay_connections_open"));
     let a = relay.request(Method::GET, "/healthz", None, "").await;
     assert_eq!(a.status, StatusCode::OK);
+    // The open-file limit is raised and logged at start.
+    assert!(relay.wait_log("RLIMIT_NOFILE").await.contains("RLIMIT_NOFILE"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,5 +407,49 @@ async fn an_idle_http2_connection_is_closed_after_its_last_stream() {
     assert_eq!(m.value("relay_timeouts_total", &[("stage", "client_idle")]), 1.0, "{:?}", t.elapsed());
     assert_eq!(m.gauge("relay_connections_open"), base_conns);
     drop(client);
+    relay.assert_back_to(baseline, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_and_running_jobs_hold_their_body_share() {
+    let m = mock().await;
+    let slow = "headers = { \"x-mock-header-delay-ms\" = \"20000\" }\n";
+    let config = format!(
+        "max_request_body = 50000\nmax_inflight_body_bytes = 50000\n{}{}[jobs]\nmax_running = 1\n",
+        channel("ok", &m.base_url(), "ok", ""),
+        channel("slow", &m.base_url(), "slow", slow)
+    );
+    let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
+    let submit = |body: String| {
+        let relay = &relay;
+        async move {
+            let a = relay
+                .request_with(
+                    Method::POST,
+                    "/v1/chat/completions",
+                    Some(CLIENT_KEY),
+                    &[("prefer", "respond-async")],
+                    &body,
+                )
+                .await;
+            assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+            a.json()["id"].as_str().unwrap().to_string()
+        }
+    };
+    // One job runs (its vendor is slow), one waits in the queue: both keep their bodies.
+    let running = submit(chat_body("slow", &"a".repeat(20000), false).to_string()).await;
+    let queued = submit(chat_body("ok", &"b".repeat(20000), false).to_string()).await;
+    let held = relay.metrics().await.gauge("relay_inflight_body_bytes");
+    assert!(held >= 40000.0, "{held}");
+    // What is left of the budget is too little for another 20 KB body.
+    let a = relay.chat(&chat_body("ok", &"c".repeat(20000), false)).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
+    assert_eq!(a.openai_error().1, "body_budget_exhausted");
+    for id in [&queued, &running] {
+        let a = relay.request(Method::DELETE, &format!("/v1/jobs/{id}"), Some(CLIENT_KEY), "").await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    }
+    let m = relay.wait_metrics(Duration::from_secs(10), |m| m.gauge("relay_inflight_body_bytes") == 0.0).await;
+    assert_eq!(m.gauge("relay_inflight_body_bytes"), 0.0, "cancelled jobs gave their share back");
     relay.assert_back_to(baseline, Duration::from_secs(10)).await;
 }
