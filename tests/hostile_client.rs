@@ -379,6 +379,24 @@ async fn metrics_token_guards_metrics() {
     assert!(a.text().contains("relay_connections_open"));
     let a = relay.request(Method::GET, "/healthz", None, "").await;
     assert_eq!(a.status, StatusCode::OK);
+    // `relay status` sends the token it is given.
+    let url = format!("http://{}", relay.addr);
+    let run = |token: Option<&'static str>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = std::process::Command::new(workspace_root().join("target/release/relay"));
+            cmd.args(["status", "--url", &url]).env_remove("RELAY_METRICS_TOKEN");
+            if let Some(t) = token {
+                cmd.args(["--metrics-token", t]);
+            }
+            cmd.output().unwrap()
+        })
+    };
+    let out = run(Some("metrics-secret-0123456789")).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("inflight=0"));
+    let out = run(None).await.unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("401"));
     // The open-file limit is raised and logged at start.
     assert!(relay.wait_log("RLIMIT_NOFILE").await.contains("RLIMIT_NOFILE"));
 }

@@ -38,6 +38,9 @@ pub enum Command {
         /// The relay's address.
         #[arg(long, default_value = "http://127.0.0.1:3000")]
         url: String,
+        /// The relay's `metrics_token`, when it has one.
+        #[arg(long, env = "RELAY_METRICS_TOKEN", hide_env_values = true)]
+        metrics_token: Option<String>,
     },
     /// Adapter tools.
     Plugin {
@@ -179,12 +182,17 @@ async fn shutdown_signal() {
 }
 
 /// `relay status`: the seed's goroutine-polling script, as one command.
-pub async fn status(url: &str) -> Result<()> {
+pub async fn status(url: &str, metrics_token: Option<&str>) -> Result<()> {
     use http_body_util::{BodyExt, Empty};
     let uri: http::Uri = format!("{}/metrics", url.trim_end_matches('/')).parse().context("invalid --url")?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<bytes::Bytes>>();
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.get(uri.clone()))
+    let mut req = http::Request::get(uri.clone());
+    if let Some(t) = metrics_token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req.body(Empty::new()).context("invalid --metrics-token")?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.request(req))
         .await
         .with_context(|| format!("{uri} did not answer within 5 s"))?
         .with_context(|| format!("cannot reach {uri}"))?;
