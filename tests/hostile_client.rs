@@ -189,6 +189,7 @@ async fn a_client_that_stops_reading_is_cut_at_the_write_bound() {
         .await;
     assert_eq!(m.value("relay_timeouts_total", &[("stage", "client_write")]), 1.0);
     assert!(t.elapsed() < Duration::from_secs(30), "cut long before the total deadline: {:?}", t.elapsed());
+    eprintln!("a client that stopped reading was cut {:?} after its request (client_write_timeout = 1 s)", t.elapsed());
     let m = relay
         .wait_metrics(Duration::from_secs(10), |m| {
             m.gauge("relay_active_streams") == 0.0 && m.gauge("relay_upstream_connections_open") == 0.0

@@ -236,7 +236,11 @@ impl Jobs {
         let owner = owner_of(&token.key);
         let request_id = request_id(req.headers());
         let (body, share) = self.relay.read_body_held(req, &snap).await?;
-        let checked = Relay::check(token, endpoint, &body, &snap)?;
+        let checked = Relay::check(token, endpoint, &body, &snap).inspect_err(|e| {
+            if e.code == Some("invalid_model") {
+                self.relay.metrics.models_refused.inc();
+            }
+        })?;
         let body = match endpoint {
             Endpoint::ChatCompletions => stream_body(&body)?,
             Endpoint::Embeddings => body,
