@@ -38,6 +38,9 @@ pub enum Command {
         /// The relay's address.
         #[arg(long, default_value = "http://127.0.0.1:3000")]
         url: String,
+        /// The relay's `metrics_token`, when it has one.
+        #[arg(long, env = "RELAY_METRICS_TOKEN", hide_env_values = true)]
+        metrics_token: Option<String>,
     },
     /// Adapter tools.
     Plugin {
@@ -76,6 +79,7 @@ pub fn init_logging(format: LogFormat) {
 pub async fn serve(config_path: PathBuf) -> Result<()> {
     let config = Config::load(&config_path, &ProcessEnv)?;
     crate::upstream::init_dns(&config.dns_servers);
+    raise_nofile_limit(config.limits.max_connections);
     let metrics = Arc::new(Metrics::default());
     let engine = Engine::new(PluginLimits {
         memory: config.limits.plugin_memory,
@@ -124,6 +128,36 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// Every client connection, vendor connection and adapter file is a descriptor; the usual
+/// soft limit of 1,024 would refuse clients long before `limits.max_connections`. Raise the
+/// soft limit to the hard one, and say so when even that is below the cap.
+fn raise_nofile_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let before = getrlimit(Resource::Nofile);
+    let raised = rustix::process::Rlimit { current: before.maximum, maximum: before.maximum };
+    let now = match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => getrlimit(Resource::Nofile),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            before
+        }
+    };
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    tracing::info!(
+        soft_before = %show(before.current),
+        soft = %show(now.current),
+        hard = %show(now.maximum),
+        "open-file limit (RLIMIT_NOFILE)"
+    );
+    if now.current.is_some_and(|n| n < max_connections as u64 + 1024) {
+        tracing::warn!(
+            soft = %show(now.current),
+            max_connections,
+            "the open-file limit is below limits.max_connections plus room for vendor connections; clients past it are refused by the kernel, not answered"
+        );
+    }
+}
+
 /// Pending connections the kernel queues before the relay accepts them. std's default of
 /// 128 drops connection attempts in a burst of clients (each then retries after 1 s); the
 /// kernel still caps this at `net.core.somaxconn`.
@@ -149,12 +183,17 @@ async fn shutdown_signal() {
 }
 
 /// `relay status`: the seed's goroutine-polling script, as one command.
-pub async fn status(url: &str) -> Result<()> {
+pub async fn status(url: &str, metrics_token: Option<&str>) -> Result<()> {
     use http_body_util::{BodyExt, Empty};
     let uri: http::Uri = format!("{}/metrics", url.trim_end_matches('/')).parse().context("invalid --url")?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<bytes::Bytes>>();
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.get(uri.clone()))
+    let mut req = http::Request::get(uri.clone());
+    if let Some(t) = metrics_token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req.body(Empty::new()).context("invalid --metrics-token")?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.request(req))
         .await
         .with_context(|| format!("{uri} did not answer within 5 s"))?
         .with_context(|| format!("cannot reach {uri}"))?;

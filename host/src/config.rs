@@ -58,6 +58,35 @@ pub const DEFAULT_PLUGIN_INSTANCE_USES: u32 = 1_000;
 /// Streams sharing one adapter instance: 5,000 streams fit in ~160 instances instead of
 /// 5,000, and a trap ends at most this many streams.
 pub const DEFAULT_PLUGIN_STREAMS_PER_INSTANCE: u32 = 32;
+/// Time for a new connection to deliver its first request head, on every protocol (HTTP/1
+/// head, or HTTP/2 preface and first stream); also the HTTP/1 head timer: a client that
+/// cannot send a few KiB of headers in 30 s is stuck or hostile.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A keep-alive connection with no request in flight is closed after this; 60 s matches
+/// common load balancers' idle cut, so the relay is not the first to drop a pooled socket.
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A write to a client that makes no progress for this long ends the connection: a client
+/// that stopped reading (zero window) no longer holds its stream until the total deadline.
+/// 60 s leaves a slow mobile link, which still drains, far inside the bound.
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// After the relay closes a connection it keeps reading and discarding what the client still
+/// sends for up to this long (nginx's lingering close), so a client uploading a body that was
+/// refused early reads the answer instead of a reset. Nothing is buffered, so the only cost
+/// is the socket for this long; 5 s drains ~50 MB even at 100 Mbit/s.
+pub const DEFAULT_LINGERING_CLOSE: Duration = Duration::from_secs(5);
+/// Client connections served at once. Each costs a socket, a task and a few KiB of buffers;
+/// 10,000 is twice the 5,000-stream target and fits the usual hard `RLIMIT_NOFILE` (raised to
+/// at start) with room for vendor connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Streams one HTTP/2 connection may have open: one client cannot multiply itself past this.
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// HTTP/2 pings on a connection silent this long; a peer that does not answer in
+/// `HTTP2_KEEP_ALIVE_TIMEOUT` is gone and its connection is closed.
+pub const DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Request bodies buffered at once, synchronous requests and queued jobs together: 32
+/// bodies of the 32 MiB maximum, or thousands of ordinary prompts; past it new bodies get
+/// 503 with `Retry-After` instead of the relay growing without bound.
+pub const DEFAULT_MAX_INFLIGHT_BODY_BYTES: u64 = 1024 * 1024 * 1024;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 pub const DEFAULT_PLUGIN_DIR: &str = "plugins.d";
 /// The relay's own state (compile cache, job store), next to its config by default.
@@ -93,6 +122,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Bearer token for `/admin/*`; the admin API is off without one.
     pub admin_token: Option<Secret>,
+    /// Bearer token for `/metrics`; without one `/metrics` is open (as before).
+    pub metrics_token: Option<Secret>,
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub channels: Vec<Channel>,
@@ -155,6 +186,14 @@ pub struct Limits {
     pub plugin_instance_uses: u32,
     pub plugin_streams_per_instance: u32,
     pub shutdown_grace: Duration,
+    pub client_header_timeout: Duration,
+    pub client_idle_timeout: Duration,
+    pub client_write_timeout: Duration,
+    pub lingering_close: Duration,
+    pub max_connections: usize,
+    pub http2_max_concurrent_streams: u32,
+    pub http2_keep_alive_interval: Duration,
+    pub max_inflight_body_bytes: u64,
 }
 
 impl Default for Limits {
@@ -171,6 +210,14 @@ impl Default for Limits {
             plugin_instance_uses: DEFAULT_PLUGIN_INSTANCE_USES,
             plugin_streams_per_instance: DEFAULT_PLUGIN_STREAMS_PER_INSTANCE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            client_header_timeout: DEFAULT_CLIENT_HEADER_TIMEOUT,
+            client_idle_timeout: DEFAULT_CLIENT_IDLE_TIMEOUT,
+            client_write_timeout: DEFAULT_CLIENT_WRITE_TIMEOUT,
+            lingering_close: DEFAULT_LINGERING_CLOSE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+            http2_keep_alive_interval: DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL,
+            max_inflight_body_bytes: DEFAULT_MAX_INFLIGHT_BODY_BYTES,
         }
     }
 }
@@ -253,6 +300,8 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     admin_token: Option<String>,
     admin_token_env: Option<Spanned<String>>,
+    metrics_token: Option<String>,
+    metrics_token_env: Option<Spanned<String>>,
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
@@ -305,6 +354,14 @@ struct RawLimits {
     plugin_instance_uses: Option<Spanned<u64>>,
     plugin_streams_per_instance: Option<Spanned<u64>>,
     shutdown_grace: Option<Spanned<f64>>,
+    client_header_timeout: Option<Spanned<f64>>,
+    client_idle_timeout: Option<Spanned<f64>>,
+    client_write_timeout: Option<Spanned<f64>>,
+    lingering_close: Option<Spanned<f64>>,
+    max_connections: Option<Spanned<u64>>,
+    http2_max_concurrent_streams: Option<Spanned<u64>>,
+    http2_keep_alive_interval: Option<Spanned<f64>>,
+    max_inflight_body_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -400,6 +457,21 @@ impl Config {
         };
         if admin_token.as_ref().is_some_and(|t| t.0.len() < 16) {
             bail!("admin_token must be at least 16 characters");
+        }
+        let metrics_token = match (&raw.metrics_token, &raw.metrics_token_env) {
+            (Some(_), Some(_)) => bail!("set metrics_token or metrics_token_env, not both"),
+            (Some(t), None) => Some(Secret(t.clone())),
+            (None, Some(var)) => Some(Secret(env.var(var.get_ref()).filter(|v| !v.is_empty()).ok_or_else(|| {
+                anyhow!(
+                    "metrics_token_env (line {}): environment variable {} is not set",
+                    at(var.span()),
+                    var.get_ref()
+                )
+            })?)),
+            (None, None) => None,
+        };
+        if metrics_token.as_ref().is_some_and(|t| t.0.len() < 16) {
+            bail!("metrics_token must be at least 16 characters");
         }
 
         let mut timeouts = resolve_timeouts(&raw.timeouts, Timeouts::default(), "timeouts", text)?;
@@ -520,7 +592,19 @@ impl Config {
                 .map_err(|_| anyhow!("dns_servers (line {}): '{v}' is not an IP address or ip:port", at(s.span())))?;
             dns_servers.push(addr);
         }
-        Ok(Config { listen, plugin_dir, data_dir, admin_token, timeouts, limits, channels, tokens, jobs, dns_servers })
+        Ok(Config {
+            listen,
+            plugin_dir,
+            data_dir,
+            admin_token,
+            metrics_token,
+            timeouts,
+            limits,
+            channels,
+            tokens,
+            jobs,
+            dns_servers,
+        })
     }
 }
 
@@ -647,6 +731,35 @@ fn resolve_limits(raw: &RawLimits, text: &str) -> Result<Limits> {
     }
     if let Some(v) = &raw.shutdown_grace {
         l.shutdown_grace = seconds(v, "limits.shutdown_grace", text)?;
+    }
+    let durations: [(&Option<Spanned<f64>>, &mut Duration, &str); 5] = [
+        (&raw.client_header_timeout, &mut l.client_header_timeout, "limits.client_header_timeout"),
+        (&raw.client_idle_timeout, &mut l.client_idle_timeout, "limits.client_idle_timeout"),
+        (&raw.client_write_timeout, &mut l.client_write_timeout, "limits.client_write_timeout"),
+        (&raw.lingering_close, &mut l.lingering_close, "limits.lingering_close"),
+        (&raw.http2_keep_alive_interval, &mut l.http2_keep_alive_interval, "limits.http2_keep_alive_interval"),
+    ];
+    for (v, slot, key) in durations {
+        if let Some(v) = v {
+            *slot = seconds(v, key, text)?;
+        }
+    }
+    if let Some(v) = &raw.max_connections {
+        l.max_connections = usize::try_from(positive(v, "max_connections")?).unwrap_or(usize::MAX);
+    }
+    if let Some(v) = &raw.http2_max_concurrent_streams {
+        l.http2_max_concurrent_streams =
+            u32::try_from(positive(v, "http2_max_concurrent_streams")?).unwrap_or(u32::MAX);
+    }
+    if let Some(v) = &raw.max_inflight_body_bytes {
+        l.max_inflight_body_bytes = positive(v, "max_inflight_body_bytes")?;
+    }
+    if l.max_inflight_body_bytes < l.max_request_body {
+        bail!(
+            "limits.max_inflight_body_bytes ({}) must be at least limits.max_request_body ({}): no body could ever be read",
+            l.max_inflight_body_bytes,
+            l.max_request_body
+        );
     }
     Ok(l)
 }
@@ -874,6 +987,39 @@ models = ["*"]
         assert!(!readable_secrets(inline, 0o600));
         assert!(readable_secrets("[[token]]\nname = \"a\"\nkey = \"k\"\nmodels = [\"*\"]\n", 0o640));
         assert!(!readable_secrets("[[token]]\nname = \"a\"\nkey_env = \"K\"\nmodels = [\"*\"]\n", 0o644));
+    }
+
+    #[test]
+    fn client_edge_limits() {
+        let c = Config::parse("", Path::new("."), &env(&[])).unwrap();
+        assert_eq!(c.limits.client_header_timeout, DEFAULT_CLIENT_HEADER_TIMEOUT);
+        assert_eq!(c.limits.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.limits.max_inflight_body_bytes, DEFAULT_MAX_INFLIGHT_BODY_BYTES);
+        assert!(c.metrics_token.is_none());
+        let c = Config::parse(
+            "metrics_token_env = \"M\"\n[limits]\nclient_header_timeout = 1.5\nclient_idle_timeout = 2\nclient_write_timeout = 3\n\
+             lingering_close = 0.5\nmax_connections = 7\nhttp2_max_concurrent_streams = 8\nhttp2_keep_alive_interval = 9\n\
+             max_request_body = 10\nmax_inflight_body_bytes = 10\n",
+            Path::new("."),
+            &env(&[("M", "0123456789abcdef")]),
+        )
+        .unwrap();
+        let l = &c.limits;
+        assert_eq!(l.client_header_timeout, Duration::from_millis(1500));
+        assert_eq!((l.client_idle_timeout.as_secs(), l.client_write_timeout.as_secs()), (2, 3));
+        assert_eq!(l.lingering_close, Duration::from_millis(500));
+        assert_eq!((l.max_connections, l.http2_max_concurrent_streams), (7, 8));
+        assert_eq!(l.http2_keep_alive_interval.as_secs(), 9);
+        assert_eq!(c.metrics_token.unwrap().expose(), "0123456789abcdef");
+        let e = |t: &str| format!("{:#}", Config::parse(t, Path::new("."), &env(&[])).unwrap_err());
+        let m = e("[limits]\nmax_connections = 0\n");
+        assert!(m.contains("limits.max_connections") && m.contains("line 2"), "{m}");
+        let m = e("[limits]\n\nclient_write_timeout = -1\n");
+        assert!(m.contains("limits.client_write_timeout") && m.contains("line 3"), "{m}");
+        let m = e("[limits]\nmax_inflight_body_bytes = 1000\n");
+        assert!(m.contains("limits.max_inflight_body_bytes"), "{m}");
+        let m = e("metrics_token = \"short\"\n");
+        assert!(m.contains("metrics_token must be at least 16"), "{m}");
     }
 
     #[test]

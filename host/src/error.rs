@@ -32,11 +32,22 @@ pub struct RelayError {
     pub message: String,
     /// Another channel may succeed where this one failed (only before the first byte).
     pub retryable: bool,
+    /// Seconds the client should wait before retrying (`Retry-After`), for load refusals.
+    pub retry_after: Option<u32>,
 }
 
 impl RelayError {
     fn new(status: StatusCode, source: Source, kind: &'static str, message: impl Into<String>) -> Self {
-        Self { status, source, kind, code: None, param: None, message: message.into(), retryable: false }
+        Self {
+            status,
+            source,
+            kind,
+            code: None,
+            param: None,
+            message: message.into(),
+            retryable: false,
+            retry_after: None,
+        }
     }
 
     pub fn with_code(mut self, code: &'static str) -> Self {
@@ -134,6 +145,22 @@ impl RelayError {
 
     pub fn plugin_rejected(message: impl Into<String>, code: &'static str) -> Self {
         Self::new(StatusCode::BAD_REQUEST, Source::Client, "invalid_request_error", message).with_code(code)
+    }
+
+    /// The in-flight body budget (`limits.max_inflight_body_bytes`) is spent: a load refusal
+    /// the client may retry.
+    pub fn body_budget_exhausted(limit: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Source::Internal,
+            "service_unavailable",
+            format!(
+                "the relay is holding its maximum of {limit} bytes of request bodies (limits.max_inflight_body_bytes); retry shortly"
+            ),
+        )
+        .with_code("body_budget_exhausted");
+        e.retry_after = Some(1);
+        e
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {

@@ -8,6 +8,7 @@ pub mod access;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod jobs;
 pub mod metrics;

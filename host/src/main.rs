@@ -22,7 +22,7 @@ fn main() -> ExitCode {
                 init_logging(log_format);
                 serve(config).await
             }
-            Command::Status { url } => status(&url).await,
+            Command::Status { url, metrics_token } => status(&url, metrics_token.as_deref()).await,
             Command::Plugin { command: PluginCommand::Check { file } } => plugin_check(&file).await,
         }
     });

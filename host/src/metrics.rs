@@ -82,21 +82,51 @@ impl Counter {
     }
 }
 
-/// A counter family keyed by label values. The lock is held for a map update only.
+/// Distinct label sets one family keeps; past it new sets fold into one `_other` series.
+/// Real label values (channels, admitted models, adapters) number in the tens; 1,000 leaves
+/// room for any honest deployment while a flood of client-chosen values cannot grow
+/// `/metrics` or memory without end.
+pub const MAX_SERIES_PER_FAMILY: usize = 1_000;
+/// The label value every folded series is counted under.
+pub const FOLDED_LABEL: &str = "_other";
+
+/// A counter family keyed by label values. The lock is held for a map update only (and a
+/// clone when rendering). At most `MAX_SERIES_PER_FAMILY` (+1 for `_other`) series.
 pub struct Family<const N: usize> {
     labels: [&'static str; N],
     values: Mutex<BTreeMap<[String; N], u64>>,
+    max_series: usize,
+    /// Updates whose label set was folded into `_other`.
+    folded: AtomicU64,
 }
 
 impl<const N: usize> Family<N> {
     pub fn new(labels: [&'static str; N]) -> Self {
-        Self { labels, values: Mutex::new(BTreeMap::new()) }
+        Self::bounded(labels, MAX_SERIES_PER_FAMILY)
+    }
+
+    pub fn bounded(labels: [&'static str; N], max_series: usize) -> Self {
+        Self { labels, values: Mutex::new(BTreeMap::new()), max_series, folded: AtomicU64::new(0) }
     }
 
     pub fn add(&self, labels: [&str; N], n: u64) {
         let key = labels.map(str::to_owned);
         let mut map = self.values.lock().unwrap_or_else(|e| e.into_inner());
-        *map.entry(key).or_insert(0) += n;
+        if let Some(v) = map.get_mut(&key) {
+            *v += n;
+            return;
+        }
+        if map.len() >= self.max_series {
+            self.folded.fetch_add(1, Ordering::Relaxed);
+            *map.entry([(); N].map(|_| FOLDED_LABEL.to_owned())).or_insert(0) += n;
+            return;
+        }
+        map.insert(key, n);
+    }
+
+    /// Updates folded into `_other` since start.
+    pub fn folded(&self) -> u64 {
+        self.folded.load(Ordering::Relaxed)
     }
 
     pub fn inc(&self, labels: [&str; N]) {
@@ -110,7 +140,8 @@ impl<const N: usize> Family<N> {
 
     fn render(&self, out: &mut String, name: &str, help: &str, kind: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        let map = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        // Formatting happens outside the lock: request completion updates the same map.
+        let map = self.values.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for (values, n) in map.iter() {
             let _ = writeln!(out, "{name}{{{}}} {n}", label_pairs(&self.labels, values));
         }
@@ -221,6 +252,18 @@ pub struct Metrics {
     pub job_store_reopens: Counter,
     /// Submissions refused, by `JOB_REFUSALS` index.
     pub job_refusals: [Counter; JOB_REFUSALS.len()],
+    /// Client connections being served (below `limits.max_connections`).
+    pub connections_open: Gauge,
+    /// Connections past the cap held only to answer 503 or `/healthz`.
+    pub connections_reserve_open: Gauge,
+    /// Connections refused at the cap (answered 503 from the reserve, or closed at once).
+    pub connections_refused: Counter,
+    /// Request body bytes buffered now (requests being read or relayed, queued jobs).
+    pub inflight_body_bytes: Gauge,
+    /// Requests answered 503 because the in-flight body budget was spent.
+    pub body_budget_refused: Counter,
+    /// Requests refused because their `model` was too long or had characters outside the set.
+    pub models_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -252,10 +295,20 @@ impl Default for Metrics {
             job_store_bad_records: Counter::default(),
             job_store_reopens: Counter::default(),
             job_refusals: Default::default(),
+            connections_open: Gauge::default(),
+            connections_reserve_open: Gauge::default(),
+            connections_refused: Counter::default(),
+            inflight_body_bytes: Gauge::default(),
+            body_budget_refused: Counter::default(),
+            models_refused: Counter::default(),
         };
         // A zero sample from start, so `increase()` sees the first failure.
         for result in ["ok", "error", "timeout"] {
             m.dns_lookups.add([result], 0);
+        }
+        // The client-edge bounds are exported from the start, at 0.
+        for stage in ["client_header", "client_idle", "client_write"] {
+            m.timeouts.add([stage], 0);
         }
         m
     }
@@ -309,6 +362,60 @@ impl Metrics {
              # TYPE relay_client_disconnects_total counter\nrelay_client_disconnects_total {}",
             self.client_disconnects.get()
         );
+        gauge(
+            &mut out,
+            "relay_connections_open",
+            "Client connections being served (limits.max_connections).",
+            self.connections_open.get(),
+        );
+        gauge(
+            &mut out,
+            "relay_connections_reserve_open",
+            "Connections past limits.max_connections held briefly to answer 503 or /healthz.",
+            self.connections_reserve_open.get(),
+        );
+        gauge(
+            &mut out,
+            "relay_inflight_body_bytes",
+            "Request body bytes buffered now: requests and queued jobs (limits.max_inflight_body_bytes).",
+            self.inflight_body_bytes.get(),
+        );
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            &mut out,
+            "relay_connections_refused_total",
+            "Connections refused at limits.max_connections.",
+            self.connections_refused.get(),
+        );
+        counter(
+            &mut out,
+            "relay_body_budget_refused_total",
+            "Requests answered 503 because limits.max_inflight_body_bytes was spent.",
+            self.body_budget_refused.get(),
+        );
+        counter(
+            &mut out,
+            "relay_models_refused_total",
+            "Requests refused for a model string too long or outside the allowed characters.",
+            self.models_refused.get(),
+        );
+        let folded = self.timeouts.folded()
+            + self.requests.folded()
+            + self.tokens.folded()
+            + self.plugin_calls.folded()
+            + self.plugin_errors.folded()
+            + self.plugin_traps.folded()
+            + self.plugin_instantiations.folded()
+            + self.plugin_reloads.folded()
+            + self.config_reloads.folded();
+        counter(
+            &mut out,
+            "relay_metric_series_folded_total",
+            "Metric updates counted under _other because their family was at its series bound.",
+            folded,
+        );
         self.timeouts.render(&mut out, "relay_timeouts_total", "Bounds that expired, by stage.", "counter");
         self.dns_lookups.render(
             &mut out,
@@ -348,7 +455,8 @@ impl Metrics {
             out,
             "# HELP relay_plugin_info Adapters in service (value 1), with version and content hash.\n# TYPE relay_plugin_info gauge"
         );
-        for p in self.plugins.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let plugins = self.plugins.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for p in &plugins {
             let _ = writeln!(out, "relay_plugin_info{{{}}} 1", label_pairs(&["plugin", "version", "sha256"], p));
         }
         self.request_duration.render(
@@ -413,9 +521,97 @@ pub fn resident_memory_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// A share of `limits.max_inflight_body_bytes`, held while a body is buffered; given back
+/// when dropped.
+pub struct BodyPermit {
+    metrics: std::sync::Arc<Metrics>,
+    bytes: i64,
+}
+
+impl BodyPermit {
+    /// An empty share, to grow as a body arrives.
+    pub fn empty(metrics: std::sync::Arc<Metrics>) -> Self {
+        Self { metrics, bytes: 0 }
+    }
+
+    /// Take `n` more bytes if the total stays within `max`; `false` leaves the share as it was.
+    pub fn grow(&mut self, n: u64, max: u64) -> bool {
+        let (Ok(n), Ok(max)) = (i64::try_from(n), i64::try_from(max)) else { return false };
+        let cell = &self.metrics.inflight_body_bytes.0;
+        let mut cur = cell.load(Ordering::Relaxed);
+        loop {
+            if cur.saturating_add(n) > max {
+                return false;
+            }
+            match cell.compare_exchange_weak(cur, cur + n, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    self.bytes += n;
+                    return true;
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.unsigned_abs()
+    }
+}
+
+impl Drop for BodyPermit {
+    fn drop(&mut self) {
+        self.metrics.inflight_body_bytes.0.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn families_fold_past_their_bound() {
+        let f = Family::bounded(["model"], 3);
+        for m in ["a", "b", "c", "d", "e"] {
+            f.inc([m]);
+        }
+        f.inc(["a"]);
+        assert_eq!(f.get(["a"]), 2, "known series still count");
+        assert_eq!(f.get(["d"]), 0);
+        assert_eq!(f.get([FOLDED_LABEL]), 2, "new keys past the bound fold into _other");
+        assert_eq!(f.folded(), 2);
+        let mut out = String::new();
+        f.render(&mut out, "x_total", "x", "counter");
+        assert_eq!(out.lines().filter(|l| !l.starts_with('#')).count(), 4, "{out}");
+        assert!(out.contains("x_total{model=\"_other\"} 2"), "{out}");
+    }
+
+    #[test]
+    fn default_bound_keeps_metrics_small() {
+        let m = Metrics::default();
+        for i in 0..10_000 {
+            m.requests.inc(["-", &format!("model-{i}"), "404"]);
+        }
+        let text = m.render();
+        let series = text.lines().filter(|l| l.starts_with("relay_requests_total{")).count();
+        assert_eq!(series, MAX_SERIES_PER_FAMILY + 1);
+        assert!(text.contains("relay_metric_series_folded_total 9000"), "folded updates are counted");
+        assert!(text.len() < 200 * 1024, "{} bytes", text.len());
+    }
+
+    #[test]
+    fn body_permits_stay_within_the_budget_and_give_back() {
+        let m = std::sync::Arc::new(Metrics::default());
+        let mut a = BodyPermit::empty(m.clone());
+        assert!(a.grow(600, 1000));
+        let mut b = BodyPermit::empty(m.clone());
+        assert!(!b.grow(500, 1000), "past the budget");
+        assert!(b.grow(400, 1000));
+        assert_eq!(m.inflight_body_bytes.get(), 1000);
+        drop(a);
+        assert_eq!(m.inflight_body_bytes.get(), 400);
+        drop(b);
+        assert_eq!(m.inflight_body_bytes.get(), 0);
+    }
 
     #[test]
     fn guards_restore_gauges() {

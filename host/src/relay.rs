@@ -19,7 +19,7 @@ use crate::access::RequestLog;
 use crate::auth::authenticate;
 use crate::config::{Channel, Limits, Token, fmt_secs};
 use crate::error::RelayError;
-use crate::metrics::Metrics;
+use crate::metrics::{BodyPermit, Metrics};
 use crate::plugin::{AuthScheme, CallContext, Endpoint, Header, Plugin, Registry, StreamFormat, UpstreamResponse};
 use crate::route::Snapshot;
 use crate::sse::{Format, Framer};
@@ -153,14 +153,26 @@ impl Relay {
     ) -> Result<Response<Body>, RelayError> {
         let token = authenticate(req.headers(), snap)?;
         log.token = token.name.clone();
-        let body = self.read_body(req, snap).await?;
+        // The body's share of the in-flight budget is held until the answer is made.
+        let (body, _share) = self.read_body_held(req, snap).await?;
         self.serve_body(token, endpoint, &body, snap, log).await
     }
 
-    /// Read a client's body under the request-body bounds (size, time).
+    /// Read a client's body under the request-body bounds (size, time, in-flight budget).
     pub async fn read_body(&self, req: Request<Incoming>, snap: &Snapshot) -> Result<Bytes, RelayError> {
-        read_client_body(req, snap.config.limits.max_request_body, snap.config.timeouts.client_body, &self.metrics)
-            .await
+        self.read_body_held(req, snap).await.map(|(b, _)| b)
+    }
+
+    /// `read_body`, and the body's share of `limits.max_inflight_body_bytes`: keep it for as
+    /// long as the body stays in memory.
+    pub async fn read_body_held(
+        &self,
+        req: Request<Incoming>,
+        snap: &Snapshot,
+    ) -> Result<(Bytes, BodyPermit), RelayError> {
+        let limits = &snap.config.limits;
+        let budget = BodyBudget { max: limits.max_inflight_body_bytes, metrics: &self.metrics };
+        read_client_body(req, limits.max_request_body, snap.config.timeouts.client_body, budget).await
     }
 
     /// Everything that can be refused before any channel is tried: the body's JSON shape,
@@ -177,6 +189,19 @@ impl Relay {
         let probe: ChatProbe = serde_json::from_str(text)
             .map_err(|e| RelayError::bad_request(format!("We could not parse the JSON body of your request: {e}")))?;
         let model = match probe.model {
+            Some(serde_json::Value::String(m)) if m.len() > MAX_MODEL_LEN => {
+                return Err(RelayError::bad_request(format!(
+                    "'model' is {} bytes long; the limit is {MAX_MODEL_LEN}",
+                    m.len()
+                ))
+                .with_param("model")
+                .with_code("invalid_model"));
+            }
+            Some(serde_json::Value::String(m)) if !m.is_empty() && !model_is_plain(&m) => {
+                return Err(RelayError::bad_request("'model' may only contain letters, digits and . _ : / @ + - =")
+                    .with_param("model")
+                    .with_code("invalid_model"));
+            }
             Some(serde_json::Value::String(m)) if !m.is_empty() => m,
             Some(_) => {
                 return Err(RelayError::bad_request("'model' must be a non-empty string").with_param("model"));
@@ -227,10 +252,15 @@ impl Relay {
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RelayError> {
         log.token = token.name.clone();
-        let Checked { model, stream, include_usage } = Self::probe(endpoint, body)?;
-        log.model = model.clone();
+        let Checked { model, stream, include_usage } = Self::probe(endpoint, body).inspect_err(|e| {
+            if e.code == Some("invalid_model") {
+                self.metrics.models_refused.inc();
+            }
+        })?;
         log.stream = stream;
         Self::admit(token, &model, snap)?;
+        // Only an admitted model becomes a log field and a metrics label; refused ones count as "-".
+        log.model = model.clone();
         // `probe` proved the body is UTF-8.
         let text = std::str::from_utf8(body).unwrap_or_default();
         let limits = &snap.config.limits;
@@ -503,7 +533,36 @@ pub fn error_response(e: &RelayError, request_id: Option<&str>) -> Response<Body
     if e.status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    if let Some(secs) = e.retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     resp
+}
+
+/// Whether the request carries `Authorization: Bearer <secret>` (compared in constant time).
+pub fn bearer_matches(headers: &HeaderMap, secret: &str) -> bool {
+    let sent = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(sent.as_bytes(), secret.as_bytes())
+}
+
+/// Longest `model` accepted: real ids are under 100 bytes (`accounts/fireworks/models/...`
+/// is among the longest); the string becomes a log field and a metrics label.
+pub const MAX_MODEL_LEN: usize = 256;
+
+/// Whether a `model` may be logged and labelled: not empty, at most `MAX_MODEL_LEN` bytes, and
+/// only the characters real ids use (`gpt-4o-2024-08-06`, `models/gemini-1.5-pro`,
+/// `claude-3-5-sonnet@20240620`, `ft:gpt-4o:org:x:id`, `meta-llama/Llama-3.1-8B-Instruct`,
+/// `anthropic.claude-3-sonnet-20240229-v1:0`, `llama3.1:8b`).
+pub fn model_is_plain(model: &str) -> bool {
+    !model.is_empty()
+        && model.len() <= MAX_MODEL_LEN
+        && model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'@' | b'+' | b'-' | b'='))
 }
 
 pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
@@ -537,32 +596,67 @@ pub fn request_id(headers: &HeaderMap) -> String {
     format!("req_{:016x}", rand::random::<u64>())
 }
 
+/// The global bound on buffered request bodies.
+struct BodyBudget<'a> {
+    max: u64,
+    metrics: &'a Arc<Metrics>,
+}
+
 async fn read_client_body(
     req: Request<Incoming>,
     limit: u64,
     timeout: std::time::Duration,
-    metrics: &Metrics,
-) -> Result<Bytes, RelayError> {
+    budget: BodyBudget<'_>,
+) -> Result<(Bytes, BodyPermit), RelayError> {
+    let metrics = budget.metrics;
     if req.method() != Method::POST {
         return Err(RelayError::method_not_allowed("use POST"));
     }
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     // Refuse a declared oversize body before reading a byte of it.
-    if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        && len > limit
-    {
+    if declared.is_some_and(|len| len > limit) {
         return Err(RelayError::payload_too_large(limit));
     }
-    let body = Limited::new(req.into_body(), usize::try_from(limit).unwrap_or(usize::MAX));
-    match tokio::time::timeout(timeout, body.collect()).await {
+    let mut share = BodyPermit::empty(metrics.clone());
+    let refused = || {
+        metrics.body_budget_refused.inc();
+        RelayError::body_budget_exhausted(budget.max)
+    };
+    // A declared length is taken whole before reading; a chunked body grows its share as it comes.
+    if let Some(len) = declared
+        && !share.grow(len, budget.max)
+    {
+        return Err(refused());
+    }
+    let mut body = Limited::new(req.into_body(), usize::try_from(limit).unwrap_or(usize::MAX));
+    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(0, |n| usize::try_from(n).unwrap_or(0)));
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    RelayError::payload_too_large(limit)
+                } else {
+                    RelayError::bad_request(format!("reading the request body failed: {e}"))
+                }
+            })?;
+            if let Ok(data) = frame.into_data() {
+                let total = (buf.len() + data.len()) as u64;
+                if total > share.bytes() && !share.grow(total - share.bytes(), budget.max) {
+                    return Err(refused());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(())
+    };
+    let read = tokio::time::timeout(timeout, read).await;
+    match read {
         Err(_) => {
             metrics.timeouts.inc(["client_body"]);
             Err(RelayError::client_timeout(format!("the request body was not received within {}", fmt_secs(timeout))))
         }
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(RelayError::payload_too_large(limit))
-        }
-        Ok(Err(e)) => Err(RelayError::bad_request(format!("reading the request body failed: {e}"))),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => Ok((buf.freeze(), share)),
     }
 }
 
@@ -699,4 +793,41 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_model_ids_are_plain_and_floods_are_not() {
+        for id in [
+            "gpt-4o-2024-08-06",
+            "models/gemini-1.5-pro",
+            "claude-3-5-sonnet@20240620",
+            "ft:gpt-4o:org:x:id",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "anthropic.claude-3-sonnet-20240229-v1:0",
+            "accounts/fireworks/models/llama-v3p1-70b-instruct",
+            "llama3.1:8b",
+            "text_embedding_3",
+        ] {
+            assert!(model_is_plain(id), "{id}");
+        }
+        for bad in ["", "a b", "gpt\n", "m\"}", "é", "x{y}"] {
+            assert!(!model_is_plain(bad), "{bad:?}");
+        }
+        assert!(model_is_plain(&"m".repeat(MAX_MODEL_LEN)));
+        assert!(!model_is_plain(&"m".repeat(MAX_MODEL_LEN + 1)));
+    }
+
+    #[test]
+    fn probe_refuses_unfit_models_with_400() {
+        let long = serde_json::json!({"model": "m".repeat(1 << 20), "messages": [{"role": "user", "content": "hi"}]});
+        let Err(e) = Relay::probe(Endpoint::ChatCompletions, long.to_string().as_bytes()) else { panic!("accepted") };
+        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, Some("invalid_model")));
+        assert!(e.message.len() < 100, "{}", e.message);
+        let odd = serde_json::json!({"model": "a\nb", "messages": [{"role": "user", "content": "hi"}]});
+        assert!(Relay::probe(Endpoint::ChatCompletions, odd.to_string().as_bytes()).is_err());
+    }
 }

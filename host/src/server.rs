@@ -11,16 +11,34 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::config::Limits;
+use crate::conn::{ClientIo, ConnState, IoBounds, TrackedBody};
 use crate::error::RelayError;
 use crate::jobs::{Jobs, wants_async};
+use crate::metrics::OwnedGaugeGuard;
 use crate::plugin::Endpoint;
 use crate::relay::{Body, Relay, error_response, json_response};
 
-/// Slow-loris bound: a client gets this long to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections past `limits.max_connections` still accepted, to answer `/healthz` (so a
+/// probe does not restart a relay that is only full) and a 503 to everything else; past
+/// these the relay closes new connections at once.
+const RESERVE_CONNECTIONS: i64 = 64;
+/// A reserve connection lives at most this long, answer and lingering close included.
+const RESERVE_LIFETIME: Duration = Duration::from_secs(5);
+/// A reserve connection's bound for its request head and for a stalled write.
+const RESERVE_IO_BOUND: Duration = Duration::from_secs(2);
+/// Seconds a client refused at the cap is told to wait (`Retry-After`).
+const RETRY_AFTER_FULL: &str = "1";
+/// An HTTP/2 peer that does not answer a keep-alive ping within this is gone.
+const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// TCP keepalive on client sockets: a peer that vanished (no FIN, no RST) is found in
+/// about TIME + RETRIES * INTERVAL (~2 min) instead of the kernel's 2 hours.
+const TCP_KEEPALIVE_TIME: Duration = Duration::from_secs(60);
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+const TCP_KEEPALIVE_RETRIES: u32 = 4;
 /// After accept fails (e.g. out of file descriptors), pause instead of spinning.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// After the grace period, streams are told to end; this is how long they get to send
@@ -52,18 +70,26 @@ pub async fn route(relay: Arc<Relay>, jobs: Arc<Jobs>, req: Request<Incoming>) -
         }
         (&Method::GET, "/admin/plugins") => relay.admin_plugins(req.headers()),
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, r#"{"status":"ok"}"#),
-        (&Method::GET, "/metrics") => {
-            let mut resp = Response::new(Full::new(relay.metrics.render().into()).boxed_unsync());
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8".parse().expect("static"));
-            resp
-        }
+        (&Method::GET, "/metrics") => metrics_response(&relay, req.headers()),
         (_, "/v1/chat/completions" | "/v1/embeddings") => error_response(
             &RelayError::method_not_allowed(format!("{} is not allowed here; use POST", req.method())),
             None,
         ),
         _ => error_response(&RelayError::not_found(format!("no route for {} {path}", req.method())), None),
     }
+}
+
+/// `GET /metrics`, behind `metrics_token` when one is configured.
+fn metrics_response(relay: &Relay, headers: &http::HeaderMap) -> Response<Body> {
+    if let Some(token) = &relay.snapshot().config.metrics_token
+        && !crate::relay::bearer_matches(headers, token.expose())
+    {
+        return error_response(&RelayError::unauthorized("/metrics needs the metrics token"), None);
+    }
+    let mut resp = Response::new(Full::new(relay.metrics.render().into()).boxed_unsync());
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8".parse().expect("static"));
+    resp
 }
 
 /// Serve until `shutdown` resolves, then drain: stop accepting, let in-flight requests
@@ -77,8 +103,7 @@ pub async fn serve(
     streams_stop: watch::Sender<bool>,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let metrics = relay.metrics.clone();
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -93,16 +118,45 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        set_tcp_keepalive(&stream);
+        // Read per connection, so a config reload applies to new connections.
+        let limits = relay.snapshot().config.limits.clone();
+        // The accept loop is the only place that adds connections: check-then-track is exact.
+        if metrics.connections_open.get() >= i64::try_from(limits.max_connections).unwrap_or(i64::MAX) {
+            metrics.connections_refused.inc();
+            if metrics.connections_reserve_open.get() < RESERVE_CONNECTIONS {
+                tokio::spawn(serve_reserve(stream, relay.clone(), limits.lingering_close));
+            } else {
+                tracing::debug!("connection refused: at limits.max_connections and the reserve is full");
+            }
+            continue;
+        }
+        let open = OwnedGaugeGuard::new(metrics.clone(), |m| &m.connections_open);
+        let state = ConnState::new();
+        let bounds = IoBounds {
+            header: limits.client_header_timeout,
+            idle: limits.client_idle_timeout,
+            write: limits.client_write_timeout,
+            linger: limits.lingering_close,
+        };
+        let io = ClientIo::new(stream, state.clone(), bounds, metrics.clone());
         let (relay, jobs) = (relay.clone(), jobs.clone());
         let svc = service_fn(move |req| {
+            // Busy from here until the answer's body ends or is dropped.
+            let busy = state.begin();
             let (relay, jobs) = (relay.clone(), jobs.clone());
-            async move { Ok::<_, std::convert::Infallible>(route(relay, jobs, req).await) }
+            async move {
+                let resp = route(relay, jobs, req).await;
+                Ok::<_, std::convert::Infallible>(resp.map(|b| TrackedBody::new(b, busy)))
+            }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        let builder = connection_builder(&limits);
+        let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
         let conn = graceful.watch(conn);
         // One task per connection, owned by the graceful watcher: it ends when the
         // connection closes, and shutdown waits for it.
         tokio::spawn(async move {
+            let _open = open;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -120,4 +174,63 @@ pub async fn serve(
             let _ = tokio::time::timeout(FINAL_FLUSH, &mut all_closed).await;
         }
     }
+}
+
+/// The protocol settings of one client connection, from the limits in force at accept.
+fn connection_builder(l: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1: the head timer also runs while a keep-alive connection waits for its next request.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(l.client_header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(l.http2_keep_alive_interval))
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT)
+        .max_concurrent_streams(l.http2_max_concurrent_streams);
+    builder
+}
+
+fn set_tcp_keepalive(stream: &TcpStream) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_TIME)
+        .with_interval(TCP_KEEPALIVE_INTERVAL)
+        .with_retries(TCP_KEEPALIVE_RETRIES);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive on a client socket");
+    }
+}
+
+/// A connection past `limits.max_connections`: HTTP/1 only, one request, a short life.
+/// `/healthz` and `/metrics` answer as usual (monitoring sees a full relay); everything else
+/// gets 503 with `Retry-After`.
+async fn serve_reserve(stream: TcpStream, relay: Arc<Relay>, linger: Duration) {
+    let metrics = relay.metrics.clone();
+    let _reserve = OwnedGaugeGuard::new(metrics.clone(), |m| &m.connections_reserve_open);
+    let bounds = IoBounds { header: RESERVE_IO_BOUND, idle: RESERVE_IO_BOUND, write: RESERVE_IO_BOUND, linger };
+    let io = ClientIo::new(stream, ConnState::new(), bounds, metrics);
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let relay = relay.clone();
+        async move {
+            let mut resp = if req.method() == Method::GET && req.uri().path() == "/healthz" {
+                json_response(StatusCode::OK, r#"{"status":"ok"}"#)
+            } else if req.method() == Method::GET && req.uri().path() == "/metrics" {
+                metrics_response(&relay, req.headers())
+            } else {
+                let mut r = error_response(
+                    &RelayError::unavailable(
+                        "the relay is at its connection limit (limits.max_connections); retry shortly",
+                    ),
+                    None,
+                );
+                r.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from_static(RETRY_AFTER_FULL));
+                r
+            };
+            resp.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(RESERVE_IO_BOUND).keep_alive(false);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let _ = tokio::time::timeout(RESERVE_LIFETIME, conn).await;
 }

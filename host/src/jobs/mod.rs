@@ -72,6 +72,8 @@ struct Pending {
     endpoint: Endpoint,
     body: Bytes,
     request_id: String,
+    /// The body's share of `limits.max_inflight_body_bytes`, held while it waits and runs.
+    _share: crate::metrics::BodyPermit,
 }
 
 struct Running {
@@ -261,8 +263,12 @@ impl Jobs {
         }
         let owner = owner_of(&token.key);
         let request_id = request_id(req.headers());
-        let body = self.relay.read_body(req, &snap).await?;
-        let checked = Relay::check(token, endpoint, &body, &snap)?;
+        let (body, share) = self.relay.read_body_held(req, &snap).await?;
+        let checked = Relay::check(token, endpoint, &body, &snap).inspect_err(|e| {
+            if e.code == Some("invalid_model") {
+                self.relay.metrics.models_refused.inc();
+            }
+        })?;
         let body = match endpoint {
             Endpoint::ChatCompletions => stream_body(&body)?,
             Endpoint::Embeddings => body,
@@ -280,7 +286,7 @@ impl Jobs {
             created_ms: created,
             ..Record::default()
         };
-        let pending = Pending { id: id.clone(), owner, endpoint, body, request_id };
+        let pending = Pending { id: id.clone(), owner, endpoint, body, request_id, _share: share };
         // Admission runs as its own task: once the record is being written, a client that
         // hangs up cannot leave a reservation or a stored job outside the queue.
         let Some(me) = self.me.upgrade() else { return Err(RelayError::unavailable("the relay is shutting down")) };
@@ -868,6 +874,7 @@ mod tests {
             endpoint: Endpoint::ChatCompletions,
             body: Bytes::from_static(body),
             request_id: "r".into(),
+            _share: crate::metrics::BodyPermit::empty(jobs.relay.metrics.clone()),
         };
         assert!(jobs.admit(record, pending).await.is_ok());
     }
