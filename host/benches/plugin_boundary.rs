@@ -148,6 +148,7 @@ async fn load(strategy: &Strategy, name: &str) -> Arc<Plugin> {
         instances: 12_000,
         instance_uses: strategy.uses,
         streams_per_instance: strategy.streams,
+        wall_timeout: relay::config::DEFAULT_PLUGIN_CALL_TIMEOUT * relay::config::DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR,
     })
     .expect("engine");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins.d");

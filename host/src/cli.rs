@@ -87,6 +87,7 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
         instances: config.limits.plugin_instances,
         instance_uses: config.limits.plugin_instance_uses,
         streams_per_instance: config.limits.plugin_streams_per_instance,
+        wall_timeout: config.limits.plugin_wall_timeout,
     })
     .context("cannot start the WebAssembly engine")?;
     let registry = Arc::new(Registry::default());
@@ -236,6 +237,7 @@ pub async fn plugin_check(file: &std::path::Path) -> Result<()> {
         instances: 4,
         instance_uses: 1,
         streams_per_instance: 1,
+        wall_timeout: crate::config::DEFAULT_PLUGIN_CALL_TIMEOUT * crate::config::DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR,
     })?;
     let loader = Loader::new(engine, None, metrics)?;
     let plugin =

@@ -87,6 +87,10 @@ pub const DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// bodies of the 32 MiB maximum, or thousands of ordinary prompts; past it new bodies get
 /// 503 with `Retry-After` instead of the relay growing without bound.
 pub const DEFAULT_MAX_INFLIGHT_BODY_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default wall-clock bound on one adapter call, as a multiple of `plugin_call_timeout`: the
+/// same 20x after which the CPU bound cuts a call that starved for CPU, so a legitimate call
+/// on an overloaded host is never cut first by this one.
+pub const DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR: u32 = 20;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 pub const DEFAULT_PLUGIN_DIR: &str = "plugins.d";
 /// The relay's own state (compile cache, job store), next to its config by default.
@@ -185,6 +189,8 @@ pub struct Limits {
     pub plugin_instances: u32,
     pub plugin_instance_uses: u32,
     pub plugin_streams_per_instance: u32,
+    /// Host wall-clock bound on one adapter call (instantiation and `info()` included).
+    pub plugin_wall_timeout: Duration,
     pub shutdown_grace: Duration,
     pub client_header_timeout: Duration,
     pub client_idle_timeout: Duration,
@@ -209,6 +215,7 @@ impl Default for Limits {
             plugin_instances: DEFAULT_PLUGIN_INSTANCES,
             plugin_instance_uses: DEFAULT_PLUGIN_INSTANCE_USES,
             plugin_streams_per_instance: DEFAULT_PLUGIN_STREAMS_PER_INSTANCE,
+            plugin_wall_timeout: DEFAULT_PLUGIN_CALL_TIMEOUT * DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             client_header_timeout: DEFAULT_CLIENT_HEADER_TIMEOUT,
             client_idle_timeout: DEFAULT_CLIENT_IDLE_TIMEOUT,
@@ -353,6 +360,7 @@ struct RawLimits {
     plugin_instances: Option<Spanned<u64>>,
     plugin_instance_uses: Option<Spanned<u64>>,
     plugin_streams_per_instance: Option<Spanned<u64>>,
+    plugin_wall_timeout_ms: Option<Spanned<u64>>,
     shutdown_grace: Option<Spanned<f64>>,
     client_header_timeout: Option<Spanned<f64>>,
     client_idle_timeout: Option<Spanned<f64>>,
@@ -729,6 +737,17 @@ fn resolve_limits(raw: &RawLimits, text: &str) -> Result<Limits> {
     if let Some(v) = &raw.plugin_streams_per_instance {
         l.plugin_streams_per_instance = u32::try_from(positive(v, "plugin_streams_per_instance")?).unwrap_or(u32::MAX);
     }
+    l.plugin_wall_timeout = l.plugin_call_timeout.saturating_mul(DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR);
+    if let Some(v) = &raw.plugin_wall_timeout_ms {
+        l.plugin_wall_timeout = Duration::from_millis(positive(v, "plugin_wall_timeout_ms")?);
+        if l.plugin_wall_timeout < l.plugin_call_timeout {
+            bail!(
+                "limits.plugin_wall_timeout_ms (line {}): must be at least plugin_call_timeout_ms ({} ms)",
+                line_of(text, v.span().start),
+                l.plugin_call_timeout.as_millis()
+            );
+        }
+    }
     if let Some(v) = &raw.shutdown_grace {
         l.shutdown_grace = seconds(v, "limits.shutdown_grace", text)?;
     }
@@ -930,6 +949,16 @@ models = ["*"]
         assert!(e.contains("token[0] 't'") && e.contains("key"), "{e}");
         let e = err("[limits]\nmax_request_body = 0\n");
         assert!(e.contains("limits.max_request_body") && e.contains("line 2"), "{e}");
+        let e = err("[limits]\nplugin_call_timeout_ms = 200\nplugin_wall_timeout_ms = 100\n");
+        assert!(e.contains("limits.plugin_wall_timeout_ms") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn plugin_wall_timeout_follows_the_call_timeout_unless_set() {
+        let l = |text: &str| Config::parse(text, Path::new("."), &env(&[])).unwrap().limits.plugin_wall_timeout;
+        assert_eq!(l(""), Duration::from_secs(2));
+        assert_eq!(l("[limits]\nplugin_call_timeout_ms = 200\n"), Duration::from_secs(4));
+        assert_eq!(l("[limits]\nplugin_wall_timeout_ms = 500\n"), Duration::from_millis(500));
     }
 
     #[test]

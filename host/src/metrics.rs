@@ -264,7 +264,17 @@ pub struct Metrics {
     pub body_budget_refused: Counter,
     /// Requests refused because their `model` was too long or had characters outside the set.
     pub models_refused: Counter,
+    /// Adapter calls cut at the host's wall-clock bound (`limits.plugin_wall_timeout_ms`).
+    pub plugin_wall_timeouts: Counter,
+    /// Adapter output refused by a host-side cap, by `PLUGIN_OUTPUT_LIMITS`.
+    pub plugin_output_refused: Family<1>,
+    /// Occurrences of a channel key removed from upstream data before an adapter saw it.
+    pub upstream_key_redactions: Counter,
 }
+
+/// The host-side caps on adapter output, the labels of `relay_plugin_output_refused_total`.
+pub const PLUGIN_OUTPUT_LIMITS: [&str; 7] =
+    ["chunks", "bytes", "line_break", "headers", "header_size", "path", "method"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -301,6 +311,15 @@ impl Default for Metrics {
             inflight_body_bytes: Gauge::default(),
             body_budget_refused: Counter::default(),
             models_refused: Counter::default(),
+            plugin_wall_timeouts: Counter::default(),
+            plugin_output_refused: {
+                let f = Family::new(["limit"]);
+                for limit in PLUGIN_OUTPUT_LIMITS {
+                    f.add([limit], 0);
+                }
+                f
+            },
+            upstream_key_redactions: Counter::default(),
         };
         // A zero sample from start, so `increase()` sees the first failure.
         for result in ["ok", "error", "timeout"] {
@@ -451,6 +470,24 @@ impl Metrics {
             "counter",
         );
         self.config_reloads.render(&mut out, "relay_config_reloads_total", "Config reloads, by outcome.", "counter");
+        let _ = writeln!(
+            out,
+            "# HELP relay_plugin_wall_timeouts_total Adapter calls cut at the host's wall-clock bound.\n\
+             # TYPE relay_plugin_wall_timeouts_total counter\nrelay_plugin_wall_timeouts_total {}",
+            self.plugin_wall_timeouts.get()
+        );
+        self.plugin_output_refused.render(
+            &mut out,
+            "relay_plugin_output_refused_total",
+            "Adapter output refused by a host-side cap, by limit.",
+            "counter",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP relay_upstream_key_redactions_total Channel keys removed from upstream data before an adapter saw it.\n\
+             # TYPE relay_upstream_key_redactions_total counter\nrelay_upstream_key_redactions_total {}",
+            self.upstream_key_redactions.get()
+        );
         let _ = writeln!(
             out,
             "# HELP relay_plugin_info Adapters in service (value 1), with version and content hash.\n# TYPE relay_plugin_info gauge"

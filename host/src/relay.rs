@@ -23,7 +23,7 @@ use crate::metrics::{BodyPermit, Metrics};
 use crate::plugin::{AuthScheme, CallContext, Endpoint, Header, Plugin, Registry, StreamFormat, UpstreamResponse};
 use crate::route::Snapshot;
 use crate::sse::{Format, Framer};
-use crate::stream::{Bounds, Translation, usage};
+use crate::stream::{Bounds, Redactor, Translation, usage};
 use crate::upstream::{ConnectError, HttpClient, connect_error};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -328,10 +328,13 @@ impl Relay {
             Ok(r) => r,
             Err(e) => return Outcome::Failed(e.into_relay(plugin.name())),
         };
-        let request = match build_request(channel, &plugin, ureq) {
+        let request = match build_request(channel, &plugin, ureq, &self.metrics) {
             Ok(r) => r,
             Err(e) => return Outcome::Failed(e),
         };
+        // Upstream data reaches the adapter only with the channel key taken out, so an
+        // upstream that reflects it cannot hand it over; errors lose it the same way.
+        let redactor = Redactor::new(channel.api_key.as_deref(), self.metrics.clone());
 
         let header_at = (Instant::now() + t.response_header).min(deadline);
         let resp = match tokio::time::timeout_at(header_at, client.request(request)).await {
@@ -348,7 +351,7 @@ impl Relay {
                     channel.name
                 )));
             }
-            Ok(Err(e)) => return Outcome::Failed(self.send_error(&e, channel)),
+            Ok(Err(e)) => return Outcome::Failed(redactor.error(self.send_error(&e, channel))),
             Ok(Ok(r)) => r,
         };
 
@@ -366,7 +369,12 @@ impl Relay {
                 StreamFormat::Ndjson => Format::Ndjson,
             };
             let framer = Framer::new(format, limits.max_stream_event);
-            let bounds = Bounds { idle: t.stream_idle, deadline, total: t.total };
+            let bounds = Bounds {
+                idle: t.stream_idle,
+                deadline,
+                total: t.total,
+                max_output: limits.max_stream_event.saturating_mul(MAX_OUTPUT_PER_EVENT),
+            };
             // The stream body owns the request's record from here: it is logged when the
             // stream ends or the client drops it.
             let mut stream_log = log.hand_over();
@@ -380,6 +388,7 @@ impl Relay {
                 stream_log,
                 self.metrics.clone(),
                 self.shutdown.clone(),
+                redactor,
             );
             let mut resp = Response::new(translation.into_body());
             let h = resp.headers_mut();
@@ -407,10 +416,10 @@ impl Relay {
                 )));
             }
             Ok(Err(e)) => {
-                return Outcome::Failed(RelayError::bad_upstream(format!(
+                return Outcome::Failed(redactor.error(RelayError::bad_upstream(format!(
                     "reading the response of channel {} failed: {e}",
                     channel.name
-                )));
+                ))));
             }
             Ok(Ok(c)) => c.to_bytes(),
         };
@@ -420,15 +429,18 @@ impl Relay {
             headers: parts
                 .headers
                 .iter()
+                .filter(|(k, _)| adapter_may_read(k.as_str()))
                 .filter_map(|(k, v)| {
-                    v.to_str().ok().map(|v| Header { name: k.as_str().to_string(), value: v.to_string() })
+                    v.to_str()
+                        .ok()
+                        .map(|v| Header { name: k.as_str().to_string(), value: redactor.redact(v.to_string()) })
                 })
                 .collect(),
-            body: String::from_utf8_lossy(&bytes).into_owned(),
+            body: redactor.redact(String::from_utf8_lossy(&bytes).into_owned()),
         };
         let answer = match plugin.transform_response(ctx, &uresp).await {
             Ok(a) => a,
-            Err(e) => return Outcome::Failed(e.into_relay(plugin.name())),
+            Err(e) => return Outcome::Failed(redactor.error(e.into_relay(plugin.name()))),
         };
         let Ok(status) = StatusCode::from_u16(answer.status) else {
             return Outcome::Failed(RelayError::plugin(format!(
@@ -660,6 +672,54 @@ async fn read_client_body(
     }
 }
 
+/// Chunk bytes one stream call may return, per byte of `limits.max_stream_event`: a
+/// translation is about the size of the event it came from, and 4x leaves room for an
+/// adapter that splits one vendor event into several chunks.
+const MAX_OUTPUT_PER_EVENT: usize = 4;
+/// Headers an adapter may add to a vendor request: vendors need two or three.
+pub const MAX_ADAPTER_HEADERS: usize = 64;
+/// Longest adapter header (name and value): far above any real vendor header.
+pub const MAX_ADAPTER_HEADER_BYTES: usize = 8 * 1024;
+
+/// Vendor response headers an adapter may read: what a mapping could use (type, rate
+/// limits, request ids), never ones that can carry a reflected credential or redirect
+/// (`location`, `set-cookie`, `access-control-*`).
+fn adapter_may_read(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type"
+            | "retry-after"
+            | "retry-after-ms"
+            | "x-request-id"
+            | "request-id"
+            | "apim-request-id"
+            | "x-ms-request-id"
+            | "openai-processing-ms"
+            | "openai-version"
+    ) || ["x-ratelimit-", "anthropic-ratelimit-", "x-ms-ratelimit-"].iter().any(|p| name.starts_with(p))
+}
+
+/// Why an adapter's path is refused, if it is: it must stay under the channel's base URL.
+fn unsafe_path(path: &str) -> Option<&'static str> {
+    if !path.starts_with('/')
+        || path.starts_with("//")
+        || path.contains("://")
+        || path.contains('#')
+        || path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Some("must be a plain path starting with '/'");
+    }
+    let route = path.split('?').next().unwrap_or_default();
+    if route.split('/').any(|seg| seg == "." || seg == "..") {
+        return Some("must not contain '.' or '..' segments");
+    }
+    let lower = route.to_ascii_lowercase();
+    if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") || route.contains('\\') {
+        return Some("must not contain encoded dots or slashes, or backslashes");
+    }
+    None
+}
+
 /// The vendor request: the channel's base URL + the adapter's path, the adapter's headers
 /// minus anything that could redirect or forge the connection, the channel's headers, and
 /// the credential placed as the adapter's auth scheme says.
@@ -667,16 +727,37 @@ fn build_request(
     channel: &Channel,
     plugin: &Plugin,
     ureq: crate::plugin::UpstreamRequest,
+    metrics: &Metrics,
 ) -> Result<Request<Full<Bytes>>, RelayError> {
-    let bad = |why: String| RelayError::plugin(format!("adapter '{}' built an invalid request: {why}", plugin.name()));
+    let bad = |why: String| {
+        let why = crate::plugin::truncate(why, 512);
+        RelayError::plugin(format!("adapter '{}' built an invalid request: {why}", plugin.name()))
+    };
+    let refuse = |limit: &str, why: String| {
+        metrics.plugin_output_refused.inc([limit]);
+        bad(why)
+    };
     let path = ureq.path;
-    if !path.starts_with('/')
-        || path.starts_with("//")
-        || path.contains("://")
-        || path.contains('#')
-        || path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-    {
-        return Err(bad(format!("path '{path}' must be a plain path starting with '/'")));
+    if let Some(why) = unsafe_path(&path) {
+        return Err(refuse("path", format!("path '{}' {why}", path.escape_debug())));
+    }
+    if ureq.method != "GET" && ureq.method != "POST" {
+        return Err(refuse("method", format!("method '{}' (only GET and POST)", ureq.method.escape_debug())));
+    }
+    if ureq.headers.len() > MAX_ADAPTER_HEADERS {
+        return Err(refuse(
+            "headers",
+            format!("{} headers, more than the limit of {MAX_ADAPTER_HEADERS}", ureq.headers.len()),
+        ));
+    }
+    if let Some(h) = ureq.headers.iter().find(|h| h.name.len() + h.value.len() > MAX_ADAPTER_HEADER_BYTES) {
+        return Err(refuse(
+            "header_size",
+            format!(
+                "a header of {} bytes, more than the limit of {MAX_ADAPTER_HEADER_BYTES}",
+                h.name.len() + h.value.len()
+            ),
+        ));
     }
     let mut url = String::with_capacity(channel.base_url.len() + path.len() + 64);
     url.push_str(&channel.base_url);
@@ -688,7 +769,7 @@ fn build_request(
         url.push_str(&percent_encode(key));
     }
     let uri: http::Uri = url.parse().map_err(|_| bad(format!("path '{path}' does not make a valid URL")))?;
-    let method = Method::from_bytes(ureq.method.as_bytes()).map_err(|_| bad(format!("method '{}'", ureq.method)))?;
+    let method = if ureq.method == "GET" { Method::GET } else { Method::POST };
 
     let mut builder = Request::builder().method(method).uri(uri);
     let h = builder.headers_mut().expect("a fresh builder has headers");
@@ -702,9 +783,11 @@ fn build_request(
             continue;
         }
         let (Ok(n), Ok(v)) = (http::HeaderName::try_from(lower), HeaderValue::try_from(value)) else {
-            return Err(bad(format!("header '{name}'")));
+            return Err(bad(format!("header '{}'", name.escape_debug())));
         };
-        h.append(n, v);
+        // Never a panic on adapter output: the count is capped above, and this cannot fail
+        // at 64 headers, but an error is still an answer.
+        h.try_append(n, v).map_err(|_| bad("too many headers".into()))?;
     }
     for (n, v) in &channel.headers {
         h.insert(n.clone(), v.clone());
@@ -829,5 +912,33 @@ mod tests {
         assert!(e.message.len() < 100, "{}", e.message);
         let odd = serde_json::json!({"model": "a\nb", "messages": [{"role": "user", "content": "hi"}]});
         assert!(Relay::probe(Endpoint::ChatCompletions, odd.to_string().as_bytes()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod adapter_output_tests {
+    use super::*;
+
+    #[test]
+    fn adapter_paths_stay_under_the_base_url() {
+        for ok in ["/chat/completions", "/models/gemini-1.5:generateContent?alt=sse", "/a/b.c/d?x=../y"] {
+            assert_eq!(unsafe_path(ok), None, "{ok}");
+        }
+        for bad in
+            ["chat", "//evil/x", "/../admin", "/a/./b", "/a/..", "/%2e%2e/admin", "/a%2Fb", "/a%5cb", "/a\\b", "/a#b"]
+        {
+            assert!(unsafe_path(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn adapters_read_only_harmless_response_headers() {
+        for ok in ["content-type", "retry-after", "x-ratelimit-remaining-tokens", "anthropic-ratelimit-requests-limit"]
+        {
+            assert!(adapter_may_read(ok), "{ok}");
+        }
+        for bad in ["location", "set-cookie", "access-control-allow-origin", "x-echo", "www-authenticate"] {
+            assert!(!adapter_may_read(bad), "{bad}");
+        }
     }
 }

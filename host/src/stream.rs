@@ -17,7 +17,7 @@ use crate::access::{RequestLog, TokenUsage};
 use crate::config::fmt_secs;
 use crate::error::RelayError;
 use crate::metrics::{Metrics, OwnedGaugeGuard};
-use crate::plugin::{StreamEvent, StreamSession, Usage};
+use crate::plugin::{AdapterError, CallError, StreamEvent, StreamSession, Usage};
 use crate::sse::Framer;
 
 pub struct Bounds {
@@ -25,6 +25,38 @@ pub struct Bounds {
     /// The request's total deadline, shared with everything before the stream.
     pub deadline: Instant,
     pub total: Duration,
+    /// Bytes of chunks one adapter call (push or finish) may hand back.
+    pub max_output: usize,
+}
+
+/// Chunks one adapter call may hand back: a vendor event maps to one or two chunks, a
+/// finish to a few; an adapter answering thousands is broken or hostile.
+pub const MAX_CHUNKS_PER_CALL: usize = 1024;
+/// Output bytes that make the stream send what it has before it reads on: a frame full
+/// of small upstream events must not pile up their translations unsent.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Chunks one adapter call returned, checked against the output caps before any is sent:
+/// a chunk holding a line break could end the SSE event early and forge one (`data: [DONE]`).
+fn check_output(chunks: &[String], max_bytes: usize, metrics: &Metrics) -> Result<(), String> {
+    let refuse = |limit: &str, why: String| {
+        metrics.plugin_output_refused.inc([limit]);
+        Err(why)
+    };
+    if chunks.len() > MAX_CHUNKS_PER_CALL {
+        return refuse(
+            "chunks",
+            format!("{} chunks from one call, more than the limit of {MAX_CHUNKS_PER_CALL}", chunks.len()),
+        );
+    }
+    let bytes: usize = chunks.iter().map(String::len).sum();
+    if bytes > max_bytes {
+        return refuse("bytes", format!("{bytes} bytes of chunks from one call, more than the limit of {max_bytes}"));
+    }
+    if chunks.iter().any(|c| c.contains(['\r', '\n'])) {
+        return refuse("line_break", "a chunk contains a line break (CR or LF)".to_string());
+    }
+    Ok(())
 }
 
 pub struct Translation {
@@ -36,8 +68,64 @@ pub struct Translation {
     log: RequestLog,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
+    redactor: Redactor,
     finished: bool,
     _active: OwnedGaugeGuard,
+}
+
+/// Takes a channel key out of upstream data before an adapter sees it, and out of error
+/// messages: the key as sent (raw) and percent-encoded (as in a query string).
+pub struct Redactor {
+    needles: Vec<String>,
+    metrics: Arc<Metrics>,
+}
+
+/// What a key is replaced with.
+const REDACTED: &str = "[redacted]";
+
+impl Redactor {
+    pub fn new(key: Option<&str>, metrics: Arc<Metrics>) -> Redactor {
+        let mut needles = Vec::new();
+        if let Some(key) = key.filter(|k| !k.is_empty()) {
+            // Both hex cases of the percent-encoding: vendors and proxies write either.
+            let encode = |upper: bool| {
+                let mut out = String::with_capacity(key.len() * 3);
+                for b in key.bytes() {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                        out.push(b as char);
+                    } else if upper {
+                        out.push_str(&format!("%{b:02X}"));
+                    } else {
+                        out.push_str(&format!("%{b:02x}"));
+                    }
+                }
+                out
+            };
+            for n in [key.to_string(), encode(true), encode(false)] {
+                if !needles.contains(&n) {
+                    needles.push(n);
+                }
+            }
+        }
+        Redactor { needles, metrics }
+    }
+
+    /// `s` with every occurrence of the key replaced.
+    pub fn redact(&self, mut s: String) -> String {
+        for n in &self.needles {
+            if s.contains(n.as_str()) {
+                self.metrics.upstream_key_redactions.add(s.matches(n.as_str()).count() as u64);
+                s = s.replace(n.as_str(), REDACTED);
+            }
+        }
+        s
+    }
+
+    /// The error with the key taken out of its message.
+    pub fn error(&self, mut e: RelayError) -> RelayError {
+        e.message = self.redact(std::mem::take(&mut e.message));
+        e
+    }
 }
 
 impl Translation {
@@ -51,9 +139,22 @@ impl Translation {
         log: RequestLog,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
+        redactor: Redactor,
     ) -> Self {
         let active = OwnedGaugeGuard::new(metrics.clone(), |m| &m.active_streams);
-        Self { body, framer, session, bounds, channel, log, metrics, shutdown, finished: false, _active: active }
+        Self {
+            body,
+            framer,
+            session,
+            bounds,
+            channel,
+            log,
+            metrics,
+            shutdown,
+            redactor,
+            finished: false,
+            _active: active,
+        }
     }
 
     /// The response body: one frame per batch of chunks ready at once.
@@ -78,6 +179,9 @@ impl Translation {
                 Ok(Some(ev)) => {
                     if let Some(done) = self.push(&mut out, ev.event, ev.data).await {
                         return Some(done);
+                    }
+                    if out.len() >= FLUSH_AT {
+                        return Some(Bytes::from(out));
                     }
                     continue;
                 }
@@ -137,7 +241,10 @@ impl Translation {
 
     /// One event through the adapter; `Some` when the stream is over.
     async fn push(&mut self, out: &mut Vec<u8>, event: Option<String>, data: String) -> Option<Bytes> {
-        match self.session.push(&StreamEvent { event, data }).await {
+        let (event, data) = (event.map(|e| self.redactor.redact(e)), self.redactor.redact(data));
+        let pushed = self.session.push(&StreamEvent { event, data }).await;
+        let pushed = pushed.and_then(|o| self.checked(o.chunks.as_slice()).map(|()| o));
+        match pushed {
             Ok(o) => {
                 write_chunks(out, &o.chunks);
                 if let Some(u) = o.usage {
@@ -152,8 +259,16 @@ impl Translation {
         }
     }
 
+    /// The output caps, as an adapter error of the stream's adapter.
+    fn checked(&self, chunks: &[String]) -> Result<(), CallError> {
+        check_output(chunks, self.bounds.max_output, &self.metrics).map_err(|why| {
+            CallError::Adapter(AdapterError::Internal(format!("the adapter's stream output was refused: {why}")))
+        })
+    }
+
     async fn end(&mut self, mut out: Vec<u8>) -> Bytes {
-        match self.session.finish().await {
+        let finished = self.session.finish().await;
+        match finished.and_then(|end| self.checked(end.chunks.as_slice()).map(|()| end)) {
             Ok(end) => {
                 write_chunks(&mut out, &end.chunks);
                 if let Some(u) = end.usage {
@@ -174,6 +289,7 @@ impl Translation {
     /// End the stream with one error event and no `[DONE]`, so clients can tell a cut
     /// stream from a complete one.
     fn fail(&mut self, mut out: Vec<u8>, e: RelayError) -> Bytes {
+        let e = self.redactor.error(e);
         tracing::warn!(request_id = %self.log.request_id, channel = %self.channel, error = %e.message, "stream ended with an error");
         out.extend_from_slice(&e.sse_event());
         self.finished = true;
@@ -199,5 +315,31 @@ pub fn usage(u: Usage) -> TokenUsage {
 pub async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|v| *v).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_caps() {
+        let m = Metrics::default();
+        assert!(check_output(&["{}".into(), "{}".into()], 16, &m).is_ok());
+        assert!(check_output(&vec![String::new(); MAX_CHUNKS_PER_CALL + 1], 16, &m).unwrap_err().contains("chunks"));
+        assert!(check_output(&["x".repeat(17)], 16, &m).unwrap_err().contains("bytes"));
+        assert!(check_output(&["{}\n\ndata: [DONE]".into()], 64, &m).unwrap_err().contains("line break"));
+        assert!(check_output(&["{}\r".into()], 64, &m).is_err());
+        assert_eq!(m.plugin_output_refused.get(["line_break"]), 2);
+    }
+
+    #[test]
+    fn redacts_the_key_raw_and_percent_encoded() {
+        let m = Arc::new(Metrics::default());
+        let r = Redactor::new(Some("sk/a b"), m.clone());
+        let s = r.redact("origin: sk/a b; url ?key=sk%2Fa%20b and sk%2fa%20b".into());
+        assert_eq!(s, "origin: [redacted]; url ?key=[redacted] and [redacted]");
+        assert_eq!(m.upstream_key_redactions.get(), 3);
+        assert_eq!(Redactor::new(None, m).redact("sk/a b".into()), "sk/a b");
     }
 }

@@ -1,6 +1,8 @@
 //! Hot reload. The plugin directory and the config file are watched (`notify`), and
-//! SIGHUP reloads both. Changes are debounced, then applied by one task: adapters through
-//! `Registry::reconcile`, the config by building a new routing snapshot and swapping it in.
+//! SIGHUP reloads both. Changes are debounced, then applied by two independent loops in
+//! one task: adapters through `Registry::reconcile`, the config by building a new routing
+//! snapshot and swapping it in. An adapter load that takes long (each is bounded by the
+//! adapter wall-clock limit) never delays a config edit, a token revocation included.
 //! Anything invalid is refused with a log line and a metric; what runs keeps running.
 
 use std::path::{Path, PathBuf};
@@ -68,28 +70,35 @@ impl Reloader {
         if config_dir != plugin_dir {
             watcher.watch(&config_dir, RecursiveMode::NonRecursive).context("cannot watch the config folder")?;
         }
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("cannot install the SIGHUP handler")?;
+        // One SIGHUP listener per loop: every listener of a signal is woken.
+        let hangup = || {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot install the SIGHUP handler")
+        };
+        let (mut hup_plugins, mut hup_config) = (hangup()?, hangup()?);
 
         Ok(tokio::spawn(async move {
             let _watcher = watcher;
-            loop {
-                tokio::select! {
-                    _ = plugins_changed.notified() => {
-                        settle(&plugins_changed).await;
-                        self.reload_plugins().await;
+            let plugins = async {
+                loop {
+                    tokio::select! {
+                        _ = plugins_changed.notified() => settle(&plugins_changed).await,
+                        _ = hup_plugins.recv() => tracing::info!("SIGHUP: reloading the adapters"),
                     }
-                    _ = config_changed.notified() => {
-                        settle(&config_changed).await;
-                        self.reload_config().await;
-                    }
-                    _ = hup.recv() => {
-                        tracing::info!("SIGHUP: reloading the config and the adapters");
-                        self.reload_config().await;
-                        self.reload_plugins().await;
-                    }
+                    self.reload_plugins().await;
                 }
-            }
+            };
+            let config = async {
+                loop {
+                    tokio::select! {
+                        _ = config_changed.notified() => settle(&config_changed).await,
+                        _ = hup_config.recv() => tracing::info!("SIGHUP: reloading the config"),
+                    }
+                    self.reload_config().await;
+                }
+            };
+            // Polled side by side: neither loop waits for the other.
+            tokio::join!(plugins, config);
         }))
     }
 
@@ -129,6 +138,7 @@ impl Reloader {
             || config.limits.plugin_instances != old.limits.plugin_instances
             || config.limits.plugin_instance_uses != old.limits.plugin_instance_uses
             || config.limits.plugin_streams_per_instance != old.limits.plugin_streams_per_instance
+            || config.limits.plugin_wall_timeout != old.limits.plugin_wall_timeout
             || config.limits.shutdown_grace != old.limits.shutdown_grace
         {
             tracing::warn!("adapter limits and shutdown_grace take effect at the next restart");
@@ -137,6 +147,7 @@ impl Reloader {
             config.limits.plugin_instances = old.limits.plugin_instances;
             config.limits.plugin_instance_uses = old.limits.plugin_instance_uses;
             config.limits.plugin_streams_per_instance = old.limits.plugin_streams_per_instance;
+            config.limits.plugin_wall_timeout = old.limits.plugin_wall_timeout;
             config.limits.shutdown_grace = old.limits.shutdown_grace;
         }
         let channels = config.channels.len();

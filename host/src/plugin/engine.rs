@@ -1,12 +1,13 @@
 //! The wasmtime engine shared by every adapter: configuration, the epoch ticker that
-//! bounds CPU per call, and the adapter store with its memory cap and empty WASI.
+//! bounds CPU per call, the linker with the little WASI an adapter may use, and the adapter
+//! store with its memory cap and empty WASI context.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{Component, HasData, Linker, ResourceTable, Val};
 use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -17,7 +18,12 @@ use super::bindings;
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// A call that has not used its CPU budget but has run this many times the budget in wall
 /// time is cut anyway: the CPU figure is per thread, and this bounds the case it misses.
-const WALL_FACTOR: u32 = 20;
+/// The same factor is the default of the host's wall-clock bound on every call
+/// (`limits.plugin_wall_timeout_ms`), which holds even while a call is suspended.
+const WALL_FACTOR: u32 = crate::config::DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR;
+/// Host resources (WASI streams, pollables) one store may hold: a Rust std guest holds a
+/// handful at a time; wasmtime's default of a million would let a guest hoard host memory.
+const MAX_WASI_RESOURCES: usize = 64;
 /// Longest an adapter log line may be before it is cut; adapters cannot flood the log.
 const MAX_LOG_LINE: usize = 4096;
 /// Log lines one call may emit; more are dropped.
@@ -35,6 +41,10 @@ pub struct PluginLimits {
     pub instance_uses: u32,
     /// Streams that share one instance at a time (1: an instance per stream).
     pub streams_per_instance: u32,
+    /// Host wall-clock bound on one call (and on instantiation and `info()` at load): a
+    /// call suspended in the host, where the epoch never fires, is cut at this and its
+    /// instance retired.
+    pub wall_timeout: Duration,
 }
 
 /// Core instances, memories and tables one adapter component may hold: a Rust guest built
@@ -109,8 +119,9 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// CPU time used by the calling thread. Adapter calls never yield (no async imports, the
-/// epoch callback never asks to), so a call runs start to end on one thread.
+/// CPU time used by the calling thread. No WASI function linked for adapters blocks (see
+/// `link_wasi`) and the epoch callback never asks to yield, so a call runs start to end on
+/// one thread; the host's wall-clock bound covers the case where it would not.
 fn thread_cpu() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
@@ -187,7 +198,7 @@ impl Engine {
         };
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        link_wasi(&mut linker)?;
         bindings::AdapterPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
 
         // One owner, one exit: the thread ends at the first tick after the engine is dropped.
@@ -233,8 +244,44 @@ impl Engine {
         &self.0.engine
     }
 
-    pub fn linker(&self) -> &Linker<PluginState> {
-        &self.0.linker
+    /// The linker for one component: the shared one, plus every instance the component
+    /// imports that `link_wasi` does not link (socket calls, name lookup, anything else)
+    /// made of functions that trap. wasmtime's `define_unknown_imports_as_traps` cannot be
+    /// used: it matches names exactly, so it would also stub a linked interface the guest
+    /// imports at an older patch version (`@0.2.6`) instead of letting semver match it.
+    pub fn linker_for(&self, component: &Component) -> Result<Linker<PluginState>> {
+        use wasmtime::component::types::ComponentItem;
+        let engine = &self.0.engine;
+        let mut linker = self.0.linker.clone();
+        for (name, import) in component.component_type().imports(engine) {
+            let ComponentItem::ComponentInstance(instance) = import.ty else { continue };
+            let unversioned = name.split('@').next().unwrap_or(name);
+            if LINKED.contains(&unversioned) || unversioned.starts_with("relay:adapter/") {
+                continue;
+            }
+            let mut stub = linker.instance(name)?;
+            for (item, export) in instance.exports(engine) {
+                match export.ty {
+                    ComponentItem::ComponentFunc(_) => {
+                        let what = format!("{unversioned}#{item}");
+                        stub.func_new(item, move |_, _, _, _| Err(WasiDenied(what.clone()).into()))?;
+                    }
+                    // A resource of a linked interface seen here is a `use` of it (pollable,
+                    // streams, io error): it is already defined, and a stub would not match.
+                    ComponentItem::Resource(_) if LINKED_RESOURCES.contains(&item) => {}
+                    ComponentItem::Resource(_) => {
+                        stub.resource(item, wasmtime::component::ResourceType::host::<()>(), |_, _| Ok(()))?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(linker)
+    }
+
+    /// The host's wall-clock bound on one adapter call.
+    pub fn wall_timeout(&self) -> Duration {
+        self.0.limits.wall_timeout
     }
 
     pub fn limits(&self) -> PluginLimits {
@@ -243,8 +290,13 @@ impl Engine {
 
     pub fn store(&self, plugin: &str, request_id: &str) -> Store<PluginState> {
         let state = PluginState {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
+            // Belt and braces: sockets are not linked at all (see `link_wasi`).
+            wasi: WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build(),
+            table: {
+                let mut t = ResourceTable::new();
+                t.set_max_capacity(MAX_WASI_RESOURCES);
+                t
+            },
             limits: Limiter {
                 cap: StoreLimitsBuilder::new()
                     .memory_size(self.0.limits.memory as usize)
@@ -263,6 +315,9 @@ impl Engine {
         };
         let mut store = Store::new(&self.0.engine, state);
         store.limiter(|s| &mut s.limits);
+        // Data one call may hand back to the host (strings and lists, aliases counted each
+        // time): no more than the instance could hold. wasmtime's default is 128 MiB.
+        store.set_hostcall_fuel(usize::try_from(self.0.limits.memory).unwrap_or(usize::MAX));
         // The epoch deadline is wall time; this turns it into a CPU bound without reading
         // the thread's CPU clock (a syscall) on every call. When a call has run its budget
         // in wall time, the callback marks the thread's CPU time and looks again a quarter
@@ -309,8 +364,126 @@ fn ticks(d: Duration) -> u64 {
     (d.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64).max(1)
 }
 
+/// A WASI function an adapter may not use was called (a blocking poll, a timer, a socket).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not available to adapters: an adapter may not block, sleep or do I/O")]
+pub struct WasiDenied(String);
+
+/// The resources of the interfaces `link_wasi` links.
+const LINKED_RESOURCES: [&str; 8] = [
+    "pollable",
+    "input-stream",
+    "output-stream",
+    "error",
+    "descriptor",
+    "directory-entry-stream",
+    "terminal-input",
+    "terminal-output",
+];
+
+/// The WASI interfaces `link_wasi` links (some functions as traps), without versions.
+const LINKED: [&str; 22] = [
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:cli/exit",
+    "wasi:cli/environment",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:filesystem/preopens",
+    "wasi:filesystem/types",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp-create-socket",
+];
+
+struct Io;
+
+impl HasData for Io {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+fn io_table(s: &mut PluginState) -> &mut ResourceTable {
+    &mut s.table
+}
+
+/// Link only the WASI a Rust std guest for wasm32-wasip2 imports to instantiate, none of
+/// which can block or reach outside the store: environment and arguments (empty), exit,
+/// stdio (stdin closed, stdout and stderr a sink), terminals (none), random, the clocks'
+/// readings, the filesystem with nothing preopened, and streams over those. Everything that
+/// could wait is replaced by a function that traps: `poll`, `pollable.block`, and the
+/// monotonic clock's timers (so `std::thread::sleep` traps at once). Sockets are refused:
+/// creating one answers `access-denied` without making an OS socket, and every other
+/// socket or name-lookup import traps (`Engine::linker_for`).
+fn link_wasi(l: &mut Linker<PluginState>) -> Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
+    use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
+
+    io::error::add_to_linker::<PluginState, Io>(l, io_table)?;
+    io::poll::add_to_linker::<PluginState, Io>(l, io_table)?;
+    io::streams::add_to_linker::<PluginState, Io>(l, io_table)?;
+    clocks::wall_clock::add_to_linker::<PluginState, WasiClocks>(l, <PluginState as WasiClocksView>::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<PluginState, WasiClocks>(l, <PluginState as WasiClocksView>::clocks)?;
+    let rnd = <PluginState as WasiRandomView>::random;
+    random::random::add_to_linker::<PluginState, WasiRandom>(l, rnd)?;
+    random::insecure::add_to_linker::<PluginState, WasiRandom>(l, rnd)?;
+    random::insecure_seed::add_to_linker::<PluginState, WasiRandom>(l, rnd)?;
+    let c = <PluginState as WasiCliView>::cli;
+    cli::exit::add_to_linker::<PluginState, WasiCli>(l, c)?;
+    cli::environment::add_to_linker::<PluginState, WasiCli>(l, c)?;
+    cli::stdin::add_to_linker::<PluginState, WasiCli>(l, c)?;
+    cli::stdout::add_to_linker::<PluginState, WasiCli>(l, c)?;
+    cli::stderr::add_to_linker::<PluginState, WasiCli>(l, c)?;
+    cli::terminal_input::add_to_linker::<PluginState, WasiCli>(l, c)?;
+    cli::terminal_output::add_to_linker::<PluginState, WasiCli>(l, c)?;
+    cli::terminal_stdin::add_to_linker::<PluginState, WasiCli>(l, c)?;
+    cli::terminal_stdout::add_to_linker::<PluginState, WasiCli>(l, c)?;
+    cli::terminal_stderr::add_to_linker::<PluginState, WasiCli>(l, c)?;
+    let fs = <PluginState as WasiFilesystemView>::filesystem;
+    filesystem::preopens::add_to_linker::<PluginState, WasiFilesystem>(l, fs)?;
+    filesystem::types::add_to_linker::<PluginState, WasiFilesystem>(l, fs)?;
+
+    l.allow_shadowing(true);
+    let mut trap = |instance: &'static str, funcs: &[&'static str]| -> Result<()> {
+        let mut i = l.instance(instance)?;
+        for &f in funcs {
+            i.func_new(f, move |_, _, _, _| Err(WasiDenied(format!("{instance}#{f}")).into()))?;
+        }
+        Ok(())
+    };
+    trap("wasi:io/poll@0.2.12", &["poll", "[method]pollable.block"])?;
+    trap("wasi:clocks/monotonic-clock@0.2.12", &["subscribe-duration", "subscribe-instant"])?;
+    l.allow_shadowing(false);
+    for (instance, func) in [
+        ("wasi:sockets/tcp-create-socket@0.2.12", "create-tcp-socket"),
+        ("wasi:sockets/udp-create-socket@0.2.12", "create-udp-socket"),
+    ] {
+        l.instance(instance)?.func_new(func, |_, _, _, results| {
+            results[0] = Val::Result(Err(Some(Box::new(Val::Enum("access-denied".into())))));
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
 /// A label for `relay_plugin_traps_total{reason}`.
 pub fn trap_reason(e: &wasmtime::Error) -> &'static str {
+    if e.downcast_ref::<WasiDenied>().is_some() {
+        return "wasi_denied";
+    }
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
         return match trap {
             wasmtime::Trap::Interrupt => "cpu_limit",

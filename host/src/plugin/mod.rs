@@ -68,6 +68,32 @@ impl CallError {
 /// needs well under this, and one large request should not keep its memory resident.
 const RECYCLE_MEMORY: usize = 8 * 1024 * 1024;
 
+/// Longest adapter error message kept: a vendor error explained fits in a few hundred
+/// bytes, and the message goes into log lines and client bodies.
+pub const MAX_ADAPTER_ERROR: usize = 4096;
+
+/// `s` cut to at most `max` bytes on a character boundary, marked when cut.
+pub fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("... (truncated)");
+    }
+    s
+}
+
+fn truncate_error(e: AdapterError) -> AdapterError {
+    match e {
+        AdapterError::InvalidRequest(m) => AdapterError::InvalidRequest(truncate(m, MAX_ADAPTER_ERROR)),
+        AdapterError::Unsupported(m) => AdapterError::Unsupported(truncate(m, MAX_ADAPTER_ERROR)),
+        AdapterError::InvalidUpstream(m) => AdapterError::InvalidUpstream(truncate(m, MAX_ADAPTER_ERROR)),
+        AdapterError::Internal(m) => AdapterError::Internal(truncate(m, MAX_ADAPTER_ERROR)),
+    }
+}
+
 /// One loaded adapter version. Requests hold an `Arc<Plugin>` for their whole life, so a
 /// reload never pulls a version out from under a running stream.
 ///
@@ -128,7 +154,12 @@ impl Plugin {
     /// A fresh, isolated instance: nothing from another request can be seen in it.
     async fn instance(&self, request_id: &str) -> Result<Warm, CallError> {
         let mut store = self.engine.store(self.name(), request_id);
-        let instance = self.pre.instantiate_async(&mut store).await.map_err(|e| {
+        let instantiated =
+            tokio::time::timeout(self.engine.wall_timeout(), self.pre.instantiate_async(&mut store)).await;
+        let Ok(instantiated) = instantiated else {
+            return Err(self.wall_trap("instantiate"));
+        };
+        let instance = instantiated.map_err(|e| {
             if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
                 tracing::warn!(plugin = %self.name(), error = %e, "adapter instance pool exhausted");
                 return CallError::Capacity(e.to_string());
@@ -171,6 +202,22 @@ impl Plugin {
         w.uses < self.engine.limits().instance_uses && w.store.data().memory() <= RECYCLE_MEMORY
     }
 
+    /// A call that ran past the host's wall-clock bound: its future was dropped mid-call,
+    /// so its instance can never be entered again (the caller drops it).
+    fn wall_trap(&self, call: &str) -> CallError {
+        let reason = "wall_limit";
+        self.metrics.plugin_traps.inc([self.name(), reason]);
+        self.metrics.plugin_wall_timeouts.inc();
+        let ms = self.engine.wall_timeout().as_millis();
+        tracing::warn!(plugin = %self.name(), call, reason, bound_ms = ms as u64, "adapter call cut at the wall-clock bound");
+        CallError::Trap { reason, message: format!("{call} ran past the wall-clock limit of {ms} ms") }
+    }
+
+    /// Run one guest call under the host's wall-clock bound.
+    async fn bounded<F: Future>(&self, call: &'static str, f: F) -> Result<F::Output, CallError> {
+        tokio::time::timeout(self.engine.wall_timeout(), f).await.map_err(|_| self.wall_trap(call))
+    }
+
     fn trap(&self, e: wasmtime::Error, call: &str) -> CallError {
         let reason = engine::trap_reason(&e);
         self.metrics.plugin_traps.inc([self.name(), reason]);
@@ -182,7 +229,7 @@ impl Plugin {
             "memory_limit" => {
                 format!("{call} went past the memory limit of {} MiB", self.engine.limits().memory / (1024 * 1024))
             }
-            _ => format!("{call}: {}", e.root_cause()),
+            _ => truncate(format!("{call}: {}", e.root_cause()), MAX_ADAPTER_ERROR),
         };
         CallError::Trap { reason, message }
     }
@@ -196,6 +243,7 @@ impl Plugin {
         match r {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
+                let e = truncate_error(e);
                 let kind = match &e {
                     AdapterError::InvalidRequest(_) => "invalid_request",
                     AdapterError::Unsupported(_) => "unsupported",
@@ -211,8 +259,10 @@ impl Plugin {
 
     pub async fn transform_request(&self, ctx: &CallContext, body: &str) -> Result<UpstreamRequest, CallError> {
         let mut w = self.checkout(&ctx.request_id.as_str().into()).await?;
-        let r = w.instance.relay_adapter_adapter().call_transform_request(&mut w.store, ctx, body).await;
-        let r = self.adapter_result("transform_request", r);
+        let call = "transform_request";
+        // On expiry the instance is dropped with `w`: a cut call leaves it unusable.
+        let r = self.bounded(call, w.instance.relay_adapter_adapter().call_transform_request(&mut w.store, ctx, body));
+        let r = self.adapter_result(call, r.await?);
         self.checkin(w, r.is_ok());
         r
     }
@@ -223,8 +273,10 @@ impl Plugin {
         response: &UpstreamResponse,
     ) -> Result<RelayResponse, CallError> {
         let mut w = self.checkout(&ctx.request_id.as_str().into()).await?;
-        let r = w.instance.relay_adapter_adapter().call_transform_response(&mut w.store, ctx, response).await;
-        let r = self.adapter_result("transform_response", r);
+        let call = "transform_response";
+        let r =
+            self.bounded(call, w.instance.relay_adapter_adapter().call_transform_response(&mut w.store, ctx, response));
+        let r = self.adapter_result(call, r.await?);
         self.checkin(w, r.is_ok());
         r
     }
@@ -333,25 +385,29 @@ impl StreamSession {
         let orphans = std::mem::take(&mut *self.host.orphans.lock().unwrap_or_else(|e| e.into_inner()));
         for r in orphans {
             self.plugin.engine.begin_call(&mut live.store, &self.request_id);
-            if let Err(e) = r.resource_drop_async(&mut live.store).await {
-                let err = self.plugin.trap(e, "stream_drop");
-                self.host.lose(call, &err);
-                return Err(err);
-            }
+            let dropped = self.plugin.bounded("stream_drop", r.resource_drop_async(&mut live.store)).await;
+            let err = match dropped {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => self.plugin.trap(e, "stream_drop"),
+                Err(e) => e,
+            };
+            self.host.lose(call, &err);
+            return Err(err);
         }
         self.plugin.engine.begin_call(&mut live.store, &self.request_id);
         Ok(live)
     }
 
-    /// Account for a call; a trap retires the shared instance.
+    /// Account for a call; a trap (or a call cut at the wall-clock bound) retires the
+    /// shared instance.
     fn leave<T>(
         &self,
         call: &'static str,
         live: &Live,
-        r: wasmtime::Result<Result<T, AdapterError>>,
+        r: Result<wasmtime::Result<Result<T, AdapterError>>, CallError>,
     ) -> Result<T, CallError> {
         self.host.memory.store(live.store.data().memory(), Ordering::Relaxed);
-        let r = self.plugin.adapter_result(call, r);
+        let r = r.and_then(|r| self.plugin.adapter_result(call, r));
         if let Err(e @ CallError::Trap { .. }) = &r {
             self.host.lose(call, e);
         }
@@ -361,8 +417,11 @@ impl StreamSession {
     async fn open(&mut self, ctx: &CallContext) -> Result<(), CallError> {
         let mut live = self.enter("stream_open").await?;
         let Live { store, instance, .. } = &mut *live;
-        let r = instance.relay_adapter_adapter().stream_transformer().call_constructor(store, ctx).await;
-        let resource = self.leave("stream_open", &live, r.map(Ok))?;
+        let r = self
+            .plugin
+            .bounded("stream_open", instance.relay_adapter_adapter().stream_transformer().call_constructor(store, ctx))
+            .await;
+        let resource = self.leave("stream_open", &live, r.map(|r| r.map(Ok)))?;
         drop(live);
         self.resource = Some(resource);
         Ok(())
@@ -374,7 +433,13 @@ impl StreamSession {
         };
         let mut live = self.enter("stream_push").await?;
         let Live { store, instance, .. } = &mut *live;
-        let r = instance.relay_adapter_adapter().stream_transformer().call_push(store, resource, event).await;
+        let r = self
+            .plugin
+            .bounded(
+                "stream_push",
+                instance.relay_adapter_adapter().stream_transformer().call_push(store, resource, event),
+            )
+            .await;
         self.leave("stream_push", &live, r)
     }
 
@@ -385,12 +450,20 @@ impl StreamSession {
         };
         let mut live = self.enter("stream_finish").await?;
         let Live { store, instance, .. } = &mut *live;
-        let mut r = instance.relay_adapter_adapter().stream_transformer().call_finish(&mut *store, resource).await;
-        let freed = r.is_ok();
+        let plugin = &self.plugin;
+        let mut r = plugin
+            .bounded(
+                "stream_finish",
+                instance.relay_adapter_adapter().stream_transformer().call_finish(&mut *store, resource),
+            )
+            .await;
+        let freed = matches!(r, Ok(Ok(_)));
         if freed {
             // A finished transformer's state is of no further use: free it now.
-            if let Err(e) = resource.resource_drop_async(&mut *store).await {
-                r = Err(e);
+            match plugin.bounded("stream_drop", resource.resource_drop_async(&mut *store)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => r = Ok(Err(e)),
+                Err(e) => r = Err(e),
             }
         }
         let r = self.leave("stream_finish", &live, r);

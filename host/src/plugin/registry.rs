@@ -14,7 +14,7 @@ use wasmtime::component::Component;
 
 use super::bindings::AdapterPluginPre;
 use super::cache::Cache;
-use super::{Engine, Plugin};
+use super::{AuthScheme, Engine, Plugin};
 use crate::metrics::Metrics;
 
 /// Builds `Plugin`s from files: hash, compile (or take from the cache), pre-instantiate,
@@ -68,22 +68,36 @@ impl Loader {
         };
         let pre = self
             .engine
-            .linker()
-            .instantiate_pre(&component)
+            .linker_for(&component)
+            .and_then(|l| Ok(l.instantiate_pre(&component)?))
             .map_err(|e| anyhow::anyhow!("the component does not fit this host's contract: {}", e.root_cause()))?;
         let pre = AdapterPluginPre::new(pre).map_err(|e| {
             anyhow::anyhow!("the component does not export relay:adapter/adapter@0.1.0: {}", e.root_cause())
         })?;
 
+        // Instantiation and `info()` run under the same wall-clock bound as any call, so an
+        // adapter that blocks cannot hold up start-up or the reloader.
+        let bound = self.engine.wall_timeout();
+        let over = |what: &str| anyhow::anyhow!("{what} ran past the wall-clock limit of {} ms", bound.as_millis());
         let mut store = self.engine.store("<loading>", "load");
-        let instance =
-            pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!("instantiation failed: {e:#}"))?;
-        let info = instance
-            .relay_adapter_adapter()
-            .call_info(&mut store)
+        let instance = tokio::time::timeout(bound, pre.instantiate_async(&mut store))
             .await
-            .map_err(|e| anyhow::anyhow!("info() failed: {}", e.root_cause()))?;
+            .map_err(|_| over("instantiation"))?
+            .map_err(|e| {
+                anyhow::anyhow!("instantiation failed: {}", super::truncate(format!("{e:#}"), super::MAX_ADAPTER_ERROR))
+            })?;
+        let info = tokio::time::timeout(bound, instance.relay_adapter_adapter().call_info(&mut store))
+            .await
+            .map_err(|_| over("info()"))?
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "info() failed: {}",
+                    super::truncate(e.root_cause().to_string(), super::MAX_ADAPTER_ERROR)
+                )
+            })?;
+        drop(store);
         validate_name(&info.name)?;
+        validate_auth(&info.auth)?;
         if info.endpoints.is_empty() {
             bail!("info() lists no endpoints");
         }
@@ -230,6 +244,32 @@ fn validate_name(name: &str) -> Result<()> {
         bail!("adapter name '{name}' must be 1-64 of a-z, 0-9, '-' and '_'");
     }
     Ok(())
+}
+
+/// Header names an adapter may ask the channel key to be sent in: the vendors' own key
+/// headers. Any other name could be one an upstream or a gateway reflects back (`origin`,
+/// `x-request-id`, `host`), handing the key to the adapter with the response.
+pub const AUTH_HEADERS: [&str; 4] = ["x-api-key", "api-key", "x-goog-api-key", "anthropic-api-key"];
+/// Query parameters an adapter may ask the channel key to be sent in.
+pub const AUTH_QUERY_PARAMS: [&str; 2] = ["key", "api-key"];
+
+/// Refuse a credential placement outside the allow-lists, at load, with the reason.
+pub fn validate_auth(auth: &AuthScheme) -> Result<()> {
+    match auth {
+        AuthScheme::Bearer | AuthScheme::None => Ok(()),
+        AuthScheme::Header(name) if AUTH_HEADERS.contains(&name.to_ascii_lowercase().as_str()) => Ok(()),
+        AuthScheme::Header(name) => bail!(
+            "auth header '{}' is not allowed for the channel key: use bearer (authorization) or one of {}",
+            super::truncate(name.escape_debug().to_string(), 128),
+            AUTH_HEADERS.join(", ")
+        ),
+        AuthScheme::Query(param) if AUTH_QUERY_PARAMS.contains(&param.as_str()) => Ok(()),
+        AuthScheme::Query(param) => bail!(
+            "auth query parameter '{}' is not allowed for the channel key: use one of {}",
+            super::truncate(param.escape_debug().to_string(), 128),
+            AUTH_QUERY_PARAMS.join(", ")
+        ),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
