@@ -63,7 +63,8 @@ soak: build
 	  $(CARGO) test --release --locked -p relay-tests --test soak -- --nocapture
 
 ## fuzz: the adapters' and the kit's property tests (run with 256 cases by `make test`) at
-## FUZZ_CASES cases each; a failure is shrunk for at most a minute to the input it prints.
+## FUZZ_CASES cases each; a failure is shrunk for at most a minute, and its seed saved in
+## tests/properties.proptest-regressions (commit it: every later run replays it first).
 FUZZ_CASES ?= 20000
 FUZZ_CRATES := relay-plugin-kit $(foreach p,$(PLUGINS),$(p)-adapter)
 fuzz:
