@@ -6,7 +6,7 @@
 #[path = "../../kit/tests/support/mod.rs"]
 mod support;
 
-use gemini_adapter::Gemini;
+use gemini_adapter::{Gemini, MAX_FUNCTION_NAME};
 use proptest::prelude::*;
 use relay_plugin_kit::{Adapter, AdapterError, Endpoint, StreamEvent, UpstreamResponse};
 use serde_json::{Value, json};
@@ -116,6 +116,39 @@ proptest! {
                 let channel = matches!(e, AdapterError::Internal(_));
                 prop_assert!(!channel || ctx.settings.iter().any(|(k, _)| k == "api_version"), "{e:?}");
                 check_error(&e, body.len() + settings)?;
+            }
+        }
+    }
+
+    /// Every result repeats the name of the call it answers: the name's length is bounded,
+    /// so the request grows with the number of results, not with their product.
+    #[test]
+    fn tool_results_repeat_a_bounded_name(
+        name in prop_oneof![function_name(), "[a-z]{250,260}", "[a-z]{1000,4000}"],
+        results in 1usize..24,
+        content in text(),
+    ) {
+        let call = json!({"id": "c", "type": "function", "function": {"name": name, "arguments": ""}});
+        let result = json!({"role": "tool", "tool_call_id": "c", "content": content});
+        let mut messages = vec![json!({"role": "user", "content": "x"}), json!({"role": "assistant", "tool_calls": [call]})];
+        messages.extend(std::iter::repeat_n(result, results));
+        let body = json!({"model": "m", "messages": messages}).to_string();
+        let ctx = relay_plugin_kit::CallContext {
+            request_id: "req_1".into(),
+            endpoint: Endpoint::ChatCompletions,
+            model: "gemini-2.5-flash".into(),
+            stream: false,
+            include_usage: false,
+            settings: vec![],
+        };
+        match Gemini::transform_request(&ctx, &body) {
+            Ok(r) => prop_assert!(
+                r.body.len() <= 2 * body.len() + results * (MAX_FUNCTION_NAME + 64) + 256,
+                "{} bytes from {}", r.body.len(), body.len()
+            ),
+            Err(e) => {
+                prop_assert!(name.len() > MAX_FUNCTION_NAME, "{e:?}");
+                check_error(&e, body.len())?;
             }
         }
     }
