@@ -68,9 +68,16 @@ pub fn json_value() -> BoxedStrategy<Value> {
         .boxed()
 }
 
-/// Mostly the realistic value, sometimes anything in its place.
+/// Mostly the realistic value, sometimes anything in its place (rarely enough that a
+/// request with a dozen such fields still gets past parsing often).
 pub fn or_any(real: BoxedStrategy<Value>) -> BoxedStrategy<Value> {
-    prop_oneof![7 => real, 1 => json_value()].boxed()
+    prop_oneof![24 => real, 1 => json_value()].boxed()
+}
+
+/// `real`, or when `noisy` sometimes anything in its place: a clean request reaches the
+/// mapping itself, a noisy one its refusals.
+fn maybe_any(noisy: bool, real: BoxedStrategy<Value>) -> BoxedStrategy<Value> {
+    if noisy { or_any(real) } else { real }
 }
 
 /// A JSON object from optional fields: absent fields are left out.
@@ -136,24 +143,22 @@ fn image_url() -> BoxedStrategy<String> {
     .boxed()
 }
 
-fn content_part() -> BoxedStrategy<Value> {
-    prop_oneof![
-        4 => text().prop_map(|t| json!({"type": "text", "text": t})),
-        2 => image_url().prop_map(|u| json!({"type": "image_url", "image_url": {"url": u, "detail": "low"}})),
+fn content_part(noisy: bool) -> BoxedStrategy<Value> {
+    let real = prop_oneof![
+        12 => text().prop_map(|t| json!({"type": "text", "text": t})),
+        4 => image_url().prop_map(|u| json!({"type": "image_url", "image_url": {"url": u, "detail": "low"}})),
         1 => Just(json!({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}})),
-        1 => json_value(),
-    ]
-    .boxed()
+    ];
+    maybe_any(noisy, real.boxed())
 }
 
-fn content() -> BoxedStrategy<Value> {
-    prop_oneof![
-        4 => text().prop_map(Value::String),
-        3 => prop::collection::vec(content_part(), 0..4).prop_map(Value::Array),
-        1 => Just(Value::Null),
-        1 => json_value(),
-    ]
-    .boxed()
+fn content(noisy: bool) -> BoxedStrategy<Value> {
+    let real = prop_oneof![
+        12 => text().prop_map(Value::String),
+        8 => prop::collection::vec(content_part(noisy), 0..4).prop_map(Value::Array),
+        2 => Just(Value::Null),
+    ];
+    maybe_any(noisy, real.boxed())
 }
 
 /// Tool-call arguments: a JSON object as text, empty, or something that is not an object.
@@ -168,9 +173,10 @@ fn arguments() -> BoxedStrategy<String> {
     .boxed()
 }
 
-fn tool_call() -> BoxedStrategy<Value> {
+fn tool_call(noisy: bool) -> BoxedStrategy<Value> {
     let kind = prop_oneof![5 => Just("function".to_string()), 1 => text()];
-    or_any(
+    maybe_any(
+        noisy,
         (call_id(), kind, function_name(), arguments())
             .prop_map(
                 |(id, kind, name, args)| json!({"id": id, "type": kind, "function": {"name": name, "arguments": args}}),
@@ -181,7 +187,9 @@ fn tool_call() -> BoxedStrategy<Value> {
 
 fn role() -> BoxedStrategy<String> {
     prop_oneof![
-        8 => prop::sample::select(&["system", "developer", "user", "assistant", "tool"][..]).prop_map(String::from),
+        // Mostly user and assistant turns, as conversations are.
+        24 => prop::sample::select(&["user", "user", "user", "assistant", "assistant", "system", "developer", "tool"][..])
+            .prop_map(String::from),
         1 => prop::sample::select(&["function", "model", ""][..]).prop_map(String::from),
         1 => text(),
     ]
@@ -189,11 +197,11 @@ fn role() -> BoxedStrategy<String> {
 }
 
 /// One chat message, in any of the roles' shapes (and sometimes not a message at all).
-pub fn message() -> BoxedStrategy<Value> {
+pub fn message(noisy: bool) -> BoxedStrategy<Value> {
     let real = (
         role(),
-        prop::option::of(content()),
-        prop::option::weighted(0.3, prop::collection::vec(tool_call(), 0..3)),
+        prop::option::weighted(0.9, content(noisy)),
+        prop::option::weighted(0.3, prop::collection::vec(tool_call(noisy), 0..3)),
         prop::option::weighted(0.3, call_id()),
     )
         .prop_map(|(role, content, calls, call_id)| {
@@ -205,13 +213,14 @@ pub fn message() -> BoxedStrategy<Value> {
             ])
         })
         .boxed();
-    or_any(real)
+    maybe_any(noisy, real)
 }
 
-fn tool() -> BoxedStrategy<Value> {
+fn tool(noisy: bool) -> BoxedStrategy<Value> {
     let kind = prop_oneof![5 => Just("function".to_string()), 1 => text()];
-    or_any(
-        (kind, function_name(), prop::option::of(text()), prop::option::of(or_any(schema())))
+    maybe_any(
+        noisy,
+        (kind, function_name(), prop::option::of(text()), prop::option::of(maybe_any(noisy, schema())))
             .prop_map(|(kind, name, description, parameters)| {
                 let f = object(vec![
                     ("name", Some(name.into())),
@@ -224,14 +233,13 @@ fn tool() -> BoxedStrategy<Value> {
     )
 }
 
-fn tool_choice() -> BoxedStrategy<Value> {
-    prop_oneof![
+fn tool_choice(noisy: bool) -> BoxedStrategy<Value> {
+    let real = prop_oneof![
         prop::sample::select(&["auto", "none", "required", "sometimes"][..]).prop_map(Value::from),
         function_name().prop_map(|n| json!({"type": "function", "function": {"name": n}})),
         Just(json!({"type": "allowed_tools", "function": {"name": "f"}})),
-        json_value(),
-    ]
-    .boxed()
+    ];
+    maybe_any(noisy, real.boxed())
 }
 
 fn response_format() -> BoxedStrategy<Value> {
@@ -266,19 +274,24 @@ fn extra() -> BoxedStrategy<Vec<(String, Value)>> {
         Just(Value::Null),
         json_value(),
     ];
-    prop::collection::vec((name, value), 0..3).boxed()
+    prop::option::weighted(0.3, (name, value)).prop_map(|kv| kv.into_iter().collect()).boxed()
 }
 
 /// An OpenAI chat completions request body, valid or a near miss.
 pub fn chat_request() -> BoxedStrategy<Value> {
-    let number = || or_any(prop_oneof![(0.0..2.0f64).prop_map(Value::from), Just(json!(1))].boxed());
-    let limit = || or_any(prop_oneof![(0u64..100_000).prop_map(Value::from), Just(Value::from(u64::MAX))].boxed());
-    let stop = or_any(
+    prop_oneof![2 => chat_request_with(false), 1 => chat_request_with(true)].boxed()
+}
+
+fn chat_request_with(noisy: bool) -> BoxedStrategy<Value> {
+    let near = move |real: BoxedStrategy<Value>| maybe_any(noisy, real);
+    let number = || near(prop_oneof![(0.0..2.0f64).prop_map(Value::from), Just(json!(1))].boxed());
+    let limit = || near(prop_oneof![(0u64..100_000).prop_map(Value::from), Just(Value::from(u64::MAX))].boxed());
+    let stop = near(
         prop_oneof![text().prop_map(Value::from), prop::collection::vec(text(), 0..4).prop_map(Value::from)].boxed(),
     );
     let head = (
-        or_any(prop_oneof![3 => "[a-z0-9.-]{1,20}".prop_map(Value::from), 1 => text().prop_map(Value::from)].boxed()),
-        or_any(prop::collection::vec(message(), 0..6).prop_map(Value::Array).boxed()),
+        near(prop_oneof![3 => "[a-z0-9.-]{1,20}".prop_map(Value::from), 1 => text().prop_map(Value::from)].boxed()),
+        near(prop::collection::vec(message(noisy), 1..6).prop_map(Value::Array).boxed()),
         prop::option::of(any::<bool>().prop_map(Value::Bool)),
         prop::option::of(number()),
         prop::option::of(number()),
@@ -287,9 +300,9 @@ pub fn chat_request() -> BoxedStrategy<Value> {
     );
     let tail = (
         prop::option::of(stop),
-        prop::option::weighted(0.4, or_any(prop::collection::vec(tool(), 0..4).prop_map(Value::Array).boxed())),
-        prop::option::weighted(0.3, tool_choice()),
-        prop::option::weighted(0.2, or_any(prop_oneof![Just(json!(1)), Just(json!(0)), Just(json!(2))].boxed())),
+        prop::option::weighted(0.4, near(prop::collection::vec(tool(noisy), 0..4).prop_map(Value::Array).boxed())),
+        prop::option::weighted(0.3, tool_choice(noisy)),
+        prop::option::weighted(0.2, near(prop_oneof![Just(json!(1)), Just(json!(0)), Just(json!(2))].boxed())),
         prop::option::weighted(0.2, text().prop_map(Value::String)),
         prop::option::weighted(0.2, response_format()),
         extra(),
@@ -356,8 +369,8 @@ pub fn embeddings_request() -> BoxedStrategy<Value> {
 /// any bytes (made UTF-8, as the contract's strings are).
 pub fn body(shaped: BoxedStrategy<Value>) -> BoxedStrategy<String> {
     prop_oneof![
-        6 => shaped.clone().prop_map(|v| v.to_string()),
-        1 => shaped.clone().prop_map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()),
+        12 => shaped.clone().prop_map(|v| v.to_string()),
+        2 => shaped.clone().prop_map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()),
         1 => (shaped, any::<prop::sample::Index>()).prop_map(|(v, at)| {
             let s = v.to_string();
             let mut cut = at.index(s.len() + 1);
@@ -457,8 +470,8 @@ pub fn events(data: BoxedStrategy<String>, max: usize) -> BoxedStrategy<Vec<Stre
 /// several SSE `data:` lines joined with `\n`), cut short, or anything.
 pub fn event_data(shaped: BoxedStrategy<Value>) -> BoxedStrategy<String> {
     prop_oneof![
-        8 => shaped.clone().prop_map(|v| v.to_string()),
-        1 => shaped.prop_map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()),
+        24 => shaped.clone().prop_map(|v| v.to_string()),
+        3 => shaped.prop_map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()),
         1 => json_value().prop_map(|v| v.to_string()),
         1 => prop::collection::vec(any::<u8>(), 0..64).prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
     ]
@@ -517,7 +530,7 @@ pub fn openai_event_data() -> BoxedStrategy<String> {
 
 /// A complete `chat.completion` (or an embeddings list) as OpenAI-compatible vendors answer.
 pub fn openai_completion() -> BoxedStrategy<Value> {
-    let message = (prop::option::of(text()), prop::option::weighted(0.3, prop::collection::vec(tool_call(), 0..3)))
+    let message = (prop::option::of(text()), prop::option::weighted(0.3, prop::collection::vec(tool_call(true), 0..3)))
         .prop_map(|(content, calls)| {
             object(vec![
                 ("role", Some("assistant".into())),
