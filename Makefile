@@ -9,7 +9,7 @@ FIXTURES := misbehave future-contract
 RELAY   := target/release/relay
 DEMO    := target/release/demo-upstream
 
-.PHONY: all build host plugins fixtures run test soak bench lint fmt clean toolchain
+.PHONY: all build host plugins fixtures run test soak fuzz bench lint fmt clean toolchain
 
 all: build
 
@@ -62,6 +62,15 @@ test: build fixtures
 soak: build
 	SOAK_REQUESTS=20000 SOAK_WARMUP=6000 SOAK_CONCURRENCY=250 SOAK_STRICT=1 \
 	  $(CARGO) test --release --locked -p relay-tests --test soak -- --nocapture
+
+## fuzz: the adapters' and the kit's property tests (run with 256 cases by `make test`) at
+## FUZZ_CASES cases each; a failure is shrunk for at most a minute, and its seed saved in
+## tests/properties.proptest-regressions (commit it: every later run replays it first).
+FUZZ_CASES ?= 20000
+FUZZ_CRATES := relay-plugin-kit $(foreach p,$(PLUGINS),$(p)-adapter)
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) PROPTEST_MAX_SHRINK_TIME=60000 \
+	  $(CARGO) test --release --locked --no-fail-fast $(foreach c,$(FUZZ_CRATES),-p $(c)) --test properties
 
 ## bench: the relay against the bundled mock, side by side with direct and nginx (docs/benchmarks.md)
 bench: build

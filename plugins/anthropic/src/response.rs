@@ -78,9 +78,11 @@ impl Tokens {
         }
     }
 
-    /// OpenAI counts every prompt token, cached or not, in `prompt_tokens`.
+    /// OpenAI counts every prompt token, cached or not, in `prompt_tokens` (saturating: the
+    /// vendor's counts may be anything).
     pub fn usage(&self) -> Usage {
-        openai::usage(self.input + self.cache_creation + self.cache_read.unwrap_or(0), self.output)
+        let prompt = self.input.saturating_add(self.cache_creation).saturating_add(self.cache_read.unwrap_or(0));
+        openai::usage(prompt, self.output)
     }
 
     /// Add `usage.prompt_tokens_details.cached_tokens` to an OpenAI document when the vendor
@@ -275,5 +277,18 @@ mod tests {
         let v: Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v["error"]["message"], "the vendor answered 502: <html>Bad Gateway</html>");
         assert!(r.usage.is_none());
+    }
+
+    // Found by the property tests (tests/properties.rs): vendor counts near u64::MAX wrapped.
+    #[test]
+    fn usage_saturates() {
+        let (r, v) = answer(
+            200,
+            json!({"id": "m", "content": [], "usage": {"input_tokens": 1, "cache_read_input_tokens": u64::MAX,
+                "output_tokens": u64::MAX}}),
+        );
+        let u = r.usage.unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (u64::MAX, u64::MAX, u64::MAX));
+        assert_eq!(v["usage"]["total_tokens"], u64::MAX);
     }
 }

@@ -15,7 +15,7 @@ use relay_plugin_kit::openai::ChatRequest;
 use relay_plugin_kit::prelude::*;
 use serde_json::Value;
 
-pub use request::{DEFAULT_API_VERSION, SKIP_SIGNATURE, clean_schema};
+pub use request::{DEFAULT_API_VERSION, MAX_FUNCTION_NAME, SKIP_SIGNATURE, clean_schema};
 pub use stream::GeminiStream;
 
 pub struct Gemini;

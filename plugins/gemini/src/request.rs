@@ -22,6 +22,12 @@ const MAPPED_EXTRA: &[&str] =
 
 const VENDOR: &str = "Gemini";
 
+/// The longest function name a tool result may repeat. Every result carries the name of the
+/// call it answers, so a long name times many results would multiply a small request; OpenAI
+/// and Gemini take names of 64 (newer Gemini models 128) characters at most, so this refuses
+/// nothing either accepts.
+pub const MAX_FUNCTION_NAME: usize = 256;
+
 /// `/{version}/models/{model}:generateContent`, or `:streamGenerateContent?alt=sse`.
 pub fn path(ctx: &CallContext) -> Result<String, AdapterError> {
     let version = api_version(ctx)?;
@@ -223,6 +229,11 @@ fn function_response(i: usize, m: &Message, earlier: &[Message]) -> Result<Value
         .ok_or_else(|| {
             invalid_request(format!("messages[{i}].tool_call_id '{id}' matches no earlier assistant tool call"))
         })?;
+    if name.len() > MAX_FUNCTION_NAME {
+        return Err(invalid_request(format!(
+            "messages[{i}]: the function name of the tool call it answers is longer than {MAX_FUNCTION_NAME} bytes"
+        )));
+    }
     let text = m.content.as_ref().map(Content::text).unwrap_or_default();
     let response = match serde_json::from_str::<Value>(&text) {
         Ok(v @ Value::Object(_)) => v,
@@ -522,6 +533,23 @@ mod tests {
             {"id": "c", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]}))
         .unwrap_err();
         assert!(err_text(e).contains("must be a JSON object"));
+    }
+
+    // Each result repeats its call's name, so a long name answered many times multiplied the
+    // request (tests/properties.rs: tool_results_repeat_a_bounded_name).
+    #[test]
+    fn results_repeat_only_short_function_names() {
+        let body = |name: &str| {
+            let result = json!({"role": "tool", "tool_call_id": "c", "content": ""});
+            json!({"model": "m", "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": name, "arguments": ""}}]},
+                result, result, result]})
+        };
+        let v = map(body(&"f".repeat(MAX_FUNCTION_NAME))).unwrap();
+        assert_eq!(v["contents"][2]["parts"].as_array().unwrap().len(), 3);
+        let e = map(body(&"f".repeat(MAX_FUNCTION_NAME + 1))).unwrap_err();
+        assert!(matches!(&e, AdapterError::InvalidRequest(m) if m.contains("longer than 256 bytes")), "{e:?}");
     }
 
     #[test]

@@ -82,13 +82,14 @@ pub struct UsageMetadata {
 }
 
 impl UsageMetadata {
+    /// Sums saturate: the vendor's counts may be anything.
     pub fn usage(&self) -> Usage {
-        let prompt = self.prompt_token_count + self.tool_use_prompt_token_count;
-        let completion = self.candidates_token_count + self.thoughts_token_count;
+        let prompt = self.prompt_token_count.saturating_add(self.tool_use_prompt_token_count);
+        let completion = self.candidates_token_count.saturating_add(self.thoughts_token_count);
         Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: self.total_token_count.unwrap_or(prompt + completion),
+            total_tokens: self.total_token_count.unwrap_or(prompt.saturating_add(completion)),
         }
     }
 }
@@ -292,6 +293,16 @@ mod tests {
         let bad = completion(&ctx(), "{\"candidates\": []}");
         assert!(matches!(bad, Err(AdapterError::InvalidUpstream(_))));
         assert!(matches!(completion(&ctx(), "<html>"), Err(AdapterError::InvalidUpstream(_))));
+    }
+
+    // Found by the property tests (tests/properties.rs): vendor counts near u64::MAX wrapped.
+    #[test]
+    fn usage_saturates() {
+        let (_, usage) =
+            complete(json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": u64::MAX, "toolUsePromptTokenCount": 2, "candidatesTokenCount": 1}}));
+        let u = usage.unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (u64::MAX, 1, u64::MAX));
     }
 
     #[test]

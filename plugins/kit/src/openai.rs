@@ -229,8 +229,9 @@ impl From<WireUsage> for Usage {
     }
 }
 
+/// Usage from the two counts; the total saturates, as a vendor's counts may be anything.
 pub fn usage(prompt: u64, completion: u64) -> Usage {
-    Usage { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
+    Usage { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt.saturating_add(completion) }
 }
 
 /// A non-stream completion with one choice.
@@ -466,6 +467,10 @@ impl StreamAdapter for PassthroughStream {
             self.done = true;
             return Ok(StreamOutput { chunks: vec![], done: true, usage: None });
         }
+        // A chunk is an object; serde would also read the probe from an array.
+        if !data.starts_with('{') {
+            return Err(AdapterError::InvalidUpstream("a stream chunk is not a JSON object".into()));
+        }
         let probe: ChunkProbe = serde_json::from_str(data)
             .map_err(|e| AdapterError::InvalidUpstream(format!("a stream chunk is not JSON: {e}")))?;
         if let Some(err) = probe.error {
@@ -478,7 +483,10 @@ impl StreamAdapter for PassthroughStream {
         } else if probe.choices.as_ref().is_none_or(Vec::is_empty) {
             return Ok(StreamOutput { chunks: vec![], done: false, usage: None });
         }
-        Ok(StreamOutput { chunks: vec![event.data], done: false, usage })
+        // Several `data:` lines arrive joined with `\n`; in valid JSON a line break can only
+        // be whitespace between tokens, and the host sends each chunk as one `data:` line.
+        let chunk = if event.data.contains(['\n', '\r']) { event.data.replace(['\n', '\r'], " ") } else { event.data };
+        Ok(StreamOutput { chunks: vec![chunk], done: false, usage })
     }
 
     fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
@@ -525,5 +533,24 @@ mod tests {
         let v: Value = serde_json::from_str(&b.usage(&usage(1, 2))).unwrap();
         assert_eq!(v["usage"]["total_tokens"], 3);
         assert_eq!(v["choices"], json!([]));
+    }
+
+    // Found by the property tests (tests/properties.rs).
+    #[test]
+    fn usage_saturates() {
+        let u = usage(u64::MAX - 1, 12839166859068977367);
+        assert_eq!((u.prompt_tokens, u.total_tokens), (u64::MAX - 1, u64::MAX));
+    }
+
+    // Found by the property tests: a chunk sent over several `data:` lines, and an array
+    // that serde read as a chunk.
+    #[test]
+    fn passthrough_chunks_are_one_line_json_objects() {
+        let mut s = PassthroughStream::default();
+        let data = "{\n  \"choices\": [{\"delta\": {\"content\": \"a\\nb\"}}],\r\n  \"id\": \"\"\n}";
+        let o = s.push(StreamEvent { event: None, data: data.into() }).unwrap();
+        assert_eq!(o.chunks, vec!["{   \"choices\": [{\"delta\": {\"content\": \"a\\nb\"}}],    \"id\": \"\" }"]);
+        let e = s.push(StreamEvent { event: None, data: "[[],{},null]".into() });
+        assert!(matches!(e, Err(AdapterError::InvalidUpstream(m)) if m.contains("object")));
     }
 }
