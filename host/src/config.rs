@@ -787,7 +787,7 @@ fn resolve_jobs(raw: &RawJobs, base: &Path, data_dir: &Path, text: &str) -> Resu
     let at = |v: &std::ops::Range<usize>| line_of(text, v.start);
     let span_secs = |v: &Spanned<f64>, key: &str| -> Result<Duration> {
         let secs = *v.get_ref();
-        if !secs.is_finite() || secs < MIN_DURATION_SECS || secs > MAX_RETENTION_SECS {
+        if !secs.is_finite() || !(MIN_DURATION_SECS..=MAX_RETENTION_SECS).contains(&secs) {
             bail!(
                 "jobs.{key} (line {}): must be from {MIN_DURATION_SECS} to {MAX_RETENTION_SECS} seconds, got {secs}",
                 at(&v.span())
@@ -976,7 +976,8 @@ models = ["*"]
         assert_eq!(c.jobs.path, Path::new("/r/j"));
         assert_eq!(c.jobs.retention, Duration::from_millis(500));
         assert_eq!((c.jobs.max_running, c.jobs.max_queued, c.jobs.max_bytes_per_job), (2, 3, 10));
-        let e = format!("{:#}", Config::parse("[jobs]\nsweep_interval = 1e-12\n", Path::new("."), &env(&[])).unwrap_err());
+        let e =
+            format!("{:#}", Config::parse("[jobs]\nsweep_interval = 1e-12\n", Path::new("."), &env(&[])).unwrap_err());
         assert!(e.contains("jobs.sweep_interval") && e.contains("from 0.001"), "{e}");
         let e = format!("{:#}", Config::parse("[timeouts]\ntotal = 1e-9\n", Path::new("."), &env(&[])).unwrap_err());
         assert!(e.contains("timeouts.total") && e.contains("minimum of 0.001"), "{e}");
