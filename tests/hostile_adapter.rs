@@ -47,17 +47,13 @@ struct Baseline {
     fds: usize,
 }
 
-fn fds(relay: &TestRelay) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", relay.pid())).map_or(0, |d| d.count())
-}
-
 async fn reading(relay: &TestRelay) -> Baseline {
     let m = relay.metrics().await;
     Baseline {
         gauges: relay.gauges().await,
         transform_instances: m.value("relay_plugin_instances", &[("use", "transform")]),
         stream_instances: m.value("relay_plugin_instances", &[("use", "stream")]),
-        fds: fds(relay),
+        fds: relay.open_fds(),
     }
 }
 
@@ -248,7 +244,7 @@ async fn sockets_made_in_a_loop_are_refused_and_the_fd_count_stays_flat() {
         assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", a.text());
         let report = a.openai_error().0;
         assert!(report.contains("sockets: 0 created"), "{report}");
-        assert!(fds(&relay) <= base.fds + 2, "fds {} after sockets, baseline {}", fds(&relay), base.fds);
+        assert!(relay.open_fds() <= base.fds + 2, "fds {} after sockets, baseline {}", relay.open_fds(), base.fds);
     }
     assert_back(&relay, base).await;
 }

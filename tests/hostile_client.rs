@@ -14,17 +14,12 @@ async fn mock() -> Mock {
     Mock::start(Options::default()).await.expect("mock starts")
 }
 
-/// Descriptors the relay process holds now.
-fn open_fds(relay: &TestRelay) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", relay.pid())).map(|d| d.count()).unwrap_or(0)
-}
-
 /// Wait until the relay's descriptors are back to `baseline` (with a little slack for the
 /// scrape's own socket), or fail.
 async fn assert_fds_back(relay: &TestRelay, baseline: usize, within: Duration) {
     let end = Instant::now() + within;
     loop {
-        let now = open_fds(relay);
+        let now = relay.open_fds();
         if now <= baseline + 2 {
             return;
         }
@@ -50,7 +45,7 @@ async fn idle_connections_are_closed_by_the_first_request_deadline() {
     // relay_with_baseline opens a [limits] table; these keys land in it.
     let config = format!("client_header_timeout = 1\n{}", channel("ok", &m.base_url(), "ok", ""));
     let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
-    let fds = open_fds(&relay);
+    let fds = relay.open_fds();
     let base_conns = relay.metrics().await.gauge("relay_connections_open");
 
     // 1,000 sockets: a third send nothing, a third a lone `P`, a third the HTTP/2 preface.
@@ -106,7 +101,7 @@ async fn at_max_connections_new_clients_get_503_and_healthz_answers() {
     let m = mock().await;
     let config = format!("max_connections = 20\n{}", channel("ok", &m.base_url(), "ok", ""));
     let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
-    let fds = open_fds(&relay);
+    let fds = relay.open_fds();
 
     // 20 idle connections fill the relay (the default head bound keeps them 30 s).
     let mut idle = Vec::new();
@@ -164,7 +159,7 @@ async fn a_client_that_stops_reading_is_cut_at_the_write_bound() {
         channel("big", &m.base_url(), "big", endless)
     );
     let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
-    let fds = open_fds(&relay);
+    let fds = relay.open_fds();
 
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
@@ -265,7 +260,7 @@ async fn model_strings_are_checked_before_they_become_labels() {
 async fn a_refused_50_mb_upload_reads_its_413() {
     let m = mock().await;
     let (relay, baseline) = relay_with_baseline(&channel("ok", &m.base_url(), "ok", ""), &["ok"]).await;
-    let fds = open_fds(&relay);
+    let fds = relay.open_fds();
     let len = 50 * 1000 * 1000;
     let s = TcpStream::connect(relay.addr).await.unwrap();
     let (mut rd, mut wr) = s.into_split();

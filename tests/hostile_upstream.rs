@@ -144,10 +144,6 @@ async fn until_closed(s: &mut TcpStream) {
     }
 }
 
-fn fds(relay: &TestRelay) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", relay.pid())).map(|d| d.count()).unwrap_or(0)
-}
-
 /// A relay with a well-behaved `ok` channel (for the baseline) and a `raw` channel on the
 /// scripted vendor; `limits` are extra `[limits]` lines.
 async fn relay_for(vendor: &RawVendor, raw_extra: &str, limits: &str) -> (TestRelay, Gauges, Mock, usize) {
@@ -158,7 +154,7 @@ async fn relay_for(vendor: &RawVendor, raw_extra: &str, limits: &str) -> (TestRe
         channel("raw", &vendor.base_url(), "raw", raw_extra)
     );
     let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;
-    let fd_baseline = fds(&relay);
+    let fd_baseline = relay.open_fds();
     (relay, baseline, ok, fd_baseline)
 }
 
@@ -167,8 +163,8 @@ async fn assert_clean(relay: &TestRelay, baseline: Gauges, fd_baseline: usize, v
     vendor.assert_all_closed().await;
     relay.assert_back_to(baseline, Duration::from_secs(10)).await;
     let end = Instant::now() + Duration::from_secs(10);
-    while fds(relay) > fd_baseline {
-        assert!(Instant::now() < end, "file descriptors: {} now, {fd_baseline} at baseline", fds(relay));
+    while relay.open_fds() > fd_baseline {
+        assert!(Instant::now() < end, "file descriptors: {} now, {fd_baseline} at baseline", relay.open_fds());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -501,7 +497,7 @@ async fn host_names_resolve_through_a_cached_bounded_dns_stage() {
     // a first lookup, so a second shows that nothing piles up per lookup.
     let (server, queries, task) = name_server(false).await;
     let relay = relay_with_dns(server, &vendor).await;
-    let (mut baseline, mut fd0) = (relay.gauges().await, fds(&relay));
+    let (mut baseline, mut fd0) = (relay.gauges().await, relay.open_fds());
     for round in 1..=2 {
         let t = Instant::now();
         let a = relay.chat(&chat_body("named", "hi", false)).await;
@@ -516,13 +512,13 @@ async fn host_names_resolve_through_a_cached_bounded_dns_stage() {
         if round == 1 {
             // The resolver's query tasks end within its own bound (2 tries of 2 s).
             tokio::time::sleep(Duration::from_secs(5)).await;
-            (baseline, fd0) = (relay.gauges().await, fds(&relay));
+            (baseline, fd0) = (relay.gauges().await, relay.open_fds());
             continue;
         }
         relay.assert_back_to(baseline, Duration::from_secs(10)).await;
         let end = Instant::now() + Duration::from_secs(10);
-        while fds(&relay) > fd0 {
-            assert!(Instant::now() < end, "file descriptors: {} now, {fd0} before", fds(&relay));
+        while relay.open_fds() > fd0 {
+            assert!(Instant::now() < end, "file descriptors: {} now, {fd0} before", relay.open_fds());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -61,10 +61,6 @@ async fn finished(relay: &TestRelay, id: &str) -> Value {
     }
 }
 
-fn fds(relay: &TestRelay) -> usize {
-    std::fs::read_dir(format!("/proc/{}/fd", relay.pid())).map_or(0, |d| d.count())
-}
-
 /// After a warm-up chat: the gauges once they hold still, and the open fd count.
 async fn baseline(relay: &TestRelay) -> (Gauges, usize) {
     let a = relay.chat(&chat_body("demo-gpt", "warm up", false)).await;
@@ -80,7 +76,7 @@ async fn baseline(relay: &TestRelay) -> (Gauges, usize) {
         }
         g = again;
     }
-    (g, fds(relay))
+    (g, relay.open_fds())
 }
 
 /// The gauges back at the baseline, and no fd left open (file handles of failed opens
@@ -89,8 +85,8 @@ async fn back_to(relay: &TestRelay, (g, fd): (Gauges, usize), extra: usize) {
     relay.assert_back_to(g, Duration::from_secs(10)).await;
     let fd = fd + extra;
     let end = Instant::now() + Duration::from_secs(10);
-    while fds(relay) > fd {
-        assert!(Instant::now() < end, "fds: {} now, {fd} at the baseline", fds(relay));
+    while relay.open_fds() > fd {
+        assert!(Instant::now() < end, "fds: {} now, {fd} at the baseline", relay.open_fds());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

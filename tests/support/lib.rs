@@ -195,6 +195,11 @@ impl TestRelay {
         self.child.id()
     }
 
+    /// File descriptors the relay process holds now (sockets, the store, the log pipes).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+    }
+
     /// Send a signal to the relay process (e.g. "TERM").
     pub fn signal(&self, name: &str) {
         let ok = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status();
