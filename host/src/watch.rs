@@ -133,6 +133,10 @@ impl Reloader {
             (config.listen, config.plugin_dir, config.data_dir) =
                 (old.listen, old.plugin_dir.clone(), old.data_dir.clone());
         }
+        if config.dns_servers != old.dns_servers {
+            tracing::warn!("dns_servers changes take effect at the next restart");
+            config.dns_servers.clone_from(&old.dns_servers);
+        }
         if config.limits.plugin_memory != old.limits.plugin_memory
             || config.limits.plugin_call_timeout != old.limits.plugin_call_timeout
             || config.limits.plugin_instances != old.limits.plugin_instances
