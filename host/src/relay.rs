@@ -1,13 +1,11 @@
 //! The request path: authenticate, parse just enough of the body, route to a channel,
 //! let the adapter translate, call the vendor under the host's bounds, answer.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::combinators::UnsyncBoxBody;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -19,14 +17,16 @@ use crate::access::RequestLog;
 use crate::auth::authenticate;
 use crate::config::{Channel, Limits, Token, fmt_secs};
 use crate::error::RelayError;
+use crate::http::{
+    Body, BodyBudget, constant_time_eq, error_response, json_response, read_client_body, request_id, set_request_id,
+};
 use crate::metrics::{BodyPermit, Metrics};
-use crate::plugin::{AuthScheme, CallContext, Endpoint, Header, Plugin, Registry, StreamFormat, UpstreamResponse};
+use crate::plugin::{CallContext, Endpoint, Header, Registry, StreamFormat, UpstreamResponse};
 use crate::route::Snapshot;
 use crate::sse::{Format, Framer};
 use crate::stream::{Bounds, Redactor, Translation, usage};
 use crate::upstream::{ConnectError, HttpClient, connect_error};
-
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+use crate::vendor_request::{adapter_may_read, build_request, refused_answer};
 
 pub struct Relay {
     pub metrics: Arc<Metrics>,
@@ -537,30 +537,6 @@ fn fail(log: &mut RequestLog, e: RelayError) -> Response<Body> {
     error_response(&e, Some(&log.request_id))
 }
 
-pub fn error_response(e: &RelayError, request_id: Option<&str>) -> Response<Body> {
-    let mut resp = json_response(e.status, e.body());
-    if let Some(id) = request_id {
-        set_request_id(resp.headers_mut(), id);
-    }
-    if e.status == StatusCode::UNAUTHORIZED {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    if let Some(secs) = e.retry_after {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    resp
-}
-
-/// Whether the request carries `Authorization: Bearer <secret>` (compared in constant time).
-pub fn bearer_matches(headers: &HeaderMap, secret: &str) -> bool {
-    let sent = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    constant_time_eq(sent.as_bytes(), secret.as_bytes())
-}
-
 /// Longest `model` accepted: real ids are under 100 bytes (`accounts/fireworks/models/...`
 /// is among the longest); the string becomes a log field and a metrics label.
 pub const MAX_MODEL_LEN: usize = 256;
@@ -577,306 +553,10 @@ pub fn model_is_plain(model: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'@' | b'+' | b'-' | b'='))
 }
 
-pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body.into()).boxed_unsync());
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
-
-/// Compare secrets without leaking where they differ through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn set_request_id(h: &mut HeaderMap, id: &str) {
-    if let Ok(v) = HeaderValue::from_str(id) {
-        h.insert("x-request-id", v);
-    }
-}
-
-/// A client-supplied `x-request-id` is kept when it is short and plain, so callers can
-/// trace their own ids through; otherwise the relay makes one.
-pub fn request_id(headers: &HeaderMap) -> String {
-    if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
-        && !v.is_empty()
-        && v.len() <= 64
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
-        return v.to_string();
-    }
-    format!("req_{:016x}", rand::random::<u64>())
-}
-
-/// The global bound on buffered request bodies.
-struct BodyBudget<'a> {
-    max: u64,
-    metrics: &'a Arc<Metrics>,
-}
-
-async fn read_client_body(
-    req: Request<Incoming>,
-    limit: u64,
-    timeout: std::time::Duration,
-    budget: BodyBudget<'_>,
-) -> Result<(Bytes, BodyPermit), RelayError> {
-    let metrics = budget.metrics;
-    if req.method() != Method::POST {
-        return Err(RelayError::method_not_allowed("use POST"));
-    }
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    // Refuse a declared oversize body before reading a byte of it.
-    if declared.is_some_and(|len| len > limit) {
-        return Err(RelayError::payload_too_large(limit));
-    }
-    let mut share = BodyPermit::empty(metrics.clone());
-    let refused = || {
-        metrics.body_budget_refused.inc();
-        RelayError::body_budget_exhausted(budget.max)
-    };
-    // A declared length is taken whole before reading; a chunked body grows its share as it comes.
-    if let Some(len) = declared
-        && !share.grow(len, budget.max)
-    {
-        return Err(refused());
-    }
-    let mut body = Limited::new(req.into_body(), usize::try_from(limit).unwrap_or(usize::MAX));
-    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(0, |n| usize::try_from(n).unwrap_or(0)));
-    let read = async {
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    RelayError::payload_too_large(limit)
-                } else {
-                    RelayError::bad_request(format!("reading the request body failed: {e}"))
-                }
-            })?;
-            if let Ok(data) = frame.into_data() {
-                let total = (buf.len() + data.len()) as u64;
-                if total > share.bytes() && !share.grow(total - share.bytes(), budget.max) {
-                    return Err(refused());
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(())
-    };
-    let read = tokio::time::timeout(timeout, read).await;
-    match read {
-        Err(_) => {
-            metrics.timeouts.inc(["client_body"]);
-            Err(RelayError::client_timeout(format!("the request body was not received within {}", fmt_secs(timeout))))
-        }
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(())) => Ok((buf.freeze(), share)),
-    }
-}
-
 /// Chunk bytes one stream call may return, per byte of `limits.max_stream_event`: a
 /// translation is about the size of the event it came from, and 4x leaves room for an
 /// adapter that splits one vendor event into several chunks.
 const MAX_OUTPUT_PER_EVENT: usize = 4;
-/// Headers an adapter may add to a vendor request: vendors need two or three.
-pub const MAX_ADAPTER_HEADERS: usize = 64;
-/// Longest adapter header (name and value): far above any real vendor header.
-pub const MAX_ADAPTER_HEADER_BYTES: usize = 8 * 1024;
-
-/// Vendor response headers an adapter may read: what a mapping could use (type, rate
-/// limits, request ids), never ones that can carry a reflected credential or redirect
-/// (`location`, `set-cookie`, `access-control-*`).
-fn adapter_may_read(name: &str) -> bool {
-    matches!(
-        name,
-        "content-type"
-            | "retry-after"
-            | "retry-after-ms"
-            | "x-request-id"
-            | "request-id"
-            | "apim-request-id"
-            | "x-ms-request-id"
-            | "openai-processing-ms"
-            | "openai-version"
-    ) || ["x-ratelimit-", "anthropic-ratelimit-", "x-ms-ratelimit-"].iter().any(|p| name.starts_with(p))
-}
-
-/// Why an adapter's path is refused, if it is: it must stay under the channel's base URL.
-fn unsafe_path(path: &str) -> Option<&'static str> {
-    if !path.starts_with('/')
-        || path.starts_with("//")
-        || path.contains("://")
-        || path.contains('#')
-        || path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-    {
-        return Some("must be a plain path starting with '/'");
-    }
-    let route = path.split('?').next().unwrap_or_default();
-    if route.split('/').any(|seg| seg == "." || seg == "..") {
-        return Some("must not contain '.' or '..' segments");
-    }
-    let lower = route.to_ascii_lowercase();
-    if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") || route.contains('\\') {
-        return Some("must not contain encoded dots or slashes, or backslashes");
-    }
-    None
-}
-
-/// The vendor request: the channel's base URL + the adapter's path, the adapter's headers
-/// minus anything that could redirect or forge the connection, the channel's headers, and
-/// the credential placed as the adapter's auth scheme says.
-fn build_request(
-    channel: &Channel,
-    plugin: &Plugin,
-    ureq: crate::plugin::UpstreamRequest,
-    metrics: &Metrics,
-) -> Result<Request<Full<Bytes>>, RelayError> {
-    let bad = |why: String| {
-        let why = crate::plugin::truncate(why, 512);
-        RelayError::plugin(format!("adapter '{}' built an invalid request: {why}", plugin.name()))
-    };
-    let refuse = |limit: &str, why: String| {
-        metrics.plugin_output_refused.inc([limit]);
-        bad(why)
-    };
-    let path = ureq.path;
-    if let Some(why) = unsafe_path(&path) {
-        return Err(refuse("path", format!("path '{}' {why}", path.escape_debug())));
-    }
-    if ureq.method != "GET" && ureq.method != "POST" {
-        return Err(refuse("method", format!("method '{}' (only GET and POST)", ureq.method.escape_debug())));
-    }
-    if ureq.headers.len() > MAX_ADAPTER_HEADERS {
-        return Err(refuse(
-            "headers",
-            format!("{} headers, more than the limit of {MAX_ADAPTER_HEADERS}", ureq.headers.len()),
-        ));
-    }
-    if let Some(h) = ureq.headers.iter().find(|h| h.name.len() + h.value.len() > MAX_ADAPTER_HEADER_BYTES) {
-        return Err(refuse(
-            "header_size",
-            format!(
-                "a header of {} bytes, more than the limit of {MAX_ADAPTER_HEADER_BYTES}",
-                h.name.len() + h.value.len()
-            ),
-        ));
-    }
-    let mut url = String::with_capacity(channel.base_url.len() + path.len() + 64);
-    url.push_str(&channel.base_url);
-    url.push_str(&path);
-    if let (AuthScheme::Query(param), Some(key)) = (&plugin.info.auth, &channel.api_key) {
-        url.push(if path.contains('?') { '&' } else { '?' });
-        url.push_str(&percent_encode(param));
-        url.push('=');
-        url.push_str(&percent_encode(key));
-    }
-    let uri: http::Uri = url.parse().map_err(|_| bad(format!("path '{path}' does not make a valid URL")))?;
-    let method = if ureq.method == "GET" { Method::GET } else { Method::POST };
-
-    let mut builder = Request::builder().method(method).uri(uri);
-    let h = builder.headers_mut().expect("a fresh builder has headers");
-    let auth_header = match &plugin.info.auth {
-        AuthScheme::Header(name) => Some(name.to_ascii_lowercase()),
-        _ => None,
-    };
-    for Header { name, value } in ureq.headers {
-        let lower = name.to_ascii_lowercase();
-        if is_reserved_header(&lower) || auth_header.as_deref() == Some(lower.as_str()) {
-            continue;
-        }
-        let (Ok(n), Ok(v)) = (http::HeaderName::try_from(lower), HeaderValue::try_from(value)) else {
-            return Err(bad(format!("header '{}'", name.escape_debug())));
-        };
-        // Never a panic on adapter output: the count is capped above, and this cannot fail
-        // at 64 headers, but an error is still an answer.
-        h.try_append(n, v).map_err(|_| bad("too many headers".into()))?;
-    }
-    for (n, v) in &channel.headers {
-        h.insert(n.clone(), v.clone());
-    }
-    if !h.contains_key(header::CONTENT_TYPE) {
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    }
-    h.insert(header::USER_AGENT, HeaderValue::from_static(concat!("relay/", env!("CARGO_PKG_VERSION"))));
-    if let Some(key) = &channel.api_key {
-        let credential = |v: String| {
-            let mut v = HeaderValue::try_from(v).map_err(|_| {
-                RelayError::unavailable(format!("the key of channel {} is not a valid header value", channel.name))
-            })?;
-            v.set_sensitive(true);
-            Ok::<_, RelayError>(v)
-        };
-        match &plugin.info.auth {
-            AuthScheme::Bearer => {
-                h.insert(header::AUTHORIZATION, credential(format!("Bearer {key}"))?);
-            }
-            AuthScheme::Header(name) => {
-                let n = http::HeaderName::try_from(name.as_str()).map_err(|_| bad(format!("auth header '{name}'")))?;
-                h.insert(n, credential(key.clone())?);
-            }
-            AuthScheme::Query(_) | AuthScheme::None => {}
-        }
-    }
-    builder.body(Full::new(Bytes::from(ureq.body))).map_err(|e| bad(e.to_string()))
-}
-
-/// Vendor answers the host refuses before an adapter sees them: redirects (never followed:
-/// their target is not the configured vendor, and a `Location` may carry the key back),
-/// protocol switches and other non-final heads, and bodies in an encoding the relay never
-/// asked for (it sends no `Accept-Encoding`, and passes nothing it cannot read).
-fn refused_answer(parts: &http::response::Parts, channel: &Channel) -> Option<RelayError> {
-    let status = parts.status;
-    if status.is_redirection() {
-        return Some(RelayError::bad_upstream(format!(
-            "channel {} answered a redirect ({status}), which the relay does not follow: check its base_url",
-            channel.name
-        )));
-    }
-    if status.is_informational() {
-        return Some(RelayError::bad_upstream(format!(
-            "channel {} answered {status} instead of a response",
-            channel.name
-        )));
-    }
-    let encoding = parts.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
-    if !encoding.eq_ignore_ascii_case("identity") {
-        let encoding: String = encoding.chars().take(32).collect();
-        return Some(RelayError::bad_upstream(format!(
-            "channel {} answered with content-encoding {encoding}, which the relay did not ask for",
-            channel.name
-        )));
-    }
-    None
-}
-
-/// Headers an adapter may not set: they belong to the connection, or to the credential.
-fn is_reserved_header(lower: &str) -> bool {
-    matches!(
-        lower,
-        "host"
-            | "content-length"
-            | "transfer-encoding"
-            | "connection"
-            | "keep-alive"
-            | "upgrade"
-            | "te"
-            | "trailer"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "authorization"
-            | "cookie"
-    )
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {
@@ -912,33 +592,5 @@ mod tests {
         assert!(e.message.len() < 100, "{}", e.message);
         let odd = serde_json::json!({"model": "a\nb", "messages": [{"role": "user", "content": "hi"}]});
         assert!(Relay::probe(Endpoint::ChatCompletions, odd.to_string().as_bytes()).is_err());
-    }
-}
-
-#[cfg(test)]
-mod adapter_output_tests {
-    use super::*;
-
-    #[test]
-    fn adapter_paths_stay_under_the_base_url() {
-        for ok in ["/chat/completions", "/models/gemini-1.5:generateContent?alt=sse", "/a/b.c/d?x=../y"] {
-            assert_eq!(unsafe_path(ok), None, "{ok}");
-        }
-        for bad in
-            ["chat", "//evil/x", "/../admin", "/a/./b", "/a/..", "/%2e%2e/admin", "/a%2Fb", "/a%5cb", "/a\\b", "/a#b"]
-        {
-            assert!(unsafe_path(bad).is_some(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn adapters_read_only_harmless_response_headers() {
-        for ok in ["content-type", "retry-after", "x-ratelimit-remaining-tokens", "anthropic-ratelimit-requests-limit"]
-        {
-            assert!(adapter_may_read(ok), "{ok}");
-        }
-        for bad in ["location", "set-cookie", "access-control-allow-origin", "x-echo", "www-authenticate"] {
-            assert!(!adapter_may_read(bad), "{bad}");
-        }
     }
 }

@@ -17,10 +17,11 @@ use tokio::sync::watch;
 use crate::config::Limits;
 use crate::conn::{ClientIo, ConnState, IoBounds, TrackedBody};
 use crate::error::RelayError;
+use crate::http::{Body, error_response, json_response};
 use crate::jobs::{Jobs, wants_async};
 use crate::metrics::OwnedGaugeGuard;
 use crate::plugin::Endpoint;
-use crate::relay::{Body, Relay, error_response, json_response};
+use crate::relay::Relay;
 
 /// Connections past `limits.max_connections` still accepted, to answer `/healthz` (so a
 /// probe does not restart a relay that is only full) and a 503 to everything else; past
@@ -82,7 +83,7 @@ pub async fn route(relay: Arc<Relay>, jobs: Arc<Jobs>, req: Request<Incoming>) -
 /// `GET /metrics`, behind `metrics_token` when one is configured.
 fn metrics_response(relay: &Relay, headers: &http::HeaderMap) -> Response<Body> {
     if let Some(token) = &relay.snapshot().config.metrics_token
-        && !crate::relay::bearer_matches(headers, token.expose())
+        && !crate::http::bearer_matches(headers, token.expose())
     {
         return error_response(&RelayError::unauthorized("/metrics needs the metrics token"), None);
     }

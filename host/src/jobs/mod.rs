@@ -32,9 +32,10 @@ use crate::access::RequestLog;
 use crate::auth::authenticate;
 use crate::config::JobsConfig;
 use crate::error::RelayError;
+use crate::http::{Body, error_response, json_response, request_id};
 use crate::metrics::Metrics;
 use crate::plugin::Endpoint;
-use crate::relay::{Body, Relay, error_response, json_response, request_id};
+use crate::relay::Relay;
 use crate::sse::{Format, Framer};
 use crate::stream::shutdown_requested;
 
