@@ -1,0 +1,188 @@
+//! Unit tests for parsing, validation and resolution of `relay.toml`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use super::resolve::{readable_secrets, validate_base_url};
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+const GOOD: &str = r#"
+listen = "127.0.0.1:3999"
+plugin_dir = "adapters"
+[timeouts]
+total = 600
+stream_idle = 0.5
+[[channel]]
+name = "main"
+adapter = "openai"
+base_url = "https://api.openai.com/v1/"
+api_key_env = "OPENAI_KEY"
+models = ["gpt-4o"]
+priority = 2
+settings = { flag = true, n = 3 }
+headers = { "x-team" = "a" }
+[channel.timeouts]
+total = 30
+[[token]]
+name = "team-a"
+key = "sk-a"
+models = ["*"]
+"#;
+
+#[test]
+fn parses_and_resolves() {
+    let c = Config::parse(GOOD, Path::new("/etc/relay"), &env(&[("OPENAI_KEY", "sk-up")])).unwrap();
+    assert_eq!(c.listen.port(), 3999);
+    assert_eq!(c.plugin_dir, Path::new("/etc/relay/adapters"));
+    assert_eq!(c.timeouts.total, Duration::from_secs(600));
+    assert_eq!(c.timeouts.stream_idle, Duration::from_millis(500));
+    assert_eq!(c.timeouts.connect, DEFAULT_CONNECT_TIMEOUT);
+    let ch = &c.channels[0];
+    assert_eq!(ch.base_url, "https://api.openai.com/v1");
+    assert_eq!(ch.api_key.as_deref(), Some("sk-up"));
+    assert_eq!(ch.timeouts.total, Duration::from_secs(30));
+    assert_eq!(ch.timeouts.stream_idle, Duration::from_millis(500));
+    assert_eq!(ch.settings, vec![("flag".into(), "true".into()), ("n".into(), "3".into())]);
+    assert!(c.tokens[0].allows("anything"));
+    assert!(!format!("{ch:?}").contains("sk-up"));
+}
+
+#[test]
+fn env_overrides_the_file() {
+    let e = env(&[("OPENAI_KEY", "k"), ("RELAY_TIMEOUT", "1200"), ("RELAY_CONNECT_TIMEOUT", "2.5")]);
+    let c = Config::parse(GOOD, Path::new("."), &e).unwrap();
+    assert_eq!(c.timeouts.total, Duration::from_secs(1200));
+    assert_eq!(c.timeouts.connect, Duration::from_millis(2500));
+    let bad = env(&[("OPENAI_KEY", "k"), ("RELAY_TIMEOUT", "soon")]);
+    let err = Config::parse(GOOD, Path::new("."), &bad).unwrap_err().to_string();
+    assert!(err.contains("RELAY_TIMEOUT"), "{err}");
+}
+
+#[test]
+fn errors_name_key_and_line() {
+    let err = |text: &str| format!("{:#}", Config::parse(text, Path::new("."), &env(&[])).unwrap_err());
+    let e = err("[timeouts]\ntotal = -1\n");
+    assert!(e.contains("timeouts.total") && e.contains("line 2"), "{e}");
+    let e = err("listen = \"nope\"\n");
+    assert!(e.contains("listen") && e.contains("line 1"), "{e}");
+    let e = err("[[channel]]\nname = \"a\"\nadapter = \"openai\"\nbase_url = \"ftp://x\"\nmodels = [\"m\"]\n");
+    assert!(e.contains("base_url") && e.contains("line 4"), "{e}");
+    let e = err(
+        "[[channel]]\nname = \"a\"\nadapter = \"o\"\nbase_url = \"http://x\"\napi_key_env = \"NOPE\"\nmodels = [\"m\"]\n",
+    );
+    assert!(e.contains("NOPE") && e.contains("line 5"), "{e}");
+    let e = err("bogus = 1\n");
+    assert!(e.contains("bogus") && e.contains("line 1"), "{e}");
+    let e = err("[[token]]\nname = \"t\"\nmodels = [\"*\"]\n");
+    assert!(e.contains("token[0] 't'") && e.contains("key"), "{e}");
+    let e = err("[limits]\nmax_request_body = 0\n");
+    assert!(e.contains("limits.max_request_body") && e.contains("line 2"), "{e}");
+    let e = err("[limits]\nplugin_call_timeout_ms = 200\nplugin_wall_timeout_ms = 100\n");
+    assert!(e.contains("limits.plugin_wall_timeout_ms") && e.contains("line 3"), "{e}");
+}
+
+#[test]
+fn plugin_wall_timeout_follows_the_call_timeout_unless_set() {
+    let l = |text: &str| Config::parse(text, Path::new("."), &env(&[])).unwrap().limits.plugin_wall_timeout;
+    assert_eq!(l(""), Duration::from_secs(2));
+    assert_eq!(l("[limits]\nplugin_call_timeout_ms = 200\n"), Duration::from_secs(4));
+    assert_eq!(l("[limits]\nplugin_wall_timeout_ms = 500\n"), Duration::from_millis(500));
+}
+
+#[test]
+fn jobs_table() {
+    let c = Config::parse("", Path::new("/etc/relay"), &env(&[])).unwrap();
+    assert_eq!(c.jobs.path, Path::new("/etc/relay/.relay/jobs"));
+    assert_eq!(c.jobs.retention, DEFAULT_JOB_RETENTION);
+    assert_eq!(c.jobs.max_running, DEFAULT_JOBS_MAX_RUNNING);
+    let c = Config::parse(
+        "[jobs]\npath = \"j\"\nretention = 0.5\nmax_running = 2\nmax_queued = 3\nmax_bytes_per_job = 10\n",
+        Path::new("/r"),
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.jobs.path, Path::new("/r/j"));
+    assert_eq!(c.jobs.retention, Duration::from_millis(500));
+    assert_eq!((c.jobs.max_running, c.jobs.max_queued, c.jobs.max_bytes_per_job), (2, 3, 10));
+    let e = format!("{:#}", Config::parse("[jobs]\nsweep_interval = 1e-12\n", Path::new("."), &env(&[])).unwrap_err());
+    assert!(e.contains("jobs.sweep_interval") && e.contains("from 0.001"), "{e}");
+    let e = format!("{:#}", Config::parse("[timeouts]\ntotal = 1e-9\n", Path::new("."), &env(&[])).unwrap_err());
+    assert!(e.contains("timeouts.total") && e.contains("minimum of 0.001"), "{e}");
+    let e = format!("{:#}", Config::parse("[jobs]\nmax_queued = 0\n", Path::new("."), &env(&[])).unwrap_err());
+    assert!(e.contains("jobs.max_queued") && e.contains("line 2"), "{e}");
+    assert_eq!(
+        (c.jobs.max_per_owner, c.jobs.max_store_bytes),
+        (DEFAULT_JOBS_MAX_PER_OWNER, DEFAULT_JOB_MAX_STORE_BYTES)
+    );
+    let c = Config::parse("[jobs]\nmax_per_owner = 5\nmax_store_bytes = 4096\n", Path::new("."), &env(&[])).unwrap();
+    assert_eq!((c.jobs.max_per_owner, c.jobs.max_store_bytes), (5, 4096));
+    let e = format!("{:#}", Config::parse("[jobs]\nmax_per_owner = 0\n", Path::new("."), &env(&[])).unwrap_err());
+    assert!(e.contains("jobs.max_per_owner"), "{e}");
+}
+
+#[test]
+fn dns_stage_and_servers() {
+    let c =
+        Config::parse("dns_servers = [\"127.0.0.1:5353\", \"::1\"]\n[timeouts]\ndns = 2\n", Path::new("."), &env(&[]))
+            .unwrap();
+    assert_eq!(c.dns_servers, vec!["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()]);
+    assert_eq!(c.timeouts.dns, Duration::from_secs(2));
+    assert_eq!(Config::parse("", Path::new("."), &env(&[])).unwrap().timeouts.dns, DEFAULT_DNS_TIMEOUT);
+    let e = format!("{:#}", Config::parse("dns_servers = [\"resolver\"]\n", Path::new("."), &env(&[])).unwrap_err());
+    assert!(e.contains("dns_servers (line 1)"), "{e}");
+}
+
+#[test]
+fn inline_secrets_in_a_readable_file_are_flagged() {
+    let inline = "admin_token = \"0123456789abcdef\"\n";
+    assert!(readable_secrets(inline, 0o644));
+    assert!(!readable_secrets(inline, 0o600));
+    assert!(readable_secrets("[[token]]\nname = \"a\"\nkey = \"k\"\nmodels = [\"*\"]\n", 0o640));
+    assert!(!readable_secrets("[[token]]\nname = \"a\"\nkey_env = \"K\"\nmodels = [\"*\"]\n", 0o644));
+}
+
+#[test]
+fn client_edge_limits() {
+    let c = Config::parse("", Path::new("."), &env(&[])).unwrap();
+    assert_eq!(c.limits.client_header_timeout, DEFAULT_CLIENT_HEADER_TIMEOUT);
+    assert_eq!(c.limits.max_connections, DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(c.limits.max_inflight_body_bytes, DEFAULT_MAX_INFLIGHT_BODY_BYTES);
+    assert!(c.metrics_token.is_none());
+    let c = Config::parse(
+        "metrics_token_env = \"M\"\n[limits]\nclient_header_timeout = 1.5\nclient_idle_timeout = 2\nclient_write_timeout = 3\n\
+         lingering_close = 0.5\nmax_connections = 7\nhttp2_max_concurrent_streams = 8\nhttp2_keep_alive_interval = 9\n\
+         max_request_body = 10\nmax_inflight_body_bytes = 10\n",
+        Path::new("."),
+        &env(&[("M", "0123456789abcdef")]),
+    )
+    .unwrap();
+    let l = &c.limits;
+    assert_eq!(l.client_header_timeout, Duration::from_millis(1500));
+    assert_eq!((l.client_idle_timeout.as_secs(), l.client_write_timeout.as_secs()), (2, 3));
+    assert_eq!(l.lingering_close, Duration::from_millis(500));
+    assert_eq!((l.max_connections, l.http2_max_concurrent_streams), (7, 8));
+    assert_eq!(l.http2_keep_alive_interval.as_secs(), 9);
+    assert_eq!(c.metrics_token.unwrap().expose(), "0123456789abcdef");
+    let e = |t: &str| format!("{:#}", Config::parse(t, Path::new("."), &env(&[])).unwrap_err());
+    let m = e("[limits]\nmax_connections = 0\n");
+    assert!(m.contains("limits.max_connections") && m.contains("line 2"), "{m}");
+    let m = e("[limits]\n\nclient_write_timeout = -1\n");
+    assert!(m.contains("limits.client_write_timeout") && m.contains("line 3"), "{m}");
+    let m = e("[limits]\nmax_inflight_body_bytes = 1000\n");
+    assert!(m.contains("limits.max_inflight_body_bytes"), "{m}");
+    let m = e("metrics_token = \"short\"\n");
+    assert!(m.contains("metrics_token must be at least 16"), "{m}");
+}
+
+#[test]
+fn base_url_rules() {
+    assert_eq!(validate_base_url("http://127.0.0.1:8080/").unwrap(), "http://127.0.0.1:8080");
+    assert!(validate_base_url("http://h/v1?x=1").is_err());
+    assert!(validate_base_url("https://user:pw@h").is_err());
+    assert!(validate_base_url("h/v1").is_err());
+}
