@@ -9,7 +9,7 @@ FIXTURES := misbehave future-contract
 RELAY   := target/release/relay
 DEMO    := target/release/demo-upstream
 
-.PHONY: all build host plugins fixtures run test soak fuzz bench lint fmt clean toolchain
+.PHONY: all build host plugins fixtures run test alerts promtool soak fuzz bench lint fmt clean toolchain
 
 all: build
 
@@ -54,9 +54,21 @@ run: build
 	$(RELAY) serve --config examples/relay.toml
 
 ## test: unit tests, adapter tests and end-to-end tests against the real binary
-test: build fixtures
+test: build fixtures alerts
 	$(CARGO) test --release --locked --workspace
 	$(CARGO) test --release --locked --manifest-path examples/plugin-template/Cargo.toml --target-dir target/template
+
+## promtool: Prometheus' rule tester (Debian's prometheus package), installed where missing
+promtool:
+	@command -v promtool >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends prometheus; }
+
+## alerts: the alert rules in deploy/ checked and unit-tested with Prometheus' rule tester
+alerts: promtool
+	promtool check rules deploy/alerts.yaml
+	promtool test rules deploy/alerts.test.yaml
 
 ## soak: 20,000 mixed requests (30% client aborts, stalls, header timeouts, vendor drops)
 soak: build

@@ -74,6 +74,7 @@ impl Relay {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        configured(&metrics, &snapshot);
         Self { metrics, registry, snapshot: ArcSwap::from_pointee(snapshot), shutdown, started }
     }
 
@@ -88,6 +89,7 @@ impl Relay {
 
     /// Swap in a new configuration; requests already running keep the one they started with.
     pub fn apply(&self, snapshot: Snapshot) {
+        configured(&self.metrics, &snapshot);
         self.snapshot.store(Arc::new(snapshot));
     }
 
@@ -339,6 +341,7 @@ impl Relay {
         let header_at = (Instant::now() + t.response_header).min(deadline);
         let resp = match tokio::time::timeout_at(header_at, client.request(request)).await {
             Err(_) => {
+                self.metrics.upstream_attempts.inc([&channel.name, "timeout"]);
                 let (stage, what, bound) = if header_at >= deadline {
                     ("total", "total request", t.total)
                 } else {
@@ -357,8 +360,10 @@ impl Relay {
 
         let (parts, incoming) = resp.into_parts();
         if let Some(e) = refused_answer(&parts, channel) {
+            self.metrics.upstream_attempts.inc([&channel.name, "error"]);
             return Outcome::Failed(e);
         }
+        self.metrics.upstream_attempts.inc([&channel.name, status_outcome(parts.status)]);
         if ctx.stream && parts.status.is_success() {
             let session = match plugin.open_stream(ctx).await {
                 Ok(s) => s,
@@ -471,6 +476,13 @@ impl Relay {
     }
 
     fn send_error(&self, e: &hyper_util::client::legacy::Error, channel: &Channel) -> RelayError {
+        let outcome = match connect_error(e) {
+            Some(ConnectError::Timeout { .. }) => "timeout",
+            Some(_) => "connect_error",
+            None if e.is_connect() => "connect_error",
+            None => "error",
+        };
+        self.metrics.upstream_attempts.inc([&channel.name, outcome]);
         match connect_error(e) {
             Some(ConnectError::Timeout { stage, after }) => {
                 self.metrics.timeouts.inc([stage]);
@@ -527,6 +539,22 @@ impl Relay {
             ),
             None => error_response(&RelayError::model_not_found(id), None),
         }
+    }
+}
+
+/// A configuration goes into service: zero samples for its channels, its pools' idle bound.
+fn configured(metrics: &Metrics, snap: &Snapshot) {
+    let channels = snap.config.channels.iter().map(|c| c.name.as_str());
+    metrics.channels_configured(channels, snap.config.limits.pool_max_idle_per_host);
+}
+
+/// The `relay_upstream_attempts_total` outcome of a vendor's final response head.
+fn status_outcome(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        429 => "status_429",
+        400..=499 => "status_4xx",
+        500..=599 => "status_5xx",
+        _ => "ok",
     }
 }
 

@@ -21,6 +21,16 @@ pub const JOB_STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed",
 /// (`jobs.max_store_bytes`), the store being down.
 pub const JOB_REFUSALS: [&str; 4] = ["queue_full", "owner_quota", "store_full", "store_down"];
 
+/// What one vendor attempt came to, the `outcome` of `relay_upstream_attempts_total`: the
+/// response head's status class, or why there was no head. A closed set, so the family
+/// holds at most channels × 7 series.
+pub const UPSTREAM_OUTCOMES: [&str; 7] =
+    ["ok", "status_4xx", "status_429", "status_5xx", "timeout", "connect_error", "error"];
+
+/// The `reason` labels of `relay_plugin_traps_total` (see `plugin::engine::trap_reason`).
+pub const PLUGIN_TRAP_REASONS: [&str; 8] =
+    ["panic", "cpu_limit", "memory_limit", "stack_overflow", "wall_limit", "wasi_denied", "trap", "error"];
+
 pub struct Metrics {
     pub inflight_requests: Gauge,
     pub active_streams: Gauge,
@@ -79,6 +89,10 @@ pub struct Metrics {
     pub plugin_output_refused: Family<1>,
     /// Occurrences of a channel key removed from upstream data before an adapter saw it.
     pub upstream_key_redactions: Counter,
+    /// Vendor attempts by (channel, `UPSTREAM_OUTCOMES`), failed-over ones included.
+    pub upstream_attempts: Family<2>,
+    /// The most idle vendor connections the pools keep: channels × `pool_max_idle_per_host`.
+    pub upstream_idle_max: Gauge,
 }
 
 /// The host-side caps on adapter output, the labels of `relay_plugin_output_refused_total`.
@@ -129,6 +143,8 @@ impl Default for Metrics {
                 f
             },
             upstream_key_redactions: Counter::default(),
+            upstream_attempts: Family::new(["channel", "outcome"]),
+            upstream_idle_max: Gauge::default(),
         };
         // A zero sample from start, so `increase()` sees the first failure.
         for result in ["ok", "error", "timeout"] {
@@ -138,11 +154,39 @@ impl Default for Metrics {
         for stage in ["client_header", "client_idle", "client_write"] {
             m.timeouts.add([stage], 0);
         }
+        for outcome in ["applied", "refused"] {
+            m.config_reloads.add([outcome], 0);
+        }
         m
     }
 }
 
 impl Metrics {
+    /// A configuration is in service: zero samples for its channels' attempt outcomes (so
+    /// the first vendor error is an increase, not a new series) and the pools' idle bound.
+    pub fn channels_configured<'a>(&self, channels: impl IntoIterator<Item = &'a str>, idle_per_host: usize) {
+        let mut n = 0usize;
+        for channel in channels {
+            n += 1;
+            for outcome in UPSTREAM_OUTCOMES {
+                self.upstream_attempts.add([channel, outcome], 0);
+            }
+        }
+        self.upstream_idle_max.set(i64::try_from(n.saturating_mul(idle_per_host)).unwrap_or(i64::MAX));
+    }
+
+    /// An adapter file was loaded: counted, and zero samples for its traps and later
+    /// reload outcomes, so the first trap or refused upgrade after a start is an increase.
+    pub fn plugin_loaded(&self, plugin: &str) {
+        self.plugin_reloads.inc([plugin, "loaded"]);
+        for outcome in ["refused", "removed"] {
+            self.plugin_reloads.add([plugin, outcome], 0);
+        }
+        for reason in PLUGIN_TRAP_REASONS {
+            self.plugin_traps.add([plugin, reason], 0);
+        }
+    }
+
     /// The adapters now in service, for `relay_plugin_info`.
     pub fn set_plugins(&self, mut plugins: Vec<[String; 3]>) {
         plugins.sort();
@@ -237,7 +281,8 @@ impl Metrics {
             + self.plugin_traps.folded()
             + self.plugin_instantiations.folded()
             + self.plugin_reloads.folded()
-            + self.config_reloads.folded();
+            + self.config_reloads.folded()
+            + self.upstream_attempts.folded();
         counter(
             &mut out,
             "relay_metric_series_folded_total",
@@ -284,6 +329,18 @@ impl Metrics {
             "# HELP relay_plugin_wall_timeouts_total Adapter calls cut at the host's wall-clock bound.\n\
              # TYPE relay_plugin_wall_timeouts_total counter\nrelay_plugin_wall_timeouts_total {}",
             self.plugin_wall_timeouts.get()
+        );
+        self.upstream_attempts.render(
+            &mut out,
+            "relay_upstream_attempts_total",
+            "Vendor attempts by channel and outcome, including those failover absorbed.",
+            "counter",
+        );
+        gauge(
+            &mut out,
+            "relay_upstream_idle_connections_max",
+            "Most idle upstream connections the pools keep: channels x limits.pool_max_idle_per_host.",
+            self.upstream_idle_max.get(),
         );
         self.plugin_output_refused.render(
             &mut out,
@@ -442,6 +499,27 @@ mod tests {
         assert_eq!(m.inflight_body_bytes.get(), 400);
         drop(b);
         assert_eq!(m.inflight_body_bytes.get(), 0);
+    }
+
+    #[test]
+    fn counters_alerts_use_have_zero_samples_from_start() {
+        let m = Metrics::default();
+        m.plugin_loaded("openai");
+        m.channels_configured(["main", "backup"], 64);
+        let text = m.render();
+        for line in [
+            "relay_config_reloads_total{outcome=\"refused\"} 0",
+            "relay_config_reloads_total{outcome=\"applied\"} 0",
+            "relay_plugin_reloads_total{plugin=\"openai\",outcome=\"loaded\"} 1",
+            "relay_plugin_reloads_total{plugin=\"openai\",outcome=\"refused\"} 0",
+            "relay_plugin_traps_total{plugin=\"openai\",reason=\"panic\"} 0",
+            "relay_plugin_traps_total{plugin=\"openai\",reason=\"wall_limit\"} 0",
+            "relay_upstream_attempts_total{channel=\"backup\",outcome=\"status_5xx\"} 0",
+            "relay_upstream_attempts_total{channel=\"main\",outcome=\"ok\"} 0",
+            "relay_upstream_idle_connections_max 128",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+        }
     }
 
     #[test]

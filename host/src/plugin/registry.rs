@@ -191,7 +191,7 @@ impl Registry {
                             ms = p.prepare_ms,
                             "adapter loaded"
                         );
-                        m.plugin_reloads.inc([p.name(), "loaded"]);
+                        m.plugin_loaded(p.name());
                         report.loaded.push((p.name().to_string(), file.clone()));
                         Arc::new(p)
                     }
