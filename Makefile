@@ -63,7 +63,7 @@ promtool:
 	@command -v promtool >/dev/null || { \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends prometheus; }
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
 
 ## alerts: the alert rules in deploy/ checked and unit-tested with Prometheus' rule tester
 alerts: promtool
