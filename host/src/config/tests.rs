@@ -186,3 +186,13 @@ fn base_url_rules() {
     assert!(validate_base_url("https://user:pw@h").is_err());
     assert!(validate_base_url("h/v1").is_err());
 }
+
+#[test]
+fn watch_defaults_on_and_is_validated() {
+    let c = |text: &str| Config::parse(text, Path::new("."), &env(&[]));
+    assert!(c("").unwrap().watch);
+    assert!(!c("watch = false\n").unwrap().watch);
+    assert!(c("watch = true\n").unwrap().watch);
+    let e = format!("{:#}", c("\nwatch = \"no\"\n").unwrap_err());
+    assert!(e.contains("watch") && e.contains("line 2") && e.contains("boolean"), "{e}");
+}
