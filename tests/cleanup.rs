@@ -143,13 +143,16 @@ async fn stream_instances_are_given_back_when_their_streams_end() {
         sockets.push(send(&relay, "slow-stream", true).await);
     }
     vendor_received(&m, 71).await;
-    let open = relay.wait_metrics(Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 70.0).await;
+    let open = relay
+        .expect_metrics("70 open streams", Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 70.0)
+        .await;
     // 32 streams share an instance (the default): 70 streams need 3, not 70 (one more at
     // each of the two boundaries where two requests find the open one full at once).
     assert!((3.0..=5.0).contains(&instances(&open)), "{} instances for 70 streams", instances(&open));
     drop(sockets);
     relay.assert_back_to(baseline, Duration::from_secs(5)).await;
     // What stays: the one new streams join, kept warm.
-    let after = relay.wait_metrics(Duration::from_secs(5), |m| instances(m) <= 1.0).await;
+    let after =
+        relay.expect_metrics("stream instances given back", Duration::from_secs(5), |m| instances(m) <= 1.0).await;
     assert_eq!(instances(&after), 1.0, "instances left after the streams ended");
 }

@@ -153,7 +153,13 @@ async fn invalid_files_are_refused_and_the_old_version_keeps_serving() {
     }
     // A bad file under a new name is refused too, and touches nothing else.
     relay.install_adapter(&scratch.path().join("0.wasm"), "newcomer");
-    relay.wait_log("newcomer.wasm").await;
+    relay
+        .expect_metrics("the newcomer to be refused", Duration::from_secs(20), |m| {
+            m.value("relay_plugin_reloads_total", &[("plugin", "newcomer"), ("outcome", "refused")]) == 1.0
+        })
+        .await;
+    let logs = relay.expect_log("newcomer.wasm").await;
+    assert!(logs.lines().any(|l| l.contains("newcomer.wasm") && l.contains("adapter refused")), "{logs}");
     assert_eq!(served_tag(&relay).await, "tag-a");
     // Fixing the file brings the adapter back to a fresh load.
     relay.install_adapter(&adapter_wasm("tagged-b"), "tagged");

@@ -90,7 +90,11 @@ async fn a_loop_mid_stream_ends_that_stream_only() {
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert!(last["error"]["message"].as_str().unwrap().contains("CPU limit"), "{last}");
     assert_eq!(good.sse_data().last().map(String::as_str), Some("[DONE]"));
-    relay.wait_metrics(Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 0.0).await;
+    relay
+        .expect_metrics("the stream gauge back to 0 after the trap", Duration::from_secs(5), |m| {
+            m.gauge("relay_active_streams") == 0.0
+        })
+        .await;
 }
 
 /// A vendor that streams 10 chunks 150 ms apart.
@@ -126,7 +130,11 @@ async fn a_trap_ends_the_streams_sharing_its_instance_then_a_fresh_one_serves() 
     assert_eq!(next.sse_data().last().map(String::as_str), Some("[DONE]"), "{}", next.text());
     let metrics = relay.metrics().await;
     assert_eq!(metrics.value("relay_plugin_traps_total", &[("plugin", "misbehave"), ("reason", "cpu_limit")]), 1.0);
-    relay.wait_metrics(Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 0.0).await;
+    relay
+        .expect_metrics("the stream gauge back to 0 after the trap", Duration::from_secs(5), |m| {
+            m.gauge("relay_active_streams") == 0.0
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

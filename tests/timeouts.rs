@@ -129,7 +129,7 @@ async fn vendor_dropping_mid_stream_is_an_error_not_a_finish() {
     let msg = last_error(&a.sse_data());
     assert!(msg.contains("adapter 'openai'") && msg.contains("not JSON"), "{msg}");
     relay.assert_back_to(baseline, Duration::from_secs(5)).await;
-    let logs = relay.wait_log("channel=\"garbage\"").await;
+    let logs = relay.expect_log("channel=\"garbage\"").await;
     assert!(logs.contains("channel=\"drop\"") && logs.contains("status=502"), "{logs}");
 }
 
