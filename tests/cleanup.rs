@@ -122,8 +122,9 @@ async fn many_disconnects_leave_nothing_behind() {
         sockets.push(send(&relay, model, model == "slow-stream").await);
     }
     vendor_received(&m, 61).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(relay.gauges().await.inflight, 60.0);
+    relay
+        .expect_metrics("60 requests in flight", Duration::from_secs(5), |m| m.gauge("relay_inflight_requests") == 60.0)
+        .await;
     let left = Instant::now();
     drop(sockets);
     vendor_closed_within(&m, left, Duration::from_secs(2)).await;

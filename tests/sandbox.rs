@@ -33,8 +33,12 @@ async fn an_endless_loop_is_cut_at_the_cpu_bound() {
     let t = Instant::now();
     let looping_body = chat_body("loop", "hi", false);
     let (looping, good) = tokio::join!(relay.chat(&looping_body), async {
-        // Another request, sent while the loop spins: served at once.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Another request, sent once the looping one is in flight: served at once.
+        relay
+            .expect_metrics("the looping request in flight", Duration::from_secs(5), |m| {
+                m.gauge("relay_inflight_requests") == 1.0
+            })
+            .await;
         let t = Instant::now();
         let a = relay.chat(&chat_body("good", "hi", false)).await;
         (a, t.elapsed())
@@ -107,7 +111,9 @@ async fn slow_vendor() -> Mock {
 async fn slow_stream_beside_a_trap(relay: &TestRelay) -> Vec<String> {
     let slow_body = chat_body("fine", "one two three four five six seven eight nine ten", true);
     let (slow, bad) = tokio::join!(relay.chat(&slow_body), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        relay
+            .expect_metrics("the slow stream open", Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 1.0)
+            .await;
         relay.chat(&chat_body("stream-loop", "hi", true)).await
     });
     assert!(bad.text().contains("CPU limit"), "{}", bad.text());
