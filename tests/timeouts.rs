@@ -285,27 +285,30 @@ async fn every_env_timeout_bounds_its_stage_over_the_file_and_under_a_channel_ta
     .concat();
     let (relay, baseline) = relay_with_baseline_env(&config, &["ok"], &ENV_TIMEOUTS).await;
 
-    let plain = [
-        ("syn", "upstream connect timeout after 0.4 s on channel syn"),
-        ("tls", "upstream TLS handshake timeout after 0.5 s on channel tls"),
-        ("head", "upstream response header timeout after 0.6 s on channel head"),
-        ("own", "upstream response header timeout after 0.45 s on channel own"),
-        ("inherit", "upstream response header timeout after 0.6 s on channel inherit"),
-    ];
-    for (model, expected) in plain {
+    // Every answer read first, then compared at once: a failure shows every stage wrong.
+    let mut got = Vec::new();
+    for model in ["syn", "tls", "head", "own", "inherit"] {
         let a = relay.chat(&chat_body(model, "hi", false)).await;
         assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT, "{model}: {}", a.text());
-        assert_eq!(a.openai_error().0, expected);
+        got.push(a.openai_error().0);
     }
-    let streamed = [
-        ("stall", "upstream stream idle timeout after 0.7 s on channel stall"),
-        ("long", "total request timeout after 1.8 s on channel long"),
-    ];
-    for (model, expected) in streamed {
+    for model in ["stall", "long"] {
         let a = relay.chat(&chat_body(model, "hi", true)).await;
         assert_eq!(a.status, StatusCode::OK, "{model}: the stream had started: {}", a.text());
-        assert_eq!(last_error(&a.sse_data()), expected);
+        got.push(last_error(&a.sse_data()));
     }
+    assert_eq!(
+        got,
+        [
+            "upstream connect timeout after 0.4 s on channel syn",
+            "upstream TLS handshake timeout after 0.5 s on channel tls",
+            "upstream response header timeout after 0.6 s on channel head",
+            "upstream response header timeout after 0.45 s on channel own",
+            "upstream response header timeout after 0.6 s on channel inherit",
+            "upstream stream idle timeout after 0.7 s on channel stall",
+            "total request timeout after 1.8 s on channel long",
+        ]
+    );
     let metrics = relay.metrics().await;
     let by_stage = |stage: &str| metrics.value("relay_timeouts_total", &[("stage", stage)]);
     assert_eq!(
