@@ -82,6 +82,8 @@ async fn disconnect_while_waiting_for_a_non_stream_body() {
     let (relay, baseline) = setup(&m).await;
     let s = send(&relay, "slow-body", false).await;
     vendor_received(&m, 2).await;
+    // The mock sends the head at once; nothing outside the relay shows it has read it, so
+    // this gives it the time to (were it not read, this would test the case above again).
     tokio::time::sleep(Duration::from_millis(200)).await;
     let left = Instant::now();
     drop(s);
