@@ -153,8 +153,11 @@ async fn stream_is_mapped_to_openai_chunks() {
     assert_eq!(usage["usage"]["total_tokens"], 11);
     assert!(rest.iter().all(|c| c.get("usage") == Some(&Value::Null)), "{}", a.text());
     assert_eq!(rest.last().unwrap()["choices"][0]["finish_reason"], "stop");
-    let metrics =
-        relay.wait_metrics(std::time::Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 0.0).await;
+    let metrics = relay
+        .expect_metrics("the stream gauge back to 0", std::time::Duration::from_secs(5), |m| {
+            m.gauge("relay_active_streams") == 0.0
+        })
+        .await;
     assert_eq!(metrics.value("relay_tokens_total", &[("kind", "completion")]), 18.0);
 }
 

@@ -142,8 +142,11 @@ async fn stream_with_include_usage_ends_with_the_usage_chunk() {
     assert!(rest.iter().all(|c| c.get("usage") == Some(&Value::Null)), "{}", a.text());
     assert_eq!(rest.last().unwrap()["choices"][0]["finish_reason"], "stop");
     assert_eq!(m.stats.received()[0].body["stream_options"]["include_usage"], true);
-    let metrics =
-        relay.wait_metrics(std::time::Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 0.0).await;
+    let metrics = relay
+        .expect_metrics("the stream gauge back to 0", std::time::Duration::from_secs(5), |m| {
+            m.gauge("relay_active_streams") == 0.0
+        })
+        .await;
     assert_eq!(metrics.value("relay_tokens_total", &[("kind", "completion")]), 9.0);
     assert_eq!(metrics.value("relay_tokens_total", &[("kind", "prompt")]), 2.0);
 }

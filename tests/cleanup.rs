@@ -82,6 +82,8 @@ async fn disconnect_while_waiting_for_a_non_stream_body() {
     let (relay, baseline) = setup(&m).await;
     let s = send(&relay, "slow-body", false).await;
     vendor_received(&m, 2).await;
+    // The mock sends the head at once; nothing outside the relay shows it has read it, so
+    // this gives it the time to (were it not read, this would test the case above again).
     tokio::time::sleep(Duration::from_millis(200)).await;
     let left = Instant::now();
     drop(s);
@@ -122,8 +124,9 @@ async fn many_disconnects_leave_nothing_behind() {
         sockets.push(send(&relay, model, model == "slow-stream").await);
     }
     vendor_received(&m, 61).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(relay.gauges().await.inflight, 60.0);
+    relay
+        .expect_metrics("60 requests in flight", Duration::from_secs(5), |m| m.gauge("relay_inflight_requests") == 60.0)
+        .await;
     let left = Instant::now();
     drop(sockets);
     vendor_closed_within(&m, left, Duration::from_secs(2)).await;
@@ -143,13 +146,16 @@ async fn stream_instances_are_given_back_when_their_streams_end() {
         sockets.push(send(&relay, "slow-stream", true).await);
     }
     vendor_received(&m, 71).await;
-    let open = relay.wait_metrics(Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 70.0).await;
+    let open = relay
+        .expect_metrics("70 open streams", Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 70.0)
+        .await;
     // 32 streams share an instance (the default): 70 streams need 3, not 70 (one more at
     // each of the two boundaries where two requests find the open one full at once).
     assert!((3.0..=5.0).contains(&instances(&open)), "{} instances for 70 streams", instances(&open));
     drop(sockets);
     relay.assert_back_to(baseline, Duration::from_secs(5)).await;
     // What stays: the one new streams join, kept warm.
-    let after = relay.wait_metrics(Duration::from_secs(5), |m| instances(m) <= 1.0).await;
+    let after =
+        relay.expect_metrics("stream instances given back", Duration::from_secs(5), |m| instances(m) <= 1.0).await;
     assert_eq!(instances(&after), 1.0, "instances left after the streams ended");
 }

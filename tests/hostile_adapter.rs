@@ -66,7 +66,11 @@ async fn baseline(relay: &TestRelay) -> Baseline {
             assert_eq!(a.status, StatusCode::OK, "warm-up on {model}: {}", a.text());
         }
     }
-    relay.wait_metrics(Duration::from_secs(10), |m| m.gauge("relay_upstream_connections_open") == 0.0).await;
+    relay
+        .expect_metrics("the warm-up's upstream connections to close", Duration::from_secs(10), |m| {
+            m.gauge("relay_upstream_connections_open") == 0.0
+        })
+        .await;
     let end = Instant::now() + Duration::from_secs(10);
     let mut base = reading(relay).await;
     loop {

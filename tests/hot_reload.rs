@@ -153,7 +153,13 @@ async fn invalid_files_are_refused_and_the_old_version_keeps_serving() {
     }
     // A bad file under a new name is refused too, and touches nothing else.
     relay.install_adapter(&scratch.path().join("0.wasm"), "newcomer");
-    relay.wait_log("newcomer.wasm").await;
+    relay
+        .expect_metrics("the newcomer to be refused", Duration::from_secs(20), |m| {
+            m.value("relay_plugin_reloads_total", &[("plugin", "newcomer"), ("outcome", "refused")]) == 1.0
+        })
+        .await;
+    let logs = relay.expect_log("newcomer.wasm").await;
+    assert!(logs.lines().any(|l| l.contains("newcomer.wasm") && l.contains("adapter refused")), "{logs}");
     assert_eq!(served_tag(&relay).await, "tag-a");
     // Fixing the file brings the adapter back to a fresh load.
     relay.install_adapter(&adapter_wasm("tagged-b"), "tagged");
@@ -229,29 +235,74 @@ async fn config_edits_apply_live_and_invalid_ones_are_refused() {
     .await;
     assert!(relay.wait_log("config reload refused").await.contains("timeouts.total"));
     assert_eq!(relay.chat(&chat_body("new-model", "hi", false)).await.status, StatusCode::OK);
+}
 
-    // SIGHUP reloads too: put the original back without the watcher noticing a difference
-    // in timing, then signal.
-    std::fs::write(&path, &original).unwrap();
-    relay.signal("HUP");
-    wait_until("SIGHUP reload", Duration::from_secs(20), async || {
-        relay.chat(&chat_body("new-model", "hi", false)).await.status == StatusCode::NOT_FOUND
+/// `check` stays true for all of `window`: the one place a test waits out a span of time,
+/// since what it shows is that something does not happen.
+async fn holds_for(what: &str, window: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        assert!(check().await, "{what}: broken {:?} into the window", window - (end - Instant::now()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_watch_off_only_sighup_reloads_the_config_and_the_adapters() {
+    let m = Mock::start(Options::default()).await.unwrap();
+    let config = format!("watch = false\n{}{}", tagged_channel(&m, ""), token_block(CLIENT_KEY, "*"));
+    let relay = TestRelay::start(Setup { config: &config, adapters: &["tagged-a"], env: &[] }).await;
+    let applied = |m: &Metrics| m.value("relay_config_reloads_total", &[("outcome", "applied")]);
+    let loaded = |m: &Metrics| m.value("relay_plugin_reloads_total", &[("plugin", "tagged"), ("outcome", "loaded")]);
+    let before = relay.metrics().await;
+    assert_eq!((applied(&before), loaded(&before)), (0.0, 1.0));
+    assert_eq!(served_tag(&relay).await, "tag-a");
+
+    // A new model in the config, a new version of the adapter: written in place, the way a
+    // watcher would notice at once.
+    let path = relay.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let edited = original.replace("models = [\"t\"]", "models = [\"t\", \"t2\"]");
+    assert_ne!(edited, original);
+    std::fs::write(&path, &edited).unwrap();
+    relay.install_adapter(&adapter_wasm("tagged-b"), "tagged");
+    let t2 = chat_body("t2", "hi", false);
+    // Eight times the relay's 250 ms debounce, after which a watched change has applied:
+    // nothing is, until the signal.
+    holds_for("no reload without SIGHUP", Duration::from_secs(2), async || {
+        let m = relay.metrics().await;
+        relay.chat(&t2).await.status == StatusCode::NOT_FOUND
+            && served_tag(&relay).await == "tag-a"
+            && applied(&m) == 0.0
+            && loaded(&m) == 1.0
     })
     .await;
+
+    relay.signal("HUP");
+    wait_until("the config reload on SIGHUP", Duration::from_secs(20), async || {
+        relay.chat(&t2).await.status == StatusCode::OK
+    })
+    .await;
+    wait_until("the adapter reload on SIGHUP", Duration::from_secs(20), async || served_tag(&relay).await == "tag-b")
+        .await;
+    let after = relay.metrics().await;
+    assert_eq!((applied(&after), loaded(&after)), (1.0, 2.0), "one reload of each, on the signal");
+    let logs = relay.expect_log("SIGHUP: reloading the config").await;
+    assert!(logs.contains("SIGHUP: reloading the adapters"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_with_unchanged_adapters_skips_compilation() {
     let config = token_block(CLIENT_KEY, "*");
     let relay = TestRelay::start(Setup { config: &config, adapters: &["openai", "tagged-a"], env: &[] }).await;
-    let logs = relay.wait_log("plugin=tagged").await;
+    let logs = relay.expect_log("plugin=tagged").await;
     assert!(logs.contains("cached=false"), "{logs}");
     let dir = relay.stop();
     let cache = dir.path().join(".relay/cache");
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2, "one entry per adapter");
     let relay =
         TestRelay::start_in(dir, Setup { config: &config, adapters: &["openai", "tagged-a"], env: &[] }).await.unwrap();
-    let logs = relay.wait_log("plugin=tagged").await;
+    let logs = relay.expect_log("plugin=tagged").await;
     assert!(logs.contains("cached=true") && !logs.contains("cached=false"), "{logs}");
 }
 

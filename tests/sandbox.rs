@@ -33,8 +33,12 @@ async fn an_endless_loop_is_cut_at_the_cpu_bound() {
     let t = Instant::now();
     let looping_body = chat_body("loop", "hi", false);
     let (looping, good) = tokio::join!(relay.chat(&looping_body), async {
-        // Another request, sent while the loop spins: served at once.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Another request, sent once the looping one is in flight: served at once.
+        relay
+            .expect_metrics("the looping request in flight", Duration::from_secs(5), |m| {
+                m.gauge("relay_inflight_requests") == 1.0
+            })
+            .await;
         let t = Instant::now();
         let a = relay.chat(&chat_body("good", "hi", false)).await;
         (a, t.elapsed())
@@ -90,7 +94,11 @@ async fn a_loop_mid_stream_ends_that_stream_only() {
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert!(last["error"]["message"].as_str().unwrap().contains("CPU limit"), "{last}");
     assert_eq!(good.sse_data().last().map(String::as_str), Some("[DONE]"));
-    relay.wait_metrics(Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 0.0).await;
+    relay
+        .expect_metrics("the stream gauge back to 0 after the trap", Duration::from_secs(5), |m| {
+            m.gauge("relay_active_streams") == 0.0
+        })
+        .await;
 }
 
 /// A vendor that streams 10 chunks 150 ms apart.
@@ -103,7 +111,9 @@ async fn slow_vendor() -> Mock {
 async fn slow_stream_beside_a_trap(relay: &TestRelay) -> Vec<String> {
     let slow_body = chat_body("fine", "one two three four five six seven eight nine ten", true);
     let (slow, bad) = tokio::join!(relay.chat(&slow_body), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        relay
+            .expect_metrics("the slow stream open", Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 1.0)
+            .await;
         relay.chat(&chat_body("stream-loop", "hi", true)).await
     });
     assert!(bad.text().contains("CPU limit"), "{}", bad.text());
@@ -126,7 +136,11 @@ async fn a_trap_ends_the_streams_sharing_its_instance_then_a_fresh_one_serves() 
     assert_eq!(next.sse_data().last().map(String::as_str), Some("[DONE]"), "{}", next.text());
     let metrics = relay.metrics().await;
     assert_eq!(metrics.value("relay_plugin_traps_total", &[("plugin", "misbehave"), ("reason", "cpu_limit")]), 1.0);
-    relay.wait_metrics(Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 0.0).await;
+    relay
+        .expect_metrics("the stream gauge back to 0 after the trap", Duration::from_secs(5), |m| {
+            m.gauge("relay_active_streams") == 0.0
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

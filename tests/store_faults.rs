@@ -65,7 +65,11 @@ async fn finished(relay: &TestRelay, id: &str) -> Value {
 async fn baseline(relay: &TestRelay) -> (Gauges, usize) {
     let a = relay.chat(&chat_body("demo-gpt", "warm up", false)).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    relay.wait_metrics(Duration::from_secs(10), |m| m.gauge("relay_upstream_connections_open") == 0.0).await;
+    relay
+        .expect_metrics("the warm-up's upstream connections to close", Duration::from_secs(10), |m| {
+            m.gauge("relay_upstream_connections_open") == 0.0
+        })
+        .await;
     let mut g = relay.gauges().await;
     let end = Instant::now() + Duration::from_secs(10);
     loop {
@@ -122,7 +126,7 @@ async fn a_damaged_store_leaves_chat_serving_and_async_answering_503_until_fixed
     }
     // Auth still comes first.
     assert_eq!(relay.request(Method::GET, "/v1/jobs", None, "").await.status, StatusCode::UNAUTHORIZED);
-    let logs = relay.wait_log("cannot open the job store").await;
+    let logs = relay.expect_log("cannot open the job store").await;
     assert!(logs.contains("Not a redb database"), "the log names the cause:\n{logs}");
     let a = relay.chat(&chat_body("demo-gpt", "still here", false)).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
@@ -162,7 +166,7 @@ async fn an_undecodable_record_is_skipped_reported_and_purged_around() {
     }
 
     let relay = TestRelay::start_in(dir, setup(&config)).await.expect("the relay starts past a bad record");
-    let logs = relay.wait_log("does not decode").await;
+    let logs = relay.expect_log("does not decode").await;
     assert!(logs.lines().any(|l| l.contains("does not decode") && l.contains(&bad)), "{logs}");
     let metrics = relay.metrics().await;
     assert_eq!(metrics.gauge("relay_job_store_bad_records_total"), 1.0);
@@ -341,7 +345,7 @@ async fn a_full_disk_latches_the_store_and_it_reopens_once_space_is_freed() {
     assert_eq!(finished(&relay, &id).await["status"], "succeeded");
     // No job is left running on disk or in the gauges.
     relay
-        .wait_metrics(Duration::from_secs(20), |m| {
+        .expect_metrics("no job running or queued", Duration::from_secs(20), |m| {
             m.value("relay_jobs", &[("status", "running")]) == 0.0
                 && m.value("relay_jobs", &[("status", "queued")]) == 0.0
         })

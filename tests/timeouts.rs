@@ -129,7 +129,7 @@ async fn vendor_dropping_mid_stream_is_an_error_not_a_finish() {
     let msg = last_error(&a.sse_data());
     assert!(msg.contains("adapter 'openai'") && msg.contains("not JSON"), "{msg}");
     relay.assert_back_to(baseline, Duration::from_secs(5)).await;
-    let logs = relay.wait_log("channel=\"garbage\"").await;
+    let logs = relay.expect_log("channel=\"garbage\"").await;
     assert!(logs.contains("channel=\"drop\"") && logs.contains("status=502"), "{logs}");
 }
 
@@ -162,19 +162,8 @@ async fn tls_that_never_completes_fails_at_the_tls_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_that_never_completes_fails_at_the_connect_bound() {
-    // A listener that never accepts, with its queue already full: the kernel drops new
-    // SYNs, so a connect hangs, all on loopback.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let full = sock.listen(0).unwrap();
+    let (full, _fillers) = unconnectable().await;
     let addr = full.local_addr().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
-        {
-            fillers.push(s);
-        }
-    }
     let m = mock().await;
     let slow = "[channel.timeouts]\nconnect = 0.5\n";
     let config =
@@ -231,4 +220,111 @@ async fn a_ten_minute_shaped_stream_completes_intact() {
     assert_eq!(joined_content(&events), format!("Hello from the demo upstream! You said: {text}"));
     assert!(events.len() >= 30, "{}", events.len());
     relay.assert_back_to(baseline, Duration::from_secs(5)).await;
+}
+
+/// A listener that never accepts, with its queue already full: the kernel drops new SYNs,
+/// so a connect to it hangs. The fillers must live as long as the listener.
+async fn unconnectable() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = sock.listen(0).unwrap();
+    let addr = full.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    (full, fillers)
+}
+
+/// Each `RELAY_*_TIMEOUT` with a value of its own, so a variable wired to another stage's
+/// bound shows up in the message.
+const ENV_TIMEOUTS: [(&str, &str); 5] = [
+    ("RELAY_CONNECT_TIMEOUT", "0.4"),
+    ("RELAY_TLS_HANDSHAKE_TIMEOUT", "0.5"),
+    ("RELAY_RESPONSE_HEADER_TIMEOUT", "0.6"),
+    ("RELAY_STREAM_IDLE_TIMEOUT", "0.7"),
+    ("RELAY_TIMEOUT", "1.8"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_env_timeout_bounds_its_stage_over_the_file_and_under_a_channel_table() {
+    let (full, _fillers) = unconnectable().await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut socks = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            socks.push(s);
+        }
+    });
+    let m = mock().await;
+    let slow_head = "headers = { \"x-mock-header-delay-ms\" = \"10000\" }\n";
+    // The file sets every bound to 20 s: the environment must win over all of them.
+    let file = "[timeouts]\nconnect = 20\ntls_handshake = 20\nresponse_header = 20\nstream_idle = 20\ntotal = 20\n";
+    let config = [
+        file.to_string(),
+        channel("ok", &m.base_url(), "ok", ""),
+        channel("syn", &format!("http://{}/v1", full.local_addr().unwrap()), "syn", ""),
+        channel("tls", &format!("https://{silent_addr}/v1"), "tls", ""),
+        channel("head", &m.base_url(), "head", slow_head),
+        channel("stall", &m.base_url(), "stall", "headers = { \"x-mock-fault\" = \"stall-after:3\" }"),
+        channel(
+            "long",
+            &m.base_url(),
+            "long",
+            "headers = { \"x-mock-chunks\" = \"100\", \"x-mock-chunk-delay-ms\" = \"100\" }",
+        ),
+        // The channel's own table wins over the environment for its key...
+        channel("own", &m.base_url(), "own", &format!("{slow_head}[channel.timeouts]\nresponse_header = 0.45\n")),
+        // ...and only for its key: the rest still comes from the environment, not the file.
+        channel("inherit", &m.base_url(), "inherit", &format!("{slow_head}[channel.timeouts]\ntotal = 5\n")),
+    ]
+    .concat();
+    let (relay, baseline) = relay_with_baseline_env(&config, &["ok"], &ENV_TIMEOUTS).await;
+
+    // Every answer read first, then compared at once: a failure shows every stage wrong.
+    let mut got = Vec::new();
+    for model in ["syn", "tls", "head", "own", "inherit"] {
+        let a = relay.chat(&chat_body(model, "hi", false)).await;
+        assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT, "{model}: {}", a.text());
+        got.push(a.openai_error().0);
+    }
+    for model in ["stall", "long"] {
+        let a = relay.chat(&chat_body(model, "hi", true)).await;
+        assert_eq!(a.status, StatusCode::OK, "{model}: the stream had started: {}", a.text());
+        got.push(last_error(&a.sse_data()));
+    }
+    assert_eq!(
+        got,
+        [
+            "upstream connect timeout after 0.4 s on channel syn",
+            "upstream TLS handshake timeout after 0.5 s on channel tls",
+            "upstream response header timeout after 0.6 s on channel head",
+            "upstream response header timeout after 0.45 s on channel own",
+            "upstream response header timeout after 0.6 s on channel inherit",
+            "upstream stream idle timeout after 0.7 s on channel stall",
+            "total request timeout after 1.8 s on channel long",
+        ]
+    );
+    let metrics = relay.metrics().await;
+    let by_stage = |stage: &str| metrics.value("relay_timeouts_total", &[("stage", stage)]);
+    assert_eq!(
+        ["connect", "tls_handshake", "response_header", "stream_idle", "total"].map(by_stage),
+        [1.0, 1.0, 3.0, 1.0, 1.0]
+    );
+    relay.assert_back_to(baseline, Duration::from_secs(5)).await;
+    held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_env_timeout_stops_start_up_naming_the_variable() {
+    let env = [("RELAY_STREAM_IDLE_TIMEOUT", "5m")];
+    let err = TestRelay::try_start(Setup { config: "", adapters: &[], env: &env })
+        .await
+        .err()
+        .expect("the relay must not start with RELAY_STREAM_IDLE_TIMEOUT=5m");
+    assert!(err.contains("environment variable RELAY_STREAM_IDLE_TIMEOUT: '5m' is not a number of seconds"), "{err}");
 }

@@ -1,5 +1,5 @@
-//! Hot reload. The plugin directory and the config file are watched (`notify`), and
-//! SIGHUP reloads both. Changes are debounced, then applied by two independent loops in
+//! Hot reload. The plugin directory and the config file are watched (`notify`) unless
+//! `watch = false`, and SIGHUP reloads both. Changes are debounced, then applied by two independent loops in
 //! one task: adapters through `Registry::reconcile`, the config by building a new routing
 //! snapshot and swapping it in. An adapter load that takes long (each is bounded by the
 //! adapter wall-clock limit) never delays a config edit, a token revocation included.
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use notify::{EventKind, RecursiveMode, Watcher};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -36,40 +36,15 @@ pub struct Reloader {
 impl Reloader {
     /// Start watching. The returned task owns the watcher; aborting it stops both.
     pub fn spawn(self) -> Result<JoinHandle<()>> {
-        let running = self.relay.snapshot();
-        let plugin_dir = running
-            .config
-            .plugin_dir
-            .canonicalize()
-            .with_context(|| format!("cannot watch plugin_dir {}", running.config.plugin_dir.display()))?;
-        let config_path = self.config_path.canonicalize().context("cannot watch the config file")?;
-        let config_dir = config_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
-
         let plugins_changed = Arc::new(Notify::new());
         let config_changed = Arc::new(Notify::new());
-        let (pd, cd) = (plugins_changed.clone(), config_changed.clone());
-        let (watch_plugins, watch_config) = (plugin_dir.clone(), config_path.clone());
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let Ok(ev) = res else { return };
-            // Reads do not change anything; a close after writing does.
-            if matches!(ev.kind, EventKind::Access(a) if a != notify::event::AccessKind::Close(notify::event::AccessMode::Write))
-            {
-                return;
-            }
-            for p in &ev.paths {
-                if p.parent() == Some(watch_plugins.as_path()) {
-                    pd.notify_one();
-                }
-                if p == &watch_config {
-                    cd.notify_one();
-                }
-            }
-        })
-        .context("cannot start the file watcher")?;
-        watcher.watch(&plugin_dir, RecursiveMode::NonRecursive).context("cannot watch plugin_dir")?;
-        if config_dir != plugin_dir {
-            watcher.watch(&config_dir, RecursiveMode::NonRecursive).context("cannot watch the config folder")?;
-        }
+        // With `watch = false` nothing is watched: the notifies never fire, only SIGHUP reloads.
+        let watcher = if self.relay.snapshot().config.watch {
+            Some(self.watch_files(plugins_changed.clone(), config_changed.clone())?)
+        } else {
+            tracing::info!("watch = false: the config file and plugin_dir reload on SIGHUP only");
+            None
+        };
         // One SIGHUP listener per loop: every listener of a signal is woken.
         let hangup = || {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -102,6 +77,42 @@ impl Reloader {
         }))
     }
 
+    /// Watch `plugin_dir` and the config file; an event wakes the matching notify.
+    fn watch_files(&self, plugins_changed: Arc<Notify>, config_changed: Arc<Notify>) -> Result<RecommendedWatcher> {
+        let running = self.relay.snapshot();
+        let plugin_dir = running
+            .config
+            .plugin_dir
+            .canonicalize()
+            .with_context(|| format!("cannot watch plugin_dir {}", running.config.plugin_dir.display()))?;
+        let config_path = self.config_path.canonicalize().context("cannot watch the config file")?;
+        let config_dir = config_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+        let (pd, cd) = (plugins_changed, config_changed);
+        let (watch_plugins, watch_config) = (plugin_dir.clone(), config_path.clone());
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
+            // Reads do not change anything; a close after writing does.
+            if matches!(ev.kind, EventKind::Access(a) if a != notify::event::AccessKind::Close(notify::event::AccessMode::Write))
+            {
+                return;
+            }
+            for p in &ev.paths {
+                if p.parent() == Some(watch_plugins.as_path()) {
+                    pd.notify_one();
+                }
+                if p == &watch_config {
+                    cd.notify_one();
+                }
+            }
+        })
+        .context("cannot start the file watcher")?;
+        watcher.watch(&plugin_dir, RecursiveMode::NonRecursive).context("cannot watch plugin_dir")?;
+        if config_dir != plugin_dir {
+            watcher.watch(&config_dir, RecursiveMode::NonRecursive).context("cannot watch the config folder")?;
+        }
+        Ok(watcher)
+    }
+
     async fn reload_plugins(&self) {
         let dir = self.relay.snapshot().config.plugin_dir.clone();
         match self.registry.reconcile(&self.loader, &dir).await {
@@ -132,6 +143,10 @@ impl Reloader {
             tracing::warn!("listen, plugin_dir and data_dir changes take effect at the next restart");
             (config.listen, config.plugin_dir, config.data_dir) =
                 (old.listen, old.plugin_dir.clone(), old.data_dir.clone());
+        }
+        if config.watch != old.watch {
+            tracing::warn!("watch changes take effect at the next restart");
+            config.watch = old.watch;
         }
         if config.dns_servers != old.dns_servers {
             tracing::warn!("dns_servers changes take effect at the next restart");

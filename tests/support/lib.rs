@@ -171,7 +171,9 @@ impl TestRelay {
     }
 
     /// The log so far, once it holds `needle` (log lines arrive through a pipe, a moment
-    /// after the response).
+    /// after the response). After 10 s it returns the log without it: check the result, or
+    /// use `expect_log`.
+    #[must_use = "the log may not hold the needle: check it, or use expect_log"]
     pub async fn wait_log(&self, needle: &str) -> String {
         let end = Instant::now() + Duration::from_secs(10);
         loop {
@@ -181,6 +183,13 @@ impl TestRelay {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The log once it holds `needle`; fails the test, showing the log, if it does not within 10 s.
+    pub async fn expect_log(&self, needle: &str) -> String {
+        let logs = self.wait_log(needle).await;
+        assert!(logs.contains(needle), "the relay did not log {needle:?} within 10 s; its log:\n{logs}");
+        logs
     }
 
     /// Stop the process and hand back its folder (plugins, data dir) for a restart.
@@ -207,6 +216,7 @@ impl TestRelay {
     }
 
     /// Wait for the process to exit, up to `within`.
+    #[must_use = "None means the relay did not exit"]
     pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let end = Instant::now() + within;
         loop {
@@ -286,7 +296,9 @@ impl TestRelay {
         Metrics(String::from_utf8_lossy(&a.body).into_owned())
     }
 
-    /// Poll `/metrics` until `check` holds or `within` passes; returns the last reading.
+    /// Poll `/metrics` until `check` holds or `within` passes; returns the last reading,
+    /// which may fail `check`: test it, or use `expect_metrics`.
+    #[must_use = "the reading may fail the check: test it, or use expect_metrics"]
     pub async fn wait_metrics(&self, within: Duration, check: impl Fn(&Metrics) -> bool) -> Metrics {
         let end = Instant::now() + within;
         loop {
@@ -296,6 +308,17 @@ impl TestRelay {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Poll `/metrics` until `check` holds; fails the test naming `what` (and showing the
+    /// relay's own series) if it does not within `within`.
+    pub async fn expect_metrics(&self, what: &str, within: Duration, check: impl Fn(&Metrics) -> bool) -> Metrics {
+        let m = self.wait_metrics(within, &check).await;
+        if !check(&m) {
+            let relay_lines: Vec<&str> = m.0.lines().filter(|l| l.starts_with("relay_")).collect();
+            panic!("timed out after {within:?} waiting for {what}; /metrics:\n{}", relay_lines.join("\n"));
+        }
+        m
     }
 }
 
@@ -311,13 +334,22 @@ pub const FAST_POOL: &str = "[limits]\npool_idle_timeout = 0.5\n";
 /// Start a relay for fault tests, make one good request on every channel so the pool and
 /// the client connection exist, wait for the pool to empty, and return the baseline.
 pub async fn relay_with_baseline(config: &str, warm_models: &[&str]) -> (TestRelay, Gauges) {
+    relay_with_baseline_env(config, warm_models, &[]).await
+}
+
+/// `relay_with_baseline` with environment variables for the relay process.
+pub async fn relay_with_baseline_env(config: &str, warm_models: &[&str], env: &[(&str, &str)]) -> (TestRelay, Gauges) {
     let config = format!("{FAST_POOL}{config}{}", token_block(CLIENT_KEY, "*"));
-    let relay = TestRelay::start(Setup { config: &config, adapters: &["openai"], env: &[] }).await;
+    let relay = TestRelay::start(Setup { config: &config, adapters: &["openai"], env }).await;
     for m in warm_models {
         let a = relay.chat(&chat_body(m, "warm up", false)).await;
         assert_eq!(a.status, StatusCode::OK, "warm-up on {m}: {}", a.text());
     }
-    relay.wait_metrics(Duration::from_secs(10), |m| m.gauge("relay_upstream_connections_open") == 0.0).await;
+    relay
+        .expect_metrics("the warm-up's upstream connections to close", Duration::from_secs(10), |m| {
+            m.gauge("relay_upstream_connections_open") == 0.0
+        })
+        .await;
     // Connections close asynchronously (the warm-up's, the pool's idle reaper): the
     // baseline is the first reading that holds still.
     let end = Instant::now() + Duration::from_secs(10);

@@ -104,6 +104,10 @@ pub const DEFAULT_PLUGIN_DIR: &str = "plugins.d";
 /// The relay's own state (compile cache, job store), next to its config by default.
 pub const DEFAULT_DATA_DIR: &str = ".relay";
 
+/// Edits apply by themselves; operators who want explicit reloads (a ConfigMap mount,
+/// config management) turn it off and send SIGHUP.
+pub const DEFAULT_WATCH: bool = true;
+
 /// Async jobs: the store's folder under `data_dir`.
 pub const DEFAULT_JOBS_DIR: &str = "jobs";
 /// A finished job's result is kept a day: time to collect it, not a long-term archive.
@@ -144,6 +148,9 @@ pub struct Config {
     /// Name servers for upstream host names (`ip` or `ip:port`); empty: the system's
     /// (`/etc/resolv.conf`). Applies at start-up.
     pub dns_servers: Vec<SocketAddr>,
+    /// Whether the config file and `plugin_dir` are watched for changes; off, only SIGHUP
+    /// reloads them. Applies at start-up.
+    pub watch: bool,
 }
 
 /// `[jobs]`: the async mode's store and bounds. Applies at start-up.
@@ -528,6 +535,7 @@ impl Config {
             tokens,
             jobs,
             dns_servers,
+            watch: raw.watch.unwrap_or(DEFAULT_WATCH),
         })
     }
 }

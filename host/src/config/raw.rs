@@ -27,6 +27,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) jobs: RawJobs,
     pub(super) dns_servers: Option<Vec<Spanned<String>>>,
+    pub(super) watch: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

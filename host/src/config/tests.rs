@@ -186,3 +186,51 @@ fn base_url_rules() {
     assert!(validate_base_url("https://user:pw@h").is_err());
     assert!(validate_base_url("h/v1").is_err());
 }
+
+#[test]
+fn watch_defaults_on_and_is_validated() {
+    let c = |text: &str| Config::parse(text, Path::new("."), &env(&[]));
+    assert!(c("").unwrap().watch);
+    assert!(!c("watch = false\n").unwrap().watch);
+    assert!(c("watch = true\n").unwrap().watch);
+    let e = format!("{:#}", c("\nwatch = \"no\"\n").unwrap_err());
+    assert!(e.contains("watch") && e.contains("line 2") && e.contains("boolean"), "{e}");
+}
+
+#[test]
+fn every_env_timeout_sets_its_own_bound_over_the_file_and_under_a_channel_table() {
+    // Distinct values, so a variable wired to the wrong bound fails.
+    let e = env(&[
+        ("OPENAI_KEY", "k"),
+        ("RELAY_CONNECT_TIMEOUT", "1.1"),
+        ("RELAY_TLS_HANDSHAKE_TIMEOUT", "2.2"),
+        ("RELAY_RESPONSE_HEADER_TIMEOUT", "3.3"),
+        ("RELAY_STREAM_IDLE_TIMEOUT", "4.4"),
+        ("RELAY_TIMEOUT", "5.5"),
+    ]);
+    let text = GOOD.replace(
+        "[timeouts]\n",
+        "[timeouts]\nconnect = 11\ntls_handshake = 12\nresponse_header = 13\ndns = 14\nclient_body = 15\n",
+    );
+    let c = Config::parse(&text, Path::new("."), &e).unwrap();
+    let secs = |d: Duration| d.as_secs_f64();
+    let t = c.timeouts;
+    assert_eq!(
+        [t.connect, t.tls_handshake, t.response_header, t.stream_idle, t.total].map(secs),
+        [1.1, 2.2, 3.3, 4.4, 5.5]
+    );
+    // Keys without a variable keep the file's value.
+    assert_eq!([t.dns, t.client_body].map(secs), [14.0, 15.0]);
+    // The channel's table (total = 30) wins for that channel; the rest comes from the env.
+    let ch = c.channels[0].timeouts;
+    assert_eq!(
+        [ch.connect, ch.tls_handshake, ch.response_header, ch.stream_idle, ch.total].map(secs),
+        [1.1, 2.2, 3.3, 4.4, 30.0]
+    );
+    for name in ENV_TIMEOUTS {
+        let mut bad = e.clone();
+        bad.insert(name.to_string(), "0".into());
+        let err = format!("{:#}", Config::parse(&text, Path::new("."), &bad).unwrap_err());
+        assert!(err.contains(name) && err.contains("positive"), "{err}");
+    }
+}
