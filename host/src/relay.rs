@@ -285,9 +285,16 @@ impl Relay {
             ctx.settings.clone_from(&channel.settings);
             match self.attempt(channel, client, &ctx, text, limits, log).await {
                 Outcome::Answer(resp) => return Ok(resp),
-                Outcome::RetryableAnswer(resp) if last => return Ok(resp),
+                Outcome::RetryableAnswer(resp) if last => {
+                    log.finish(resp.status().as_u16());
+                    log.first_byte();
+                    return Ok(resp);
+                }
                 Outcome::Failed(e) if last || !e.retryable => return Err(e),
                 Outcome::RetryableAnswer(resp) => {
+                    // Not the client's answer: the request's record keeps only the attempt count.
+                    log.error = None;
+                    log.usage = None;
                     tracing::warn!(request_id = %log.request_id, channel = %channel.name, status = resp.status().as_u16(), "vendor error, trying the next channel");
                 }
                 Outcome::Failed(e) => {
@@ -465,12 +472,13 @@ impl Relay {
             h.insert(header::RETRY_AFTER, v.clone());
         }
         set_request_id(h, &ctx.request_id);
-        log.finish(status.as_u16());
-        log.first_byte();
         if upstream_status.is_server_error() || upstream_status == StatusCode::TOO_MANY_REQUESTS {
+            // Finished (and timed) by `serve_body` only if no channel is left to try.
             log.error = Some(format!("vendor answered {upstream_status}"));
             Outcome::RetryableAnswer(resp)
         } else {
+            log.finish(status.as_u16());
+            log.first_byte();
             Outcome::Answer(resp)
         }
     }
