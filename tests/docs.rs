@@ -119,14 +119,14 @@ fn documented_keys() -> Vec<DocKey> {
 }
 
 /// A value to set `key` to: the example for it, else the default the doc gives when it is
-/// a TOML number or string.
+/// a TOML number, string or boolean.
 fn value_for(k: &DocKey) -> String {
     if let Some((_, _, v)) = EXAMPLES.iter().find(|(t, key, _)| *t == k.table && *key == k.key) {
         return v.to_string();
     }
     let first = k.default.split_whitespace().next().unwrap_or("").trim_matches('`');
     let is_string = first.len() >= 2 && first.starts_with('"') && first.ends_with('"');
-    if is_string || first.parse::<f64>().is_ok() {
+    if is_string || first.parse::<f64>().is_ok() || first == "true" || first == "false" {
         return first.to_string();
     }
     panic!(
@@ -372,7 +372,8 @@ async fn every_metric_in_the_docs_exists_and_every_metric_is_documented() {
                 .find_map(|s| name.strip_suffix(s).filter(|b| families.get(*b).is_some_and(|k| k == "histogram")))
                 .unwrap_or(&name);
             if !families.contains_key(family) {
-                missing.push(format!("{}: {name}", f.display()));
+                let shown = f.strip_prefix(workspace_root()).unwrap_or(f);
+                missing.push(format!("{}: {name}", shown.display()));
             }
         }
     }
@@ -581,7 +582,15 @@ async fn the_docs_commands_run() {
             };
             cmd = cmd.replace("job_00063f1c2a9b4e1042d1f00c", id).replace("job_…", id);
         }
-        let out = Command::new("sh").arg("-c").arg(&cmd).env("KEY", DEMO_KEY).env("PATH", &path).output().unwrap();
+        // Run from the repository's root, as the docs' relative paths are written.
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .current_dir(workspace_root())
+            .env("KEY", DEMO_KEY)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
         ran += 1;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
