@@ -371,3 +371,37 @@ async fn queue_bound_answers_429_and_output_bound_fails_the_job() {
     assert_eq!((v["status"].as_str(), v["started_at"].is_null()), (Some("cancelled"), true), "{v}");
     relay.assert_back_to(baseline, Duration::from_secs(5)).await;
 }
+
+/// A job is one vendor request: its channel's `timeouts.total` cuts it, counted from the
+/// job's start, not from its submission (time queued does not count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_total_cuts_a_job_from_its_start() {
+    let m = mock().await;
+    let bounded = |name: &str, model: &str, shape: &str| {
+        channel(name, &m.base_url(), model, &format!("{shape}\ntimeouts = {{ total = 1.5 }}"))
+    };
+    let config = format!(
+        "[jobs]\nmax_running = 1\n{}{}{}",
+        // 10 s of output: cut at 1.5 s.
+        bounded("long", "long-gpt", VERY_SLOW),
+        // 0.5 s of output, queued behind `long` for about 1.5 s first.
+        bounded("short", "short-gpt", "headers = { \"x-mock-chunks\" = \"10\", \"x-mock-chunk-delay-ms\" = \"50\" }"),
+        token_block(CLIENT_KEY, "*"),
+    );
+    let relay = start(&config).await;
+    let long = submit_chat(&relay, &chat_body("long-gpt", "cut me", false)).await;
+    let short = submit_chat(&relay, &chat_body("short-gpt", "wait, then run", false)).await;
+    assert_eq!(job(&relay, CLIENT_KEY, &short).await.json()["status"], "queued");
+
+    let v = finished(&relay, &long).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("total request timeout after 1.5 s on channel long"), "{v}");
+    let ran = v["progress"]["elapsed_seconds"].as_f64().unwrap_or(0.0);
+    assert!((1.4..6.0).contains(&ran), "cut after {ran} s, not at timeouts.total: {v}");
+
+    let v = finished(&relay, &short).await;
+    assert_eq!(v["status"], "succeeded", "time spent queued counted against timeouts.total: {v}");
+    let started = v["started_at"].as_u64().unwrap_or(0);
+    assert!(started > v["created_at"].as_u64().unwrap_or(u64::MAX), "it did wait in the queue: {v}");
+}

@@ -33,6 +33,13 @@ pub enum Command {
         #[arg(long, value_enum, env = "RELAY_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
     },
+    /// Check a config file offline, as `serve` would read it (environment variables it
+    /// names included); exits non-zero with the key and line of the first problem.
+    CheckConfig {
+        /// The relay.toml to check.
+        #[arg(long, short, env = "RELAY_CONFIG", default_value = "relay.toml")]
+        config: PathBuf,
+    },
     /// Print a running relay's live gauges in one line (reads its /metrics).
     Status {
         /// The relay's address.
@@ -120,12 +127,26 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     // A fixed line on stdout for people and scripts (tests read the port from it).
     println!("relay listening on http://{addr}");
     crate::server::serve(listener, relay, jobs.clone(), shutdown_signal(), grace, stop_tx).await;
-    // Jobs still running are stopped and recorded as failed; the sweeper ends.
+    // Jobs still running (none after a full drain) are recorded `job_interrupted`; the
+    // sweeper ends.
     jobs.shutdown().await;
     reloader.abort();
     tracing::info!("relay stopped");
     // The engine's epoch thread ends with it.
     drop(engine);
+    Ok(())
+}
+
+/// `relay check-config`: parse and validate without serving, binding or loading adapters.
+pub fn check_config(config_path: &std::path::Path) -> Result<()> {
+    let config = Config::load(config_path, &ProcessEnv)?;
+    println!(
+        "ok: {} ({} channels, {} tokens, listen {})",
+        config_path.display(),
+        config.channels.len(),
+        config.tokens.len(),
+        config.listen
+    );
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use relay::cli::{Cli, Command, PluginCommand, init_logging, plugin_check, serve, status};
+use relay::cli::{Cli, Command, LogFormat, PluginCommand, check_config, init_logging, plugin_check, serve, status};
 
 /// See the workspace manifest: memory goes back to the OS after a burst of streams.
 #[global_allocator]
@@ -21,6 +21,11 @@ fn main() -> ExitCode {
             Command::Serve { config, log_format } => {
                 init_logging(log_format);
                 serve(config).await
+            }
+            Command::CheckConfig { config } => {
+                // Warnings (a readable file holding keys) go to stderr, as with `serve`.
+                init_logging(LogFormat::Text);
+                check_config(&config)
             }
             Command::Status { url, metrics_token } => status(&url, metrics_token.as_deref()).await,
             Command::Plugin { command: PluginCommand::Check { file } } => plugin_check(&file).await,

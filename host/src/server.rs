@@ -93,8 +93,9 @@ fn metrics_response(relay: &Relay, headers: &http::HeaderMap) -> Response<Body> 
     resp
 }
 
-/// Serve until `shutdown` resolves, then drain: stop accepting, let in-flight requests
-/// finish for `grace`, then tell streams to end (`streams_stop`) and return.
+/// Serve until `shutdown` resolves, then drain: stop accepting connections and jobs, let
+/// in-flight requests and accepted jobs finish for `grace`, then interrupt the jobs left,
+/// tell streams to end (`streams_stop`) and return.
 pub async fn serve(
     listener: TcpListener,
     relay: Arc<Relay>,
@@ -164,16 +165,32 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(grace_s = grace.as_secs_f64(), "shutting down: no new connections; draining");
+    tracing::info!(grace_s = grace.as_secs_f64(), "shutting down: no new connections or jobs; draining");
+    // Async jobs have no connection to wait on: the grace is for them as much as for
+    // requests in flight, so the drain waits for both.
+    jobs.drain();
     let all_closed = graceful.shutdown();
     tokio::pin!(all_closed);
-    tokio::select! {
-        _ = &mut all_closed => {}
-        _ = tokio::time::sleep(grace) => {
-            tracing::warn!("grace period over: ending the remaining streams");
-            let _ = streams_stop.send(true);
-            let _ = tokio::time::timeout(FINAL_FLUSH, &mut all_closed).await;
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    let (mut conns_closed, mut jobs_idle) = (false, false);
+    while !(conns_closed && jobs_idle) {
+        tokio::select! {
+            _ = &mut all_closed, if !conns_closed => conns_closed = true,
+            _ = jobs.idle(), if !jobs_idle => jobs_idle = true,
+            _ = &mut deadline => break,
         }
+    }
+    if conns_closed && jobs_idle {
+        return;
+    }
+    tracing::warn!("grace period over: interrupting the remaining jobs and ending the remaining streams");
+    // Jobs first, so each records `job_interrupted` rather than the error event its
+    // stream would end with.
+    jobs.shutdown().await;
+    let _ = streams_stop.send(true);
+    if !conns_closed {
+        let _ = tokio::time::timeout(FINAL_FLUSH, &mut all_closed).await;
     }
 }
 

@@ -27,7 +27,7 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
-fn relay_bin() -> PathBuf {
+pub fn relay_bin() -> PathBuf {
     let bin = std::env::var_os("RELAY_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/release/relay"));

@@ -379,19 +379,26 @@ impl Config {
         let plugin_dir = base.join(raw.plugin_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGIN_DIR)));
         let data_dir = base.join(raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)));
         let admin_token = match (&raw.admin_token, &raw.admin_token_env) {
-            (Some(_), Some(_)) => bail!("set admin_token or admin_token_env, not both"),
-            (Some(t), None) => Some(Secret(t.clone())),
+            (Some(t), Some(_)) => {
+                bail!("admin_token (line {}): set admin_token or admin_token_env, not both", at(t.span()))
+            }
+            (Some(t), None) => Some(Secret(t.get_ref().clone())),
             (None, Some(var)) => Some(Secret(env.var(var.get_ref()).filter(|v| !v.is_empty()).ok_or_else(|| {
                 anyhow!("admin_token_env (line {}): environment variable {} is not set", at(var.span()), var.get_ref())
             })?)),
             (None, None) => None,
         };
         if admin_token.as_ref().is_some_and(|t| t.0.len() < 16) {
-            bail!("admin_token must be at least 16 characters");
+            // The line of whichever key gave the token: inline or `_env`.
+            let line =
+                raw.admin_token.as_ref().map(|t| at(t.span())).or(raw.admin_token_env.as_ref().map(|v| at(v.span())));
+            bail!("admin_token (line {}): must be at least 16 characters", line.unwrap_or_default());
         }
         let metrics_token = match (&raw.metrics_token, &raw.metrics_token_env) {
-            (Some(_), Some(_)) => bail!("set metrics_token or metrics_token_env, not both"),
-            (Some(t), None) => Some(Secret(t.clone())),
+            (Some(t), Some(_)) => {
+                bail!("metrics_token (line {}): set metrics_token or metrics_token_env, not both", at(t.span()))
+            }
+            (Some(t), None) => Some(Secret(t.get_ref().clone())),
             (None, Some(var)) => Some(Secret(env.var(var.get_ref()).filter(|v| !v.is_empty()).ok_or_else(|| {
                 anyhow!(
                     "metrics_token_env (line {}): environment variable {} is not set",
@@ -402,7 +409,13 @@ impl Config {
             (None, None) => None,
         };
         if metrics_token.as_ref().is_some_and(|t| t.0.len() < 16) {
-            bail!("metrics_token must be at least 16 characters");
+            // The line of whichever key gave the token: inline or `_env`.
+            let line = raw
+                .metrics_token
+                .as_ref()
+                .map(|t| at(t.span()))
+                .or(raw.metrics_token_env.as_ref().map(|v| at(v.span())));
+            bail!("metrics_token (line {}): must be at least 16 characters", line.unwrap_or_default());
         }
 
         let mut timeouts = resolve_timeouts(&raw.timeouts, Timeouts::default(), "timeouts", text)?;
@@ -471,6 +484,17 @@ impl Config {
                 let value = HeaderValue::try_from(v.as_str())
                     .map_err(|_| anyhow!("{}", ctx(&format!("headers.{k}: not a valid header value"))))?;
                 headers.push((name, value));
+            }
+            // The body is read before the request's channel is chosen: a per-channel bound
+            // could never apply, so it is refused rather than ignored.
+            if let Some(v) = &c.timeouts.client_body {
+                bail!(
+                    "{}",
+                    ctx(&format!(
+                        "timeouts.client_body (line {}): not allowed per channel (the request body is read before its channel is chosen); set it in [timeouts]",
+                        at(v.span())
+                    ))
+                );
             }
             let timeouts = resolve_timeouts(&c.timeouts, timeouts, &format!("channel[{i}].timeouts"), text)?;
             channels.push(Channel {

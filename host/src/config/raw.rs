@@ -12,9 +12,9 @@ pub(super) struct RawConfig {
     pub(super) listen: Option<Spanned<String>>,
     pub(super) plugin_dir: Option<PathBuf>,
     pub(super) data_dir: Option<PathBuf>,
-    pub(super) admin_token: Option<String>,
+    pub(super) admin_token: Option<Spanned<String>>,
     pub(super) admin_token_env: Option<Spanned<String>>,
-    pub(super) metrics_token: Option<String>,
+    pub(super) metrics_token: Option<Spanned<String>>,
     pub(super) metrics_token_env: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) timeouts: RawTimeouts,

@@ -83,7 +83,25 @@ fn errors_name_key_and_line() {
     let e = err("[limits]\nmax_request_body = 0\n");
     assert!(e.contains("limits.max_request_body") && e.contains("line 2"), "{e}");
     let e = err("[limits]\nplugin_call_timeout_ms = 200\nplugin_wall_timeout_ms = 100\n");
-    assert!(e.contains("limits.plugin_wall_timeout_ms") && e.contains("line 3"), "{e}");
+    assert!(e.contains("limits.plugin_wall_timeout_ms") && e.contains("line 3"), "{e}"); // Token keys name their line too, inline or from the environment.
+    let e = err("listen = \"127.0.0.1:0\"\nadmin_token = \"short\"\n");
+    assert!(e.contains("admin_token (line 2): must be at least 16"), "{e}");
+    let e = err("\nadmin_token = \"0123456789abcdef\"\nadmin_token_env = \"X\"\n");
+    assert!(e.contains("admin_token (line 2)") && e.contains("not both"), "{e}");
+    let short = env(&[("ADMIN", "short")]);
+    let e = format!("{:#}", Config::parse("\n\nadmin_token_env = \"ADMIN\"\n", Path::new("."), &short).unwrap_err());
+    assert!(e.contains("admin_token (line 3): must be at least 16"), "{e}");
+}
+
+#[test]
+fn client_body_is_refused_per_channel() {
+    let text = "[[channel]]\nname = \"a\"\nadapter = \"openai\"\nbase_url = \"http://x\"\nmodels = [\"m\"]\n\
+                [channel.timeouts]\ntotal = 5\nclient_body = 5\n";
+    let e = format!("{:#}", Config::parse(text, Path::new("."), &env(&[])).unwrap_err());
+    assert!(e.contains("channel[0] 'a'") && e.contains("timeouts.client_body (line 8)"), "{e}");
+    assert!(e.contains("set it in [timeouts]"), "{e}");
+    // The same key at the top level is fine.
+    assert!(Config::parse("[timeouts]\nclient_body = 5\n", Path::new("."), &env(&[])).is_ok());
 }
 
 #[test]
@@ -176,7 +194,7 @@ fn client_edge_limits() {
     let m = e("[limits]\nmax_inflight_body_bytes = 1000\n");
     assert!(m.contains("limits.max_inflight_body_bytes"), "{m}");
     let m = e("metrics_token = \"short\"\n");
-    assert!(m.contains("metrics_token must be at least 16"), "{m}");
+    assert!(m.contains("metrics_token (line 1): must be at least 16"), "{m}");
 }
 
 #[test]

@@ -92,6 +92,9 @@ struct State {
     live: HashMap<String, watch::Sender<u64>>,
     sweeper: Option<JoinHandle<()>>,
     closed: bool,
+    /// Set at SIGTERM: new submissions are refused, while queued jobs still start as run
+    /// slots free and running ones go on until `shutdown`.
+    draining: bool,
     /// Submissions admitted whose record is being written: they count against the queue.
     reserving: usize,
 }
@@ -102,6 +105,8 @@ pub struct Jobs {
     cfg: JobsConfig,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
+    /// Woken whenever a job's run ends, for `idle` to look again.
+    ended: tokio::sync::Notify,
     me: Weak<Jobs>,
 }
 
@@ -171,6 +176,7 @@ impl Jobs {
             cfg,
             metrics,
             state: Mutex::new(State::default()),
+            ended: tokio::sync::Notify::new(),
             me: me.clone(),
         });
         let sweeper = tokio::spawn(Self::sweep(Arc::downgrade(&jobs), jobs.cfg.sweep_interval));
@@ -217,8 +223,29 @@ impl Jobs {
         }
     }
 
-    /// Stop everything: the sweeper, queued jobs (failed: their bodies were only in
-    /// memory) and running ones (failed, through the same stop as DELETE).
+    /// The start of a graceful stop: refuse new submissions; jobs already accepted keep
+    /// running, and queued ones keep starting, until `idle` or `shutdown`.
+    pub fn drain(&self) {
+        self.lock().draining = true;
+    }
+
+    /// Resolves once no job is queued, being admitted or running.
+    pub async fn idle(&self) {
+        loop {
+            let ended = self.ended.notified();
+            {
+                let st = self.lock();
+                if st.queue.is_empty() && st.running.is_empty() && st.reserving == 0 {
+                    return;
+                }
+            }
+            ended.await;
+        }
+    }
+
+    /// Stop everything: the sweeper, queued jobs and running ones (through the same stop
+    /// as DELETE). Both end `failed` with `job_interrupted`: a queued job's body was only in
+    /// memory, and a running job's vendor call is dropped.
     pub async fn shutdown(&self) {
         let (running, queued) = {
             let mut st = self.lock();
@@ -234,8 +261,7 @@ impl Jobs {
             (running, queued)
         };
         for p in queued {
-            let e = RelayError::unavailable("the relay shut down before the job started");
-            self.record_end(&p.id, Status::Queued, Outcome::Failed(error_object(&e))).await;
+            self.record_end(&p.id, Status::Queued, Outcome::Failed(interrupted_error("queued"))).await;
         }
         let mut handles = Vec::new();
         for (_, r) in running {
@@ -317,8 +343,11 @@ impl Jobs {
         let owner = record.owner.clone();
         {
             let mut st = self.lock();
-            if st.closed {
-                return Err(error_response(&RelayError::unavailable("the relay is shutting down"), None));
+            if st.closed || st.draining {
+                let e = RelayError::unavailable("the relay is shutting down; submit the job again shortly");
+                let mut resp = error_response(&e, None);
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return Err(resp);
             }
             if st.running.len() + st.queue.len() + st.reserving >= self.cfg.max_running + self.cfg.max_queued {
                 self.metrics.job_refusals[Refusal::QueueFull as usize].inc();
@@ -339,6 +368,7 @@ impl Jobs {
         }
         if let Err(e) = self.store.put(record).await {
             self.lock().reserving -= 1;
+            self.ended.notify_waiters();
             self.store.unreserve(&owner);
             tracing::error!(job = %pending.id, error = %e, "storing a new job failed");
             return Err(error_response(&store_error(e), None));
@@ -356,9 +386,10 @@ impl Jobs {
                 None
             }
         };
+        self.ended.notify_waiters();
         if let Some(p) = refused {
-            let e = RelayError::unavailable("the relay shut down before the job started");
-            self.record_end(&p.id, Status::Queued, Outcome::Failed(error_object(&e))).await;
+            self.record_end(&p.id, Status::Queued, Outcome::Failed(interrupted_error("queued"))).await;
+            let e = RelayError::unavailable("the relay shut down before the job started; submit it again shortly");
             return Err(error_response(&e, None));
         }
         Ok(())
@@ -399,10 +430,7 @@ impl Jobs {
             s = &mut stop => match s {
                 Ok(Stop::Cancelled) => Outcome::Cancelled,
                 // A dropped stop handle means shutdown took the job out of the map.
-                Ok(Stop::Shutdown) | Err(_) => {
-                    let e = RelayError::unavailable("the relay shut down while the job was running");
-                    Outcome::Failed(error_object(&e))
-                }
+                Ok(Stop::Shutdown) | Err(_) => Outcome::Failed(interrupted_error("running")),
             },
         };
         self.record_end(&job.id, Status::Running, outcome).await;
@@ -418,6 +446,7 @@ impl Jobs {
         if !st.closed {
             self.pump(&mut st);
         }
+        self.ended.notify_waiters();
     }
 
     /// Write a job's end (durably) and move the status gauges.
@@ -689,6 +718,17 @@ fn owner_quota(max: u64, sweep: Duration) -> Response<Body> {
 /// `Retry-After` in whole seconds, at least 1: the next purge is the earliest a place frees.
 fn retry_after(d: Duration) -> HeaderValue {
     HeaderValue::from(d.as_secs().max(1))
+}
+
+/// The error of a job the relay stopped while shutting down (`limits.shutdown_grace` over),
+/// `was` queued or running; the same code a job left unfinished by a crash gets at the next
+/// start.
+fn interrupted_error(was: &str) -> Value {
+    let e = RelayError::unavailable(format!(
+        "the relay shut down while this job was {was} (limits.shutdown_grace passed); it did not finish and its output may be partial; submit it again"
+    ))
+    .with_code("job_interrupted");
+    error_object(&e)
 }
 
 /// The error of a job whose run ended inside the relay (a panic, a cancelled task).
