@@ -342,11 +342,11 @@ async fn at_plugin_instances_requests_are_served_and_past_it_they_get_503() {
     let instances = |m: &Metrics| m.gauge("relay_plugin_instances");
     let streams = |m: &Metrics| m.value("relay_plugin_instances", &[("use", "stream")]);
     let stream = chat_body("demo-gpt", "one two three four five six seven eight nine ten eleven twelve", true);
-    let peak = Arc::new(AtomicUsize::new(0));
-    // Each stream starts once the one before holds its instance.
+    let peak = AtomicUsize::new(0);
+    // Each stream starts once the ones before hold their instances.
     let after = async |n: f64| {
         let m = relay.wait_metrics(Duration::from_secs(10), |m| streams(m) >= n).await;
-        assert_eq!(streams(&m), n, "stream hosts");
+        assert!(streams(&m) >= n, "stream hosts: {}", streams(&m));
         peak.fetch_max(instances(&m) as usize, Ordering::SeqCst);
     };
     let (first, second, third) = tokio::join!(
@@ -356,7 +356,6 @@ async fn at_plugin_instances_requests_are_served_and_past_it_they_get_503() {
             relay.chat(&stream).await
         },
         async {
-            after(1.0).await;
             after(2.0).await;
             relay.chat(&stream).await
         }
