@@ -32,8 +32,9 @@ fixtures: toolchain
 	@mkdir -p target/fixtures
 	@for p in $(FIXTURES); do cp target/$(WASM)/plugin/$$(echo $$p | tr - _)_adapter.wasm target/fixtures/$$p.wasm; done
 	@# The hot-reload fixture, built five times: two versions to swap, one whose info() traps,
-	@# one whose info() sleeps, one that asks for the key in a header upstreams reflect.
-	@for tag in a b trap sleep reflect; do \
+	@# one whose info() sleeps, one that asks for the key in a header upstreams reflect, one
+	@# that asks for it in the query string.
+	@for tag in a b trap sleep reflect query; do \
 	  FIXTURE_TAG=$$tag $(CARGO) build --locked --profile plugin --target $(WASM) -p tagged-adapter && \
 	  cp target/$(WASM)/plugin/tagged_adapter.wasm target/fixtures/tagged-$$tag.wasm || exit 1; \
 	done

@@ -1,7 +1,9 @@
 //! A hostile adapter, against the real binary: one that sleeps (in a transform, mid-stream,
 //! in `info()` at load), makes sockets in a loop, floods its output, sends 30,000 headers
-//! or asks for the channel key in a header upstreams reflect. Each is cut or refused at its
-//! bound; the relay serves on, and every gauge comes back to its baseline.
+//! or asks for the channel key in a header upstreams reflect, builds a path that would leave
+//! the vendor's host, forges `Host`/`Authorization`/`Cookie`, or takes its key in the query.
+//! Each is cut or refused at its bound; the relay serves on, and every gauge comes back to
+//! its baseline.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -391,9 +393,180 @@ async fn a_reflected_key_never_reaches_the_adapter() {
     vendor.abort();
 }
 
+/// A misbehave channel named after its mode with `base_url` and `extra` lines.
+fn misbehave_channel(mode: &str, base_url: &str, extra: &str) -> String {
+    format!(
+        "[[channel]]\nname = \"{mode}\"\nadapter = \"misbehave\"\nbase_url = \"{base_url}\"\nmodels = [\"{mode}\"]\nsettings = {{ mode = \"{mode}\" }}\n{extra}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapter_paths_that_could_leave_the_vendor_are_refused_before_any_byte_is_sent() {
+    let (m, evil) = (Mock::start(Options::default()).await.unwrap(), Mock::start(Options::default()).await.unwrap());
+    // The bare origin as base URL, as for Anthropic and Gemini: with nothing after the port,
+    // `@host` or `.host` would change the authority, not the path.
+    let extra = misbehave_channel("path-from-prompt", &m.root_url(), &format!("api_key = \"{UPSTREAM_KEY}\""));
+    let relay = TestRelay::start(Setup {
+        config: &(config(&m, &["fine"], "") + &extra),
+        adapters: &["openai", "misbehave"],
+        env: &[],
+    })
+    .await;
+    let base = baseline(&relay).await;
+    let sent_before = m.stats.received().len();
+    let e = evil.addr;
+    let refused = [
+        format!("@{e}/v1/chat/completions"),
+        format!(".{e}/v1/chat/completions"),
+        format!(":{}/v1/chat/completions", e.port()),
+        format!("//{e}/v1/chat/completions"),
+        format!("http://{e}/v1/chat/completions"),
+        format!("/v1/x?u=http://{e}/"),
+        "v1/chat/completions".into(),
+        String::new(),
+        "/v1/../v1/chat/completions".into(),
+        "/v1/./chat/completions".into(),
+        "/v1/%2e%2e/chat/completions".into(),
+        "/v1%2Fchat/completions".into(),
+        "/v1\\chat/completions".into(),
+        "/v1/chat/completions#x".into(),
+        "/v1/chat completions".into(),
+        "/v1/chat/completions\r\nx-injected: 1".into(),
+    ];
+    for path in &refused {
+        let a = relay.chat(&chat_body("path-from-prompt", path, false)).await;
+        assert!(evil.stats.received().is_empty(), "{path:?} sent a request to another host");
+        assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{path:?}: {}", a.text());
+        let (msg, code) = a.openai_error();
+        assert_eq!(code, "adapter_error", "{path:?}");
+        assert!(msg.contains("adapter 'misbehave' built an invalid request: path"), "{path:?}: {msg}");
+    }
+    assert_eq!(m.stats.received().len(), sent_before, "a refused path reached the vendor");
+    let refusals = relay.metrics().await.value("relay_plugin_output_refused_total", &[("limit", "path")]);
+    assert_eq!(refusals, refused.len() as f64);
+
+    // At the edge: plain paths, a query, dots and slashes inside a segment or the query pass.
+    for path in ["/v1/chat/completions", "/v1/chat/completions?x=../y&z=//a", "/v1/chat/completions?u=a@b"] {
+        let a = relay.chat(&chat_body("path-from-prompt", path, false)).await;
+        assert_eq!(a.status, StatusCode::OK, "{path:?}: {}", a.text());
+        let got = m.stats.received().pop().unwrap();
+        let query = path.split_once('?').map(|(_, q)| q.to_string());
+        assert_eq!((got.path.as_str(), got.query), ("/v1/chat/completions", query), "{path:?}");
+    }
+    assert!(evil.stats.received().is_empty());
+    assert_back(&relay, base).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_and_credential_headers_from_an_adapter_are_dropped() {
+    let m = Mock::start(Options::default()).await.unwrap();
+    let keyed = misbehave_channel("forge-headers", &m.base_url(), &format!("api_key = \"{UPSTREAM_KEY}\""));
+    // Without a channel key nothing overwrites the adapter's Authorization: only the rule can.
+    let keyless = misbehave_channel("forge-headers", &m.base_url(), "")
+        .replacen("name = \"forge-headers\"", "name = \"forge-keyless\"", 1)
+        .replace("models = [\"forge-headers\"]", "models = [\"forge-keyless\"]");
+    let relay = TestRelay::start(Setup {
+        config: &(config(&m, &["fine"], "") + &keyed + &keyless),
+        adapters: &["openai", "misbehave"],
+        env: &[],
+    })
+    .await;
+    let base = baseline(&relay).await;
+    let dropped = [
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+    ];
+
+    let a = relay.chat(&chat_body("forge-headers", "hi", false)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let got = m.stats.received().pop().unwrap();
+    let h = &got.headers;
+    assert_eq!(h.get_all("host").iter().collect::<Vec<_>>(), [m.addr.to_string().as_str()], "{h:?}");
+    let auth: Vec<_> = h.get_all("authorization").iter().collect();
+    assert_eq!(auth, [format!("Bearer {UPSTREAM_KEY}").as_str()], "only the channel's credential: {h:?}");
+    for name in &dropped[1..] {
+        assert!(!h.contains_key(*name), "{name} reached the vendor: {h:?}");
+    }
+    assert_eq!(h["x-misbehave-kept"], "yes", "an ordinary header passes: {h:?}");
+
+    // The mock refuses a request without its key (401, passed on); what it got is the point.
+    let a = relay.chat(&chat_body("forge-keyless", "hi", false)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text());
+    let got = m.stats.received().pop().unwrap();
+    let h = &got.headers;
+    assert_eq!(h.get_all("host").iter().collect::<Vec<_>>(), [m.addr.to_string().as_str()], "{h:?}");
+    for name in dropped {
+        assert!(!h.contains_key(name), "{name} reached the vendor: {h:?}");
+    }
+    assert_eq!(h["x-misbehave-kept"], "yes");
+    assert_back(&relay, base).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_auth_adapter_gets_the_key_in_the_query_encoded_and_never_sees_it() {
+    // A key with every character a query needs encoded.
+    let key = "sk-q+u&e=r/y?#%";
+    let encoded = "sk-q%2Bu%26e%3Dr%2Fy%3F%23%25";
+    // Answers 200 with the request line it got as the content; 400 echoing it for `x-fail`.
+    let vendor = RecordingVendor::start(|head| async move {
+        let line = head.lines().next().unwrap_or_default().to_string();
+        if head_header(&head, "x-fail").is_empty() {
+            vec![json_response(200, &completion_json(&line))]
+        } else {
+            let body = serde_json::json!({"error": {"message": format!("bad request: {line}"), "type": "invalid_request_error"}});
+            vec![json_response(400, &body.to_string())]
+        }
+    })
+    .await;
+    let tagged = |name: &str, extra: &str| {
+        format!(
+            "[[channel]]\nname = \"{name}\"\nadapter = \"tagged\"\nbase_url = \"{}\"\napi_key = \"{key}\"\nmodels = [\"{name}\"]\n{extra}\n",
+            vendor.base_url()
+        )
+    };
+    let m = Mock::start(Options::default()).await.unwrap();
+    let config =
+        config(&m, &["fine"], "") + &tagged("query", "") + &tagged("query-fail", "headers = { \"x-fail\" = \"1\" }");
+    let relay =
+        TestRelay::start(Setup { config: &config, adapters: &["openai", "misbehave", "tagged-query"], env: &[] }).await;
+    // The tagged adapter's warm instance is part of the baseline.
+    assert_eq!(relay.chat(&chat_body("query", "warm up", false)).await.status, StatusCode::OK);
+    let base = baseline(&relay).await;
+
+    let a = relay.chat(&chat_body("query", "hi", false)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let heads = vendor.heads();
+    let line = heads.last().unwrap().lines().next().unwrap().to_string();
+    // Joined with `&` to the adapter's own query, percent-encoded, in no header.
+    assert_eq!(line, format!("POST /v1/chat/completions?alt=sse&key={encoded} HTTP/1.1"));
+    assert!(head_header(heads.last().unwrap(), "authorization").is_empty(), "{}", heads.last().unwrap());
+    // What the vendor echoed reached the adapter (and the client) without the key.
+    assert_eq!(
+        a.json()["choices"][0]["message"]["content"],
+        "POST /v1/chat/completions?alt=sse&key=[redacted] HTTP/1.1",
+        "{}",
+        a.text()
+    );
+    let a = relay.chat(&chat_body("query-fail", "hi", false)).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+    assert!(a.text().contains("key=[redacted]"), "{}", a.text());
+    for (what, text) in [("answer", a.text()), ("log", relay.logs())] {
+        assert!(!text.contains(key) && !text.contains(encoded), "the key in the {what}: {text}");
+    }
+    assert!(relay.metrics().await.gauge("relay_upstream_key_redactions_total") >= 2.0);
+    assert_back(&relay, base).await;
+    vendor.close_all().await;
+}
+
 #[test]
 fn the_fixtures_exist() {
-    for f in ["misbehave", "tagged-sleep", "tagged-reflect"] {
+    for f in ["misbehave", "tagged-sleep", "tagged-reflect", "tagged-query"] {
         assert!(Path::new(&adapter_wasm(f)).exists());
     }
 }

@@ -38,6 +38,10 @@ pub struct Framer {
     event: Pending,
 }
 
+/// The longest field prefix a counted line carries (`event: `); a partial line may be this
+/// much longer than the limit, since only the field's value counts toward it.
+const FIELD_PREFIX_MAX: usize = "event: ".len();
+
 /// The event being assembled from its lines.
 struct Pending {
     format: Format,
@@ -80,7 +84,9 @@ impl Framer {
             let from = self.scanned.max(self.start);
             let Some(rel) = memchr::memchr2(b'\n', b'\r', &self.buf[from..]) else {
                 self.scanned = self.buf.len();
-                if self.buf.len() - self.start + self.event.data.len() > self.event.max_event {
+                // The line still arriving holds its field name too (`data: `): an event of
+                // exactly the limit must not be refused because its last line came in two reads.
+                if self.buf.len() - self.start + self.event.data.len() > self.event.max_event + FIELD_PREFIX_MAX {
                     return Err(FrameError::TooLarge(self.event.max_event));
                 }
                 return Ok(None);
@@ -231,10 +237,28 @@ mod tests {
     #[test]
     fn bounded() {
         let mut f = Framer::new(Format::Sse, 16);
-        f.push(&[b'a'; 17]);
+        f.push(&[b'a'; 16 + FIELD_PREFIX_MAX + 1]);
         assert_eq!(f.next_event(), Err(FrameError::TooLarge(16)));
         let mut f = Framer::new(Format::Sse, 16);
         f.push(b"data: 0123456789\ndata: 0123456789\n");
+        assert_eq!(f.next_event(), Err(FrameError::TooLarge(16)));
+    }
+
+    /// An event of exactly the limit passes however its line is cut, one byte more never.
+    #[test]
+    fn an_event_of_exactly_the_limit_passes_when_its_line_arrives_in_pieces() {
+        let line = format!("data: {}", "x".repeat(16));
+        for cut in 0..=line.len() {
+            let mut f = Framer::new(Format::Sse, 16);
+            f.push(&line.as_bytes()[..cut]);
+            assert_eq!(f.next_event(), Ok(None), "cut at {cut}");
+            f.push(&line.as_bytes()[cut..]);
+            assert_eq!(f.next_event(), Ok(None), "cut at {cut}");
+            f.push(b"\n\n");
+            assert_eq!(f.next_event(), Ok(Some(ev(None, &"x".repeat(16)))), "cut at {cut}");
+        }
+        let mut f = Framer::new(Format::Sse, 16);
+        f.push(format!("data: {}\n\n", "x".repeat(17)).as_bytes());
         assert_eq!(f.next_event(), Err(FrameError::TooLarge(16)));
     }
 

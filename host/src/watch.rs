@@ -139,35 +139,12 @@ impl Reloader {
         let running = self.relay.snapshot();
         let old = &running.config;
         // What is bound at start-up stays as it runs, so the running config stays true.
-        if config.listen != old.listen || config.plugin_dir != old.plugin_dir || config.data_dir != old.data_dir {
-            tracing::warn!("listen, plugin_dir and data_dir changes take effect at the next restart");
-            (config.listen, config.plugin_dir, config.data_dir) =
-                (old.listen, old.plugin_dir.clone(), old.data_dir.clone());
-        }
-        if config.watch != old.watch {
-            tracing::warn!("watch changes take effect at the next restart");
-            config.watch = old.watch;
-        }
-        if config.dns_servers != old.dns_servers {
-            tracing::warn!("dns_servers changes take effect at the next restart");
-            config.dns_servers.clone_from(&old.dns_servers);
-        }
-        if config.limits.plugin_memory != old.limits.plugin_memory
-            || config.limits.plugin_call_timeout != old.limits.plugin_call_timeout
-            || config.limits.plugin_instances != old.limits.plugin_instances
-            || config.limits.plugin_instance_uses != old.limits.plugin_instance_uses
-            || config.limits.plugin_streams_per_instance != old.limits.plugin_streams_per_instance
-            || config.limits.plugin_wall_timeout != old.limits.plugin_wall_timeout
-            || config.limits.shutdown_grace != old.limits.shutdown_grace
-        {
-            tracing::warn!("adapter limits and shutdown_grace take effect at the next restart");
-            config.limits.plugin_memory = old.limits.plugin_memory;
-            config.limits.plugin_call_timeout = old.limits.plugin_call_timeout;
-            config.limits.plugin_instances = old.limits.plugin_instances;
-            config.limits.plugin_instance_uses = old.limits.plugin_instance_uses;
-            config.limits.plugin_streams_per_instance = old.limits.plugin_streams_per_instance;
-            config.limits.plugin_wall_timeout = old.limits.plugin_wall_timeout;
-            config.limits.shutdown_grace = old.limits.shutdown_grace;
+        let kept = keep_startup_keys(&mut config, old);
+        if !kept.is_empty() {
+            tracing::warn!(
+                keys = %kept.join(", "),
+                "config keys that apply at start-up only changed; kept as they run until the next restart"
+            );
         }
         let channels = config.channels.len();
         let tokens = config.tokens.len();
@@ -175,6 +152,42 @@ impl Reloader {
         self.metrics.config_reloads.inc(["applied"]);
         tracing::info!(channels, tokens, "config reloaded");
     }
+}
+
+/// Put back in `new` every key that only applies at start-up (what is bound, reserved or
+/// started once) and differs from the running config; returns the names of those keys.
+fn keep_startup_keys(new: &mut Config, old: &Config) -> Vec<&'static str> {
+    let mut kept = Vec::new();
+    macro_rules! keep {
+        ($($field:ident).+, $name:literal) => {
+            if new.$($field).+ != old.$($field).+ {
+                new.$($field).+.clone_from(&old.$($field).+);
+                kept.push($name);
+            }
+        };
+    }
+    keep!(listen, "listen");
+    keep!(plugin_dir, "plugin_dir");
+    keep!(data_dir, "data_dir");
+    keep!(watch, "watch");
+    keep!(dns_servers, "dns_servers");
+    keep!(limits.plugin_memory, "limits.plugin_memory_mib");
+    keep!(limits.plugin_call_timeout, "limits.plugin_call_timeout_ms");
+    keep!(limits.plugin_instances, "limits.plugin_instances");
+    keep!(limits.plugin_instance_uses, "limits.plugin_instance_uses");
+    keep!(limits.plugin_streams_per_instance, "limits.plugin_streams_per_instance");
+    keep!(limits.plugin_wall_timeout, "limits.plugin_wall_timeout_ms");
+    keep!(limits.shutdown_grace, "limits.shutdown_grace");
+    // The job store and its workers are started once; the running ones keep these.
+    keep!(jobs.path, "jobs.path");
+    keep!(jobs.retention, "jobs.retention");
+    keep!(jobs.sweep_interval, "jobs.sweep_interval");
+    keep!(jobs.max_running, "jobs.max_running");
+    keep!(jobs.max_queued, "jobs.max_queued");
+    keep!(jobs.max_bytes_per_job, "jobs.max_bytes_per_job");
+    keep!(jobs.max_per_owner, "jobs.max_per_owner");
+    keep!(jobs.max_store_bytes, "jobs.max_store_bytes");
+    kept
 }
 
 /// Wait until `changed` has been quiet for `DEBOUNCE`.

@@ -461,3 +461,181 @@ pub fn chat_body(model: &str, content: &str, stream: bool) -> Value {
     }
     v
 }
+
+/// A vendor spoken as raw HTTP/1.1 with keep-alive, for tests that must see exactly what the
+/// relay sent: it records each request head as received (request line and headers, case
+/// kept), counts its open sockets, answers each request with what `answer` returns for its
+/// head (a whole response, with a `content-length`, in pieces written 200 ms apart), and
+/// closes every socket on demand.
+pub struct RecordingVendor {
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    close: Arc<tokio::sync::watch::Sender<u64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RecordingVendor {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.close.send_modify(|g| *g += 1);
+    }
+}
+
+impl RecordingVendor {
+    pub async fn start<F, Fut>(answer: F) -> RecordingVendor
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Vec<Vec<u8>>> + Send + 'static,
+    {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let close = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let answer = Arc::new(answer);
+        let (h, o, a, c) = (heads.clone(), Arc::clone(&open), Arc::clone(&accepted), close.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.set_nodelay(true);
+                a.fetch_add(1, SeqCst);
+                o.fetch_add(1, SeqCst);
+                let (h, o, answer, mut closed) = (h.clone(), o.clone(), answer.clone(), c.subscribe());
+                tokio::spawn(async move {
+                    let serve = async {
+                        let mut buf = Vec::new();
+                        while let Some(head) = read_one_request(&mut s, &mut buf).await {
+                            h.lock().unwrap().push(head.clone());
+                            let pieces: Vec<Vec<u8>> = answer(head).await;
+                            for (i, piece) in pieces.into_iter().enumerate() {
+                                if i > 0 {
+                                    tokio::time::sleep(Duration::from_millis(200)).await;
+                                }
+                                if s.write_all(&piece).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    // Bounded: no vendor socket outlives a test by much.
+                    tokio::select! {
+                        _ = serve => {}
+                        _ = closed.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    }
+                    o.fetch_sub(1, SeqCst);
+                });
+            }
+        });
+        RecordingVendor { addr, heads, open, accepted, close, task }
+    }
+
+    /// The base URL with OpenAI's `/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Every request head received so far, in order.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+
+    /// Sockets the relay has open to this vendor now.
+    pub fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Connections accepted since start.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Close every socket open now (idle pooled ones included), and wait until they are.
+    pub async fn close_all(&self) {
+        self.close.send_modify(|g| *g += 1);
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.open() > 0 {
+            assert!(Instant::now() < end, "vendor sockets did not close");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// One request from a keep-alive socket (`buf` keeps what was read past it): its head, or
+/// `None` when the peer closed.
+async fn read_one_request(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut tmp = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut tmp).await.ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = s.read(&mut tmp).await.ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    buf.drain(..head_end + len);
+    Some(head)
+}
+
+/// A whole HTTP/1.1 response with a JSON body.
+pub fn json_response(status: u16, body: &str) -> Vec<u8> {
+    format!("HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+        .into_bytes()
+}
+
+/// An OpenAI chat completion whose message is `content`.
+pub fn completion_json(content: &str) -> String {
+    serde_json::json!({
+        "id": "chatcmpl-rec", "object": "chat.completion", "created": 1, "model": "rec",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    })
+    .to_string()
+}
+
+/// The value of header `name` (any case) in a recorded request head.
+pub fn head_header<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+/// Warm a started relay up (a good request on each model), wait for the upstream pool to
+/// empty, and return the first gauge reading that holds still: the baseline for a relay
+/// that `relay_with_baseline` cannot start (its own top-level keys, adapters or env).
+pub async fn warm_baseline(relay: &TestRelay, warm_models: &[&str]) -> Gauges {
+    for m in warm_models {
+        let a = relay.chat(&chat_body(m, "warm up", false)).await;
+        assert_eq!(a.status, StatusCode::OK, "warm-up on {m}: {}", a.text());
+    }
+    let m = relay.wait_metrics(Duration::from_secs(10), |m| m.gauge("relay_upstream_connections_open") == 0.0).await;
+    assert_eq!(m.gauge("relay_upstream_connections_open"), 0.0, "the pool did not empty after the warm-up");
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut baseline = relay.gauges().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let again = relay.gauges().await;
+        if again == baseline || Instant::now() > end {
+            break;
+        }
+        baseline = again;
+    }
+    assert_eq!((baseline.inflight, baseline.streams, baseline.upstream_connections), (0.0, 0.0, 0.0));
+    baseline
+}

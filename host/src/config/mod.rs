@@ -522,7 +522,16 @@ impl Config {
             let key = match (&t.key, &t.key_env) {
                 (Some(_), Some(_)) => bail!("{}", ctx("set key or key_env, not both")),
                 (Some(k), None) => k.clone(),
-                (None, Some(var)) => env.var(var.get_ref()).unwrap_or_default(),
+                (None, Some(var)) => env.var(var.get_ref()).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    anyhow!(
+                        "{}",
+                        ctx(&format!(
+                            "key_env (line {}): environment variable {} is not set",
+                            at(var.span()),
+                            var.get_ref()
+                        ))
+                    )
+                })?,
                 (None, None) => bail!("{}", ctx("set key or key_env")),
             };
             if key.is_empty() {

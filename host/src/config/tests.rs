@@ -80,6 +80,8 @@ fn errors_name_key_and_line() {
     assert!(e.contains("bogus") && e.contains("line 1"), "{e}");
     let e = err("[[token]]\nname = \"t\"\nmodels = [\"*\"]\n");
     assert!(e.contains("token[0] 't'") && e.contains("key"), "{e}");
+    let e = err("[[token]]\nname = \"t\"\nkey_env = \"NOPE_KEY\"\nmodels = [\"*\"]\n");
+    assert!(e.contains("key_env") && e.contains("NOPE_KEY") && e.contains("line 3"), "{e}");
     let e = err("[limits]\nmax_request_body = 0\n");
     assert!(e.contains("limits.max_request_body") && e.contains("line 2"), "{e}");
     let e = err("[limits]\nplugin_call_timeout_ms = 200\nplugin_wall_timeout_ms = 100\n");
