@@ -89,22 +89,7 @@ async fn relay_with_adapters(config: &str, warm: &Mock, adapters: &[&str]) -> (T
     let config =
         format!("{FAST_POOL}{}{config}{}", channel("warm", &warm.base_url(), "warm", ""), token_block(CLIENT_KEY, "*"));
     let relay = TestRelay::start(Setup { config: &config, adapters, env: &[] }).await;
-    let a = relay.chat(&chat_body("warm", "warm up", false)).await;
-    assert_eq!(a.status, StatusCode::OK, "warm-up: {}", a.text());
-    let m = relay.wait_metrics(Duration::from_secs(10), |m| m.gauge("relay_upstream_connections_open") == 0.0).await;
-    assert_eq!(m.gauge("relay_upstream_connections_open"), 0.0, "the warm-up connection was not closed");
-    // As `relay_with_baseline` does: the baseline is the first reading that holds still.
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut baseline = relay.gauges().await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let again = relay.gauges().await;
-        if again == baseline || Instant::now() > end {
-            break;
-        }
-        baseline = again;
-    }
-    assert_eq!((baseline.inflight, baseline.streams, baseline.upstream_connections), (0.0, 0.0, 0.0));
+    let baseline = warm_baseline(&relay, &["warm"]).await;
     let fds = relay.open_fds();
     (relay, baseline, fds)
 }
@@ -170,13 +155,13 @@ fn refusing() -> (TcpSocket, std::net::SocketAddr) {
     (sock, addr)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vendor_5xx_and_429_move_on_to_the_next_channel() {
+/// For each status: a model `m<status>` served first (priority 1) by a vendor that always
+/// answers that status, then by `good`. Returns `good`, the failing vendors and the config.
+async fn first_failing_then_good(statuses: &[u16]) -> (Mock, Vec<Mock>, String) {
     let good = mock().await;
-    let statuses = [500u16, 502, 503, 429];
     let mut bad = Vec::new();
     let mut config = String::new();
-    for s in statuses {
+    for &s in statuses {
         let m = mock().await;
         let model = format!("m{s}");
         config.push_str(&channel(
@@ -188,6 +173,13 @@ async fn vendor_5xx_and_429_move_on_to_the_next_channel() {
         config.push_str(&channel(&format!("second-{s}"), &good.base_url(), &model, ""));
         bad.push(m);
     }
+    (good, bad, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_5xx_and_429_move_on_to_the_next_channel() {
+    let statuses = [500u16, 502, 503, 429];
+    let (good, bad, config) = first_failing_then_good(&statuses).await;
     let (relay, baseline, fds) = relay_on(&config, &good).await;
 
     for (s, m) in statuses.iter().zip(&bad) {
@@ -310,22 +302,8 @@ async fn a_channel_whose_adapter_cannot_serve_is_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vendor_4xx_is_the_answer_without_failover() {
-    let good = mock().await;
     let statuses = [400u16, 401, 404];
-    let mut bad = Vec::new();
-    let mut config = String::new();
-    for s in statuses {
-        let m = mock().await;
-        let model = format!("m{s}");
-        config.push_str(&channel(
-            &format!("first-{s}"),
-            &m.base_url(),
-            &model,
-            &format!("priority = 1\n{}", failing(s)),
-        ));
-        config.push_str(&channel(&format!("second-{s}"), &good.base_url(), &model, ""));
-        bad.push(m);
-    }
+    let (good, bad, config) = first_failing_then_good(&statuses).await;
     let (relay, baseline, fds) = relay_on(&config, &good).await;
 
     let before = seen(&good);

@@ -25,27 +25,22 @@ async fn read_all(mut s: TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Two channels on the mock and a token: `short` streams 0.5 s of output (10 x 50 ms), well
+/// within the grace periods used here; `long` 20 s (200 x 100 ms), which outlives them.
+fn short_and_long(m: &Mock) -> String {
+    let chunks = |n, ms| format!("headers = {{ \"x-mock-chunks\" = \"{n}\", \"x-mock-chunk-delay-ms\" = \"{ms}\" }}");
+    format!(
+        "{}{}{}",
+        channel("short", &m.base_url(), "short", &chunks(10, 50)),
+        channel("long", &m.base_url(), "long", &chunks(200, 100)),
+        token_block(CLIENT_KEY, "*"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_then_ends_streams_and_exits_zero() {
     let m = Mock::start(Options::default()).await.unwrap();
-    let config = format!(
-        "[limits]\nshutdown_grace = 1.5\n{}{}{}",
-        // Finishes within the grace period (10 x 50 ms).
-        channel(
-            "short",
-            &m.base_url(),
-            "short",
-            "headers = { \"x-mock-chunks\" = \"10\", \"x-mock-chunk-delay-ms\" = \"50\" }"
-        ),
-        // Outlives it (200 x 100 ms).
-        channel(
-            "long",
-            &m.base_url(),
-            "long",
-            "headers = { \"x-mock-chunks\" = \"200\", \"x-mock-chunk-delay-ms\" = \"100\" }"
-        ),
-        token_block(CLIENT_KEY, "*"),
-    );
+    let config = format!("[limits]\nshutdown_grace = 1.5\n{}", short_and_long(&m));
     let mut relay = TestRelay::start(Setup { config: &config, adapters: &["openai"], env: &[] }).await;
     let short = open_stream(&relay, "short").await;
     let long = open_stream(&relay, "long").await;
@@ -131,24 +126,7 @@ fn assert_interrupted(v: &serde_json::Value, was: &str) {
 async fn sigterm_gives_running_and_queued_jobs_the_grace() {
     const GRACE: f64 = 4.0;
     let m = Mock::start(Options::default()).await.unwrap();
-    let config = format!(
-        "[limits]\nshutdown_grace = {GRACE}\n[jobs]\nmax_running = 2\n{}{}{}",
-        // 0.5 s of output: well within the grace.
-        channel(
-            "short",
-            &m.base_url(),
-            "short",
-            "headers = { \"x-mock-chunks\" = \"10\", \"x-mock-chunk-delay-ms\" = \"50\" }"
-        ),
-        // 20 s of output: outlives it.
-        channel(
-            "long",
-            &m.base_url(),
-            "long",
-            "headers = { \"x-mock-chunks\" = \"200\", \"x-mock-chunk-delay-ms\" = \"100\" }"
-        ),
-        token_block(CLIENT_KEY, "*"),
-    );
+    let config = format!("[limits]\nshutdown_grace = {GRACE}\n[jobs]\nmax_running = 2\n{}", short_and_long(&m));
     let setup = || Setup { config: &config, adapters: &["openai"], env: &[] };
     let mut relay = TestRelay::start(setup()).await;
     // Two run slots: `a` and `b` run; `c`, `d`, `e` queue. `c` starts when `a` ends and

@@ -341,28 +341,7 @@ pub async fn relay_with_baseline(config: &str, warm_models: &[&str]) -> (TestRel
 pub async fn relay_with_baseline_env(config: &str, warm_models: &[&str], env: &[(&str, &str)]) -> (TestRelay, Gauges) {
     let config = format!("{FAST_POOL}{config}{}", token_block(CLIENT_KEY, "*"));
     let relay = TestRelay::start(Setup { config: &config, adapters: &["openai"], env }).await;
-    for m in warm_models {
-        let a = relay.chat(&chat_body(m, "warm up", false)).await;
-        assert_eq!(a.status, StatusCode::OK, "warm-up on {m}: {}", a.text());
-    }
-    relay
-        .expect_metrics("the warm-up's upstream connections to close", Duration::from_secs(10), |m| {
-            m.gauge("relay_upstream_connections_open") == 0.0
-        })
-        .await;
-    // Connections close asynchronously (the warm-up's, the pool's idle reaper): the
-    // baseline is the first reading that holds still.
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut baseline = relay.gauges().await;
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let again = relay.gauges().await;
-        if again == baseline || Instant::now() > end {
-            break;
-        }
-        baseline = again;
-    }
-    assert_eq!((baseline.inflight, baseline.streams, baseline.upstream_connections), (0.0, 0.0, 0.0));
+    let baseline = warm_baseline(&relay, warm_models).await;
     (relay, baseline)
 }
 
@@ -626,6 +605,8 @@ pub async fn warm_baseline(relay: &TestRelay, warm_models: &[&str]) -> Gauges {
     }
     let m = relay.wait_metrics(Duration::from_secs(10), |m| m.gauge("relay_upstream_connections_open") == 0.0).await;
     assert_eq!(m.gauge("relay_upstream_connections_open"), 0.0, "the pool did not empty after the warm-up");
+    // Connections close asynchronously (the warm-up's, the pool's idle reaper): the
+    // baseline is the first reading that holds still.
     let end = Instant::now() + Duration::from_secs(10);
     let mut baseline = relay.gauges().await;
     loop {
