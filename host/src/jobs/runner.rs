@@ -1,0 +1,336 @@
+//! Running one job: the relay call, storing its output as it comes, recording its end,
+//! and the guard that records it whatever ends the task.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use http::header;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::access::RequestLog;
+use crate::error::RelayError;
+use crate::http::Body;
+use crate::plugin::Endpoint;
+use crate::sse::{Format, Framer};
+
+use super::assemble::Assembler;
+use super::error::{aborted_error, error_object, interrupted_error, store_error};
+use super::manager::{Jobs, Pending, Stop};
+use super::{Cause, Change, Status, StoreError, now_ms, owner_of, store};
+
+/// How a job ended.
+pub(super) enum Outcome {
+    Succeeded(Value),
+    Failed(Value),
+    Cancelled,
+}
+
+impl Jobs {
+    /// One job, from its run slot to its recorded end. Dropping `execute` on a stop drops
+    /// the vendor call with it. A panic inside the job fails it; a panic or cancellation
+    /// anywhere else is caught by the guard: either way the record ends and the slot frees.
+    pub(super) async fn run(self: Arc<Self>, job: Pending, mut stop: oneshot::Receiver<Stop>) {
+        let mut guard = RunGuard { jobs: self.clone(), id: job.id.clone(), done: false };
+        self.moved(Some(Status::Queued), Some(Status::Running));
+        if let Err(e) = self.store.change(&job.id, Change::Start { at_ms: now_ms() }, true).await {
+            tracing::error!(job = %job.id, error = %e, "recording a job's start failed");
+        }
+        let outcome = tokio::select! {
+            o = AssertUnwindSafe(self.execute(&job)).catch_unwind() => o.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(job = %job.id, panic = %what, "a job panicked; recorded as failed");
+                Outcome::Failed(aborted_error())
+            }),
+            s = &mut stop => match s {
+                Ok(Stop::Cancelled) => Outcome::Cancelled,
+                // A dropped stop handle means shutdown took the job out of the map.
+                Ok(Stop::Shutdown) | Err(_) => Outcome::Failed(interrupted_error("running")),
+            },
+        };
+        self.record_end(&job.id, Status::Running, outcome).await;
+        guard.done = true;
+        self.release(&job.id);
+    }
+
+    /// Write a job's end (durably) and move the status gauges.
+    pub(super) async fn record_end(&self, id: &str, from: Status, outcome: Outcome) {
+        let finished = now_ms();
+        let (status, result, error) = match outcome {
+            Outcome::Succeeded(v) => (Status::Succeeded, Some(v), None),
+            Outcome::Failed(e) => (Status::Failed, None, Some(e)),
+            Outcome::Cancelled => (
+                Status::Cancelled,
+                None,
+                Some(
+                    json!({"message": "the job was cancelled", "type": "cancelled", "param": null, "code": "job_cancelled"}),
+                ),
+            ),
+        };
+        let change = Change::End { status, at_ms: finished, result, error };
+        if let Err(e) = self.store.change(id, change, true).await {
+            tracing::error!(job = %id, error = %e, "recording the end of a job failed; it is written when the store is back");
+        }
+        self.moved(Some(from), Some(status));
+        tracing::info!(job = %id, status = status.as_str(), "job ended");
+    }
+
+    /// Run the request through the relay and store its output as it comes.
+    async fn execute(&self, job: &Pending) -> Outcome {
+        // Test jobs that end the way no real path should: by a panic, or never.
+        #[cfg(test)]
+        match job.body.as_ref() {
+            b"test:panic" => panic!("a test job panics"),
+            b"test:hang" => std::future::pending::<()>().await,
+            _ => {}
+        }
+        let snap = self.relay.snapshot();
+        let Some(token) = snap.config.tokens.iter().find(|t| owner_of(&t.key) == job.owner) else {
+            let e = RelayError::unauthorized("the token that submitted this job is no longer configured");
+            return Outcome::Failed(error_object(&e));
+        };
+        let name = match job.endpoint {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Embeddings => "embeddings",
+        };
+        let mut log = RequestLog::new(self.metrics.clone(), job.request_id.clone(), name);
+        let resp = match self.relay.serve_body(token, job.endpoint, &job.body, &snap, &mut log).await {
+            Ok(r) => r,
+            Err(e) => {
+                log.error = Some(e.message.clone());
+                log.finish(e.status.as_u16());
+                return Outcome::Failed(error_object(&e));
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let is_stream = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == b"text/event-stream");
+        let mut sink = Sink { jobs: self, id: &job.id, bytes: 0, seq: 0, tokens: 0 };
+        if !is_stream {
+            let bytes = match body.collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(never) => match never {},
+            };
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            if !parts.status.is_success() {
+                return Outcome::Failed(v.get("error").cloned().unwrap_or(v));
+            }
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            if let Err(o) = sink.append(vec![text], v.pointer("/usage/completion_tokens").and_then(Value::as_u64)).await
+            {
+                return o;
+            }
+            return Outcome::Succeeded(v);
+        }
+        self.consume_stream(body, &mut sink).await
+    }
+
+    /// The relay's own SSE answer, read back event by event: chunks are stored and
+    /// assembled; `[DONE]` is success, an error event is the job's error.
+    async fn consume_stream(&self, mut body: Body, sink: &mut Sink<'_>) -> Outcome {
+        let mut framer = Framer::new(Format::Sse, usize::MAX);
+        let mut assembler = Assembler::default();
+        loop {
+            let Some(frame) = body.frame().await else {
+                let e = RelayError::bad_upstream("the stream ended without completing");
+                return Outcome::Failed(error_object(&e));
+            };
+            let Ok(data) = (match frame {
+                Ok(f) => f.into_data(),
+                Err(never) => match never {},
+            }) else {
+                continue;
+            };
+            framer.push(&data);
+            let mut batch = Vec::new();
+            let mut done = false;
+            let mut failed = None;
+            while let Ok(Some(ev)) = framer.next_event() {
+                if ev.data == "[DONE]" {
+                    done = true;
+                    break;
+                }
+                let v: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
+                if let Some(err) = v.get("error").filter(|_| v.get("choices").is_none()) {
+                    failed = Some(Outcome::Failed(err.clone()));
+                    break;
+                }
+                assembler.push(&v);
+                batch.push(ev.data);
+            }
+            if let Err(o) = sink.append(batch, assembler.completion_tokens()).await {
+                return o;
+            }
+            if let Some(o) = failed {
+                return o;
+            }
+            if done {
+                return Outcome::Succeeded(assembler.finish());
+            }
+        }
+    }
+}
+
+/// Ends a job's run whatever ends its task. `run` sets `done` after recording the end; a
+/// guard dropped without it (a panic outside the caught part, the task cancelled) records
+/// the job failed (without waiting), frees its slot and wakes its readers.
+struct RunGuard {
+    jobs: Arc<Jobs>,
+    id: String,
+    done: bool,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        tracing::error!(job = %self.id, "a job's task ended without recording its end; recorded as failed");
+        let change =
+            Change::End { status: Status::Failed, at_ms: now_ms(), result: None, error: Some(aborted_error()) };
+        self.jobs.store.change_detached(&self.id, change);
+        self.jobs.moved(Some(Status::Running), Some(Status::Failed));
+        self.jobs.release(&self.id);
+    }
+}
+
+/// Where a running job's output goes: the store, batch by batch, then a wake-up for
+/// event readers.
+struct Sink<'a> {
+    jobs: &'a Jobs,
+    id: &'a str,
+    bytes: u64,
+    seq: u64,
+    tokens: u64,
+}
+
+impl Sink<'_> {
+    /// Store a batch; `Err` ends the job (the per-job byte bound, the store's size bound, or
+    /// the store failing).
+    async fn append(&mut self, batch: Vec<String>, completion_tokens: Option<u64>) -> Result<(), Outcome> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let size: u64 = batch.iter().map(|e| e.len() as u64).sum();
+        let max = self.jobs.cfg.max_bytes_per_job;
+        if self.bytes + size > max {
+            let e = RelayError::bad_upstream(format!(
+                "the job's output passed the limit of {max} bytes (jobs.max_bytes_per_job)"
+            ))
+            .with_code("job_too_large");
+            return Err(Outcome::Failed(error_object(&e)));
+        }
+        let cost = store::job_cost(size, batch.len() as u64) - store::JOB_OVERHEAD;
+        if self.jobs.store.bytes().saturating_add(cost) > self.jobs.cfg.max_store_bytes {
+            return Err(Outcome::Failed(error_object(&store_error(StoreError(Cause::OverBudget)))));
+        }
+        let first = self.seq + 1;
+        self.seq += batch.len() as u64;
+        self.bytes += size;
+        if let Some(t) = completion_tokens {
+            self.tokens = t;
+        }
+        let count = self.seq;
+        let change = Change::Progress {
+            events: count,
+            bytes: self.bytes,
+            completion_tokens: self.tokens,
+            last_event_ms: now_ms(),
+        };
+        if let Err(e) = self.jobs.store.append(self.id, first, batch, change).await {
+            return Err(Outcome::Failed(error_object(&store_error(e))));
+        }
+        if let Some(tx) = self.jobs.lock().live.get(self.id) {
+            tx.send_replace(count);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use tokio::sync::watch;
+
+    use crate::jobs::Record;
+    use crate::metrics::Metrics;
+    use crate::relay::Relay;
+
+    fn start(dir: &Path, max_running: usize) -> Arc<Jobs> {
+        let text = format!("[jobs]\npath = \"{}\"\nmax_running = {max_running}\n", dir.display());
+        let cfg = crate::config::Config::parse(&text, Path::new("."), &HashMap::new()).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let jobs_cfg = cfg.jobs.clone();
+        let snap = crate::route::Snapshot::new(cfg, crate::upstream::tls_config(), metrics.clone());
+        let (_, rx) = watch::channel(false);
+        let relay = Arc::new(Relay::new(snap, Arc::new(crate::plugin::Registry::default()), metrics.clone(), rx));
+        Jobs::start(relay, jobs_cfg, metrics)
+    }
+
+    async fn admit(jobs: &Jobs, id: &str, body: &'static [u8]) {
+        let record = Record { id: id.into(), owner: "o".into(), status: Status::Queued, ..Record::default() };
+        let pending = Pending {
+            id: id.into(),
+            owner: "o".into(),
+            endpoint: Endpoint::ChatCompletions,
+            body: Bytes::from_static(body),
+            request_id: "r".into(),
+            _share: crate::metrics::BodyPermit::empty(jobs.relay.metrics.clone()),
+        };
+        assert!(jobs.admit(record, pending).await.is_ok());
+    }
+
+    async fn wait_for(jobs: &Jobs, id: &str, status: Status) -> Record {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = jobs.store.get(id).await.unwrap().unwrap();
+            if r.status == status {
+                return r;
+            }
+            assert!(Instant::now() < end, "{id} never reached {status:?}: {r:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_that_panics_or_is_cancelled_ends_failed_and_frees_its_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = start(dir.path(), 1);
+
+        admit(&jobs, "job_a", b"test:panic").await;
+        let r = wait_for(&jobs, "job_a", Status::Failed).await;
+        assert_eq!(r.error.unwrap()["code"], "job_aborted");
+
+        // A task cancelled from outside (as a panic outside the caught part would end it):
+        // the guard records the end and hands the slot to the next job.
+        admit(&jobs, "job_b", b"test:hang").await;
+        wait_for(&jobs, "job_b", Status::Running).await;
+        admit(&jobs, "job_c", b"test:hang").await;
+        assert_eq!(jobs.store.get("job_c").await.unwrap().unwrap().status, Status::Queued);
+        jobs.lock().running.get("job_b").unwrap().handle.abort();
+        let r = wait_for(&jobs, "job_b", Status::Failed).await;
+        assert_eq!(r.error.unwrap()["code"], "job_aborted");
+        wait_for(&jobs, "job_c", Status::Running).await;
+        {
+            let st = jobs.lock();
+            assert_eq!(st.running.keys().collect::<Vec<_>>(), ["job_c"]);
+            assert!(!st.live.contains_key("job_a") && !st.live.contains_key("job_b"));
+        }
+        let gauges: Vec<i64> = jobs.metrics.jobs.iter().map(|g| g.get()).collect();
+        assert_eq!(gauges, [0, 1, 0, 2, 0]);
+
+        jobs.shutdown().await;
+        wait_for(&jobs, "job_c", Status::Failed).await;
+        assert!(jobs.lock().running.is_empty() && jobs.lock().live.is_empty());
+    }
+}
