@@ -19,7 +19,7 @@ use crate::relay::Relay;
 
 use super::error::{interrupted_error, owner_quota, queue_full, retry_after, store_error};
 use super::now_ms;
-use super::runner::Outcome;
+use super::runner::JobEnd;
 use super::{Cause, Record, Status, Store, StoreError};
 
 /// Shutdown waits this long for stopped jobs to record how they ended.
@@ -184,7 +184,7 @@ impl Jobs {
             (running, queued)
         };
         for p in queued {
-            self.record_end(&p.id, Status::Queued, Outcome::Failed(interrupted_error("queued"))).await;
+            self.record_end(&p.id, Status::Queued, JobEnd::Failed(interrupted_error("queued"))).await;
         }
         let mut handles = Vec::new();
         for (_, r) in running {
@@ -252,7 +252,7 @@ impl Jobs {
         };
         self.ended.notify_waiters();
         if let Some(p) = refused {
-            self.record_end(&p.id, Status::Queued, Outcome::Failed(interrupted_error("queued"))).await;
+            self.record_end(&p.id, Status::Queued, JobEnd::Failed(interrupted_error("queued"))).await;
             let e = RelayError::unavailable("the relay shut down before the job started; submit it again shortly");
             return Err(error_response(&e, None));
         }
@@ -297,7 +297,7 @@ impl Jobs {
             (pending, st.live.get(id).map(watch::Sender::subscribe))
         };
         if let Some(p) = pending {
-            self.record_end(&p.id, Status::Queued, Outcome::Cancelled).await;
+            self.record_end(&p.id, Status::Queued, JobEnd::Cancelled).await;
             return;
         }
         if let Some(rx) = live.as_mut() {

@@ -22,7 +22,7 @@ use super::manager::{Jobs, Pending, Stop};
 use super::{Cause, Change, Status, StoreError, now_ms, owner_of, store};
 
 /// How a job ended.
-pub(super) enum Outcome {
+pub(super) enum JobEnd {
     Succeeded(Value),
     Failed(Value),
     Cancelled,
@@ -38,7 +38,7 @@ impl Jobs {
         if let Err(e) = self.store.change(&job.id, Change::Start { at_ms: now_ms() }, true).await {
             tracing::error!(job = %job.id, error = %e, "recording a job's start failed");
         }
-        let outcome = tokio::select! {
+        let end = tokio::select! {
             o = AssertUnwindSafe(self.execute(&job)).catch_unwind() => o.unwrap_or_else(|panic| {
                 let what = panic
                     .downcast_ref::<&str>()
@@ -46,26 +46,26 @@ impl Jobs {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 tracing::error!(job = %job.id, panic = %what, "a job panicked; recorded as failed");
-                Outcome::Failed(aborted_error())
+                JobEnd::Failed(aborted_error())
             }),
             s = &mut stop => match s {
-                Ok(Stop::Cancelled) => Outcome::Cancelled,
+                Ok(Stop::Cancelled) => JobEnd::Cancelled,
                 // A dropped stop handle means shutdown took the job out of the map.
-                Ok(Stop::Shutdown) | Err(_) => Outcome::Failed(interrupted_error("running")),
+                Ok(Stop::Shutdown) | Err(_) => JobEnd::Failed(interrupted_error("running")),
             },
         };
-        self.record_end(&job.id, Status::Running, outcome).await;
+        self.record_end(&job.id, Status::Running, end).await;
         guard.done = true;
         self.release(&job.id);
     }
 
     /// Write a job's end (durably) and move the status gauges.
-    pub(super) async fn record_end(&self, id: &str, from: Status, outcome: Outcome) {
+    pub(super) async fn record_end(&self, id: &str, from: Status, end: JobEnd) {
         let finished = now_ms();
-        let (status, result, error) = match outcome {
-            Outcome::Succeeded(v) => (Status::Succeeded, Some(v), None),
-            Outcome::Failed(e) => (Status::Failed, None, Some(e)),
-            Outcome::Cancelled => (
+        let (status, result, error) = match end {
+            JobEnd::Succeeded(v) => (Status::Succeeded, Some(v), None),
+            JobEnd::Failed(e) => (Status::Failed, None, Some(e)),
+            JobEnd::Cancelled => (
                 Status::Cancelled,
                 None,
                 Some(
@@ -82,7 +82,7 @@ impl Jobs {
     }
 
     /// Run the request through the relay and store its output as it comes.
-    async fn execute(&self, job: &Pending) -> Outcome {
+    async fn execute(&self, job: &Pending) -> JobEnd {
         // Test jobs that end the way no real path should: by a panic, or never.
         #[cfg(test)]
         match job.body.as_ref() {
@@ -93,7 +93,7 @@ impl Jobs {
         let snap = self.relay.snapshot();
         let Some(token) = snap.config.tokens.iter().find(|t| owner_of(&t.key) == job.owner) else {
             let e = RelayError::unauthorized("the token that submitted this job is no longer configured");
-            return Outcome::Failed(error_object(&e));
+            return JobEnd::Failed(error_object(&e));
         };
         let name = match job.endpoint {
             Endpoint::ChatCompletions => "chat_completions",
@@ -105,7 +105,7 @@ impl Jobs {
             Err(e) => {
                 log.error = Some(e.message.clone());
                 log.finish(e.status.as_u16());
-                return Outcome::Failed(error_object(&e));
+                return JobEnd::Failed(error_object(&e));
             }
         };
         let (parts, body) = resp.into_parts();
@@ -118,27 +118,27 @@ impl Jobs {
             };
             let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if !parts.status.is_success() {
-                return Outcome::Failed(v.get("error").cloned().unwrap_or(v));
+                return JobEnd::Failed(v.get("error").cloned().unwrap_or(v));
             }
             let text = String::from_utf8_lossy(&bytes).into_owned();
             if let Err(o) = sink.append(vec![text], v.pointer("/usage/completion_tokens").and_then(Value::as_u64)).await
             {
                 return o;
             }
-            return Outcome::Succeeded(v);
+            return JobEnd::Succeeded(v);
         }
         self.consume_stream(body, &mut sink).await
     }
 
     /// The relay's own SSE answer, read back event by event: chunks are stored and
     /// assembled; `[DONE]` is success, an error event is the job's error.
-    async fn consume_stream(&self, mut body: Body, sink: &mut Sink<'_>) -> Outcome {
+    async fn consume_stream(&self, mut body: Body, sink: &mut Sink<'_>) -> JobEnd {
         let mut framer = Framer::new(Format::Sse, usize::MAX);
         let mut assembler = Assembler::default();
         loop {
             let Some(frame) = body.frame().await else {
                 let e = RelayError::bad_upstream("the stream ended without completing");
-                return Outcome::Failed(error_object(&e));
+                return JobEnd::Failed(error_object(&e));
             };
             let Ok(data) = (match frame {
                 Ok(f) => f.into_data(),
@@ -157,7 +157,7 @@ impl Jobs {
                 }
                 let v: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
                 if let Some(err) = v.get("error").filter(|_| v.get("choices").is_none()) {
-                    failed = Some(Outcome::Failed(err.clone()));
+                    failed = Some(JobEnd::Failed(err.clone()));
                     break;
                 }
                 assembler.push(&v);
@@ -170,7 +170,7 @@ impl Jobs {
                 return o;
             }
             if done {
-                return Outcome::Succeeded(assembler.finish());
+                return JobEnd::Succeeded(assembler.finish());
             }
         }
     }
@@ -212,7 +212,7 @@ struct Sink<'a> {
 impl Sink<'_> {
     /// Store a batch; `Err` ends the job (the per-job byte bound, the store's size bound, or
     /// the store failing).
-    async fn append(&mut self, batch: Vec<String>, completion_tokens: Option<u64>) -> Result<(), Outcome> {
+    async fn append(&mut self, batch: Vec<String>, completion_tokens: Option<u64>) -> Result<(), JobEnd> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -223,11 +223,11 @@ impl Sink<'_> {
                 "the job's output passed the limit of {max} bytes (jobs.max_bytes_per_job)"
             ))
             .with_code("job_too_large");
-            return Err(Outcome::Failed(error_object(&e)));
+            return Err(JobEnd::Failed(error_object(&e)));
         }
         let cost = store::job_cost(size, batch.len() as u64) - store::JOB_OVERHEAD;
         if self.jobs.store.bytes().saturating_add(cost) > self.jobs.cfg.max_store_bytes {
-            return Err(Outcome::Failed(error_object(&store_error(StoreError(Cause::OverBudget)))));
+            return Err(JobEnd::Failed(error_object(&store_error(StoreError(Cause::OverBudget)))));
         }
         let first = self.seq + 1;
         self.seq += batch.len() as u64;
@@ -243,7 +243,7 @@ impl Sink<'_> {
             last_event_ms: now_ms(),
         };
         if let Err(e) = self.jobs.store.append(self.id, first, batch, change).await {
-            return Err(Outcome::Failed(error_object(&store_error(e))));
+            return Err(JobEnd::Failed(error_object(&store_error(e))));
         }
         if let Some(tx) = self.jobs.lock().live.get(self.id) {
             tx.send_replace(count);
