@@ -46,9 +46,12 @@ pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Bod
     resp
 }
 
-/// Compare secrets without leaking where they differ through timing.
+/// Compare secrets without leaking where they differ through timing. Both sides are hashed
+/// first, so the comparison runs over equal lengths and the secret's length does not leak either.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
 
 pub(crate) fn set_request_id(h: &mut HeaderMap, id: &str) {
@@ -131,5 +134,44 @@ pub(crate) async fn read_client_body(
         }
         Ok(Err(e)) => Err(e),
         Ok(Ok(())) => Ok((buf.freeze(), share)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_is_plain_equality() {
+        let secret = b"metrics-token-0123456789abcdef";
+        assert!(constant_time_eq(secret, secret));
+        assert!(constant_time_eq(b"", b""));
+        for other in [
+            &b""[..],
+            b"metrics-token-0123456789abcde",
+            b"metrics-token-0123456789abcdef0",
+            b"metrics-token-0123456789abcdeF",
+            b"Metrics-token-0123456789abcdef",
+            b"xetrics-token-0123456789abcdef",
+        ] {
+            assert!(!constant_time_eq(other, secret), "{}", String::from_utf8_lossy(other));
+            assert!(!constant_time_eq(secret, other), "{}", String::from_utf8_lossy(other));
+        }
+    }
+
+    #[test]
+    fn bearer_matches_needs_the_exact_secret() {
+        let mut h = HeaderMap::new();
+        assert!(!bearer_matches(&h, "admin-token-0123456789"));
+        for (sent, ok) in [
+            ("Bearer admin-token-0123456789", true),
+            ("Bearer admin-token-012345678", false),
+            ("Bearer admin-token-01234567890", false),
+            ("Basic admin-token-0123456789", false),
+            ("admin-token-0123456789", false),
+        ] {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(sent));
+            assert_eq!(bearer_matches(&h, "admin-token-0123456789"), ok, "{sent}");
+        }
     }
 }

@@ -12,14 +12,14 @@ use crate::upstream::{self, HttpClient};
 
 pub struct Snapshot {
     pub config: Config,
-    tokens: HashMap<String, usize>,
+    tokens: crate::auth::KeyIndex,
     routes: HashMap<String, Vec<usize>>,
     clients: Vec<HttpClient>,
 }
 
 impl Snapshot {
     pub fn new(config: Config, tls: Arc<rustls::ClientConfig>, metrics: Arc<Metrics>) -> Snapshot {
-        let tokens = config.tokens.iter().enumerate().map(|(i, t)| (t.key.clone(), i)).collect();
+        let tokens = crate::auth::KeyIndex::new(config.tokens.iter().map(|t| t.key.as_str()));
         let mut routes: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, c) in config.channels.iter().enumerate() {
             for m in &c.models {
@@ -35,7 +35,7 @@ impl Snapshot {
     }
 
     pub fn token(&self, key: &str) -> Option<&Token> {
-        self.tokens.get(key).map(|&i| &self.config.tokens[i])
+        self.tokens.get(key).map(|i| &self.config.tokens[i])
     }
 
     /// Models a token may use, sorted, each with the adapter of its first channel.

@@ -87,21 +87,14 @@ impl Redactor {
     pub fn new(key: Option<&str>, metrics: Arc<Metrics>) -> Redactor {
         let mut needles = Vec::new();
         if let Some(key) = key.filter(|k| !k.is_empty()) {
-            // Both hex cases of the percent-encoding: vendors and proxies write either.
-            let encode = |upper: bool| {
-                let mut out = String::with_capacity(key.len() * 3);
-                for b in key.bytes() {
-                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                        out.push(b as char);
-                    } else if upper {
-                        out.push_str(&format!("%{b:02X}"));
-                    } else {
-                        out.push_str(&format!("%{b:02x}"));
-                    }
-                }
-                out
-            };
-            for n in [key.to_string(), encode(true), encode(false)] {
+            // The key as the query auth scheme encodes it, in both hex cases: vendors and
+            // proxies write either. The encoder yields each `%XX` as its own piece.
+            let encoded = percent_encoding::utf8_percent_encode(key, crate::vendor_request::QUERY_COMPONENT);
+            let lower: String = encoded
+                .clone()
+                .map(|piece| if piece.starts_with('%') { piece.to_ascii_lowercase() } else { piece.to_string() })
+                .collect();
+            for n in [key.to_string(), encoded.to_string(), lower] {
                 if !needles.contains(&n) {
                     needles.push(n);
                 }
@@ -340,6 +333,11 @@ mod tests {
         let s = r.redact("origin: sk/a b; url ?key=sk%2Fa%20b and sk%2fa%20b".into());
         assert_eq!(s, "origin: [redacted]; url ?key=[redacted] and [redacted]");
         assert_eq!(m.upstream_key_redactions.get(), 3);
-        assert_eq!(Redactor::new(None, m).redact("sk/a b".into()), "sk/a b");
+        assert_eq!(Redactor::new(None, m.clone()).redact("sk/a b".into()), "sk/a b");
+        // Letters of the key keep their case; only the hex digits of `%XX` change.
+        let r = Redactor::new(Some("Key/é"), m.clone());
+        assert_eq!(r.needles, ["Key/é", "Key%2F%C3%A9", "Key%2f%c3%a9"]);
+        assert_eq!(r.redact("Key%2f%c3%a9 key%2f%c3%a9".into()), "[redacted] key%2f%c3%a9");
+        assert_eq!(Redactor::new(Some("plain-key_1.0~"), m).needles, ["plain-key_1.0~"]);
     }
 }

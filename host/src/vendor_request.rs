@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, header};
 use http_body_util::Full;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::config::Channel;
 use crate::error::RelayError;
@@ -199,16 +200,12 @@ fn is_reserved_header(lower: &str) -> bool {
     )
 }
 
+/// What a query-string name or value keeps as it is: the RFC 3986 unreserved characters.
+/// Everything else, every byte of a non-ASCII character included, becomes `%XX` (upper-case hex).
+pub(crate) const QUERY_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, QUERY_COMPONENT).to_string()
 }
 
 #[cfg(test)]
@@ -225,6 +222,27 @@ mod adapter_output_tests {
         {
             assert!(unsafe_path(bad).is_some(), "{bad}");
         }
+    }
+
+    #[test]
+    fn query_components_keep_only_unreserved_characters() {
+        // The encoding the query auth scheme has always sent: byte by byte, upper-case hex.
+        let reference = |s: &str| {
+            s.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        };
+        let every_ascii: String = (0u8..=0x7f).map(char::from).collect();
+        for s in [every_ascii.as_str(), "", "AIza-Sy_0.9~", "sk/a b+c=d&e?f#g%h", "clé☃", "\u{10FFFF}"] {
+            assert_eq!(percent_encode(s), reference(s), "{s:?}");
+        }
+        assert_eq!(percent_encode("k/y +é"), "k%2Fy%20%2B%C3%A9");
     }
 
     #[test]
