@@ -46,7 +46,9 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// their final error event before the process exits.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
-pub async fn route(relay: Arc<Relay>, jobs: Arc<Jobs>, req: Request<Incoming>) -> Response<Body> {
+/// One client request, by path: the API routes, health, metrics, the admin API and the
+/// async job routes.
+pub async fn dispatch(relay: Arc<Relay>, jobs: Arc<Jobs>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::POST, "/v1/chat/completions") if wants_async(req.headers()) => {
@@ -148,7 +150,7 @@ pub async fn serve(
             let busy = state.begin();
             let (relay, jobs) = (relay.clone(), jobs.clone());
             async move {
-                let resp = route(relay, jobs, req).await;
+                let resp = dispatch(relay, jobs, req).await;
                 Ok::<_, std::convert::Infallible>(resp.map(|b| TrackedBody::new(b, busy)))
             }
         });
