@@ -8,17 +8,44 @@ use rand::Rng;
 
 use crate::config::{Channel, Config, Token};
 use crate::metrics::Metrics;
-use crate::upstream::{self, HttpClient};
+use crate::upstream::{self, HttpClient, PoolKey};
 
 pub struct Snapshot {
     pub config: Config,
     tokens: HashMap<String, usize>,
     routes: HashMap<String, Vec<usize>>,
     clients: Vec<HttpClient>,
+    /// What shaped each client, for `Snapshot::reusing`.
+    pool_keys: Vec<PoolKey>,
 }
 
 impl Snapshot {
     pub fn new(config: Config, tls: Arc<rustls::ClientConfig>, metrics: Arc<Metrics>) -> Snapshot {
+        Self::build(config, tls, metrics, None)
+    }
+
+    /// A snapshot for a reloaded config: each channel whose `PoolKey` is unchanged keeps
+    /// `previous`'s pooled client (its warm connections with it); the others get new ones.
+    pub fn reusing(
+        config: Config,
+        tls: Arc<rustls::ClientConfig>,
+        metrics: Arc<Metrics>,
+        previous: &Snapshot,
+    ) -> Snapshot {
+        Self::build(config, tls, metrics, Some(previous))
+    }
+
+    /// How many of this snapshot's clients were carried over from `previous`.
+    pub fn pools_kept(&self, previous: &Snapshot) -> usize {
+        self.pool_keys.iter().filter(|k| previous.pool_keys.contains(k)).count()
+    }
+
+    fn build(
+        config: Config,
+        tls: Arc<rustls::ClientConfig>,
+        metrics: Arc<Metrics>,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
         let tokens = config.tokens.iter().enumerate().map(|(i, t)| (t.key.clone(), i)).collect();
         let mut routes: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, c) in config.channels.iter().enumerate() {
@@ -26,12 +53,20 @@ impl Snapshot {
                 routes.entry(m.clone()).or_default().push(i);
             }
         }
+        let kept: HashMap<&PoolKey, &HttpClient> =
+            previous.map(|p| p.pool_keys.iter().zip(&p.clients).collect()).unwrap_or_default();
+        let pool_keys: Vec<PoolKey> = config.channels.iter().map(|c| PoolKey::of(c, &config.limits)).collect();
         let clients = config
             .channels
             .iter()
-            .map(|c| upstream::client(&c.timeouts, &config.limits, tls.clone(), metrics.clone()))
+            .zip(&pool_keys)
+            .map(|(c, key)| match kept.get(key) {
+                // A clone shares the pool: same connections, same connector.
+                Some(&client) => client.clone(),
+                None => upstream::client(&c.timeouts, &config.limits, tls.clone(), metrics.clone()),
+            })
             .collect();
-        Snapshot { config, tokens, routes, clients }
+        Snapshot { config, tokens, routes, clients, pool_keys }
     }
 
     pub fn token(&self, key: &str) -> Option<&Token> {
