@@ -158,4 +158,33 @@ weight = 1
         assert!(s.candidates("nope").is_empty());
         assert!(s.serves("other"));
     }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_pools_whose_connection_settings_are_unchanged() {
+        let chan = |name: &str, url: &str, extra: &str| {
+            format!(
+                "[[channel]]\nname = \"{name}\"\nadapter = \"openai\"\nbase_url = \"{url}\"\nmodels = [\"m\"]\n{extra}\n"
+            )
+        };
+        let running = snapshot(&(chan("a", "http://127.0.0.1:1/v1", "") + &chan("b", "https://vendor.example", "")));
+        let reload = |text: String| {
+            let cfg = Config::parse(&text, Path::new("."), &HashMap::new()).unwrap();
+            Snapshot::reusing(cfg, upstream::tls_config(), Arc::new(Metrics::default()), &running)
+        };
+        // A path, a key or a header does not shape a connection; an explicit default port neither.
+        let same = chan("a", "http://127.0.0.1:1/v2", "api_key = \"k\"\nheaders = { \"x\" = \"y\" }")
+            + &chan("b", "https://VENDOR.example:443/v1", "");
+        assert_eq!(reload(same).pools_kept(&running), 2);
+        // A port, a connect bound or a pool limit does.
+        let port = chan("a", "http://127.0.0.1:2/v1", "") + &chan("b", "https://vendor.example", "");
+        assert_eq!(reload(port).pools_kept(&running), 1);
+        let connect = chan("a", "http://127.0.0.1:1/v1", "[channel.timeouts]\nconnect = 1")
+            + &chan("b", "https://vendor.example", "");
+        assert_eq!(reload(connect).pools_kept(&running), 1);
+        let pool = format!("[limits]\npool_max_idle_per_host = 3\n{}", chan("a", "http://127.0.0.1:1/v1", ""));
+        assert_eq!(reload(pool).pools_kept(&running), 0);
+        // A renamed channel has a pool of its own.
+        let renamed = chan("c", "http://127.0.0.1:1/v1", "") + &chan("b", "https://vendor.example", "");
+        assert_eq!(reload(renamed).pools_kept(&running), 1);
+    }
 }
