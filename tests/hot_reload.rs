@@ -322,3 +322,113 @@ async fn admin_lists_plugins_behind_its_token() {
     assert_eq!(v["data"][1]["version"], "1.0.0-a");
     assert_eq!(v["data"][1]["sha256"].as_str().unwrap().len(), 64);
 }
+
+/// One ConfigMap update as kubelet makes it in `dir`: the new data in a new timestamped
+/// folder, a `..data_tmp` symlink to it renamed over `..data`, then the old folder deleted.
+fn configmap_update(dir: &std::path::Path, version: u32, text: &str) {
+    let stamp = format!("..2026_11_30_04_00_{version:02}.{version}");
+    std::fs::create_dir(dir.join(&stamp)).unwrap();
+    std::fs::write(dir.join(&stamp).join("relay.toml"), text).unwrap();
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    std::os::unix::fs::symlink(&stamp, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_mount_swapped_under_the_relay_reloads_each_time() {
+    let m = Mock::start(Options::default()).await.unwrap();
+    // The mount: `relay.toml -> ..data/relay.toml`, `..data -> ..<timestamp>`. The relay's
+    // config is written through that link at start.
+    let dir = tempfile::tempdir().unwrap();
+    configmap_update(dir.path(), 1, "");
+    std::os::unix::fs::symlink("..data/relay.toml", dir.path().join("relay.toml")).unwrap();
+    let config = format!("{}{}", channel("main", &m.base_url(), "demo-gpt", ""), token_block(CLIENT_KEY, "*"));
+    // The watcher's debug line says when an event changed nothing.
+    let env = [("RELAY_LOG", "info,relay::watch=debug")];
+    let relay = TestRelay::start_in(dir, Setup { config: &config, adapters: &["openai"], env: &env }).await.unwrap();
+    let original = std::fs::read_to_string(relay.config_path()).unwrap();
+    let applied = |m: &Metrics| m.value("relay_config_reloads_total", &[("outcome", "applied")]);
+    let status_with = async |key: &str| {
+        let body = chat_body("demo-gpt", "hi", false).to_string();
+        relay.request(Method::POST, "/v1/chat/completions", Some(key), &body).await.status
+    };
+    assert_eq!(status_with("sk-cm-one").await, StatusCode::UNAUTHORIZED);
+
+    // Two updates in a row, each a new token: each applies once, and the folder the
+    // previous one resolved into is gone.
+    let with_token = |key: &str| format!("{original}[[token]]\nname = \"cm\"\nkey = \"{key}\"\nmodels = [\"*\"]\n");
+    for (version, key, gone) in [(2, "sk-cm-one", None), (3, "sk-cm-two", Some("sk-cm-one"))] {
+        configmap_update(relay.dir.path(), version, &with_token(key));
+        wait_until(&format!("update {version} to apply"), Duration::from_secs(20), async || {
+            status_with(key).await == StatusCode::OK
+        })
+        .await;
+        if let Some(gone) = gone {
+            assert_eq!(status_with(gone).await, StatusCode::UNAUTHORIZED, "update {version} replaced the token");
+        }
+        let m = relay.metrics().await;
+        assert_eq!(applied(&m), f64::from(version - 1), "one reload per update\n{}", relay.logs());
+    }
+
+    // An update with the same content (the file's target changes, its text does not)
+    // reloads nothing.
+    configmap_update(relay.dir.path(), 4, &with_token("sk-cm-two"));
+    let logs = relay.wait_log("changed on disk but not in content").await;
+    assert!(logs.contains("changed on disk but not in content"), "{logs}");
+    let m = relay.metrics().await;
+    assert_eq!((applied(&m), m.value("relay_config_reloads_total", &[("outcome", "refused")])), (2.0, 0.0));
+    assert_eq!(status_with("sk-cm-two").await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_a_channels_pool_unless_its_connection_settings_change() {
+    let answer = |_head: String| async move { vec![json_response(200, &completion_json("pooled"))] };
+    let (first, second) = (RecordingVendor::start(answer).await, RecordingVendor::start(answer).await);
+    let config = format!("{}{}", channel("main", &first.base_url(), "demo-gpt", ""), token_block(CLIENT_KEY, "*"));
+    let relay = TestRelay::start(Setup { config: &config, adapters: &["openai"], env: &[] }).await;
+    let path = relay.config_path();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let applied = async || relay.metrics().await.value("relay_config_reloads_total", &[("outcome", "applied")]);
+    let chat_with = async |key: &str| {
+        let body = chat_body("demo-gpt", "hi", false).to_string();
+        let a = relay.request(Method::POST, "/v1/chat/completions", Some(key), &body).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    };
+    let rewrite = |text: &str| {
+        let tmp = path.with_extension("toml.part");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    chat_with(CLIENT_KEY).await;
+    assert_eq!(first.accepted(), 1, "the warm-up's connection");
+
+    // A reload that changes a token only: the channel's pooled connection serves on.
+    let edited = format!("{original}[[token]]\nname = \"second\"\nkey = \"sk-second\"\nmodels = [\"*\"]\n");
+    rewrite(&edited);
+    wait_until("the token edit to apply", Duration::from_secs(20), async || applied().await >= 1.0).await;
+    chat_with("sk-second").await;
+    chat_with(CLIENT_KEY).await;
+    assert_eq!(first.accepted(), 1, "a reload that left the channel's connection settings alone reconnected");
+
+    // The channel's base URL moves to another port: a new pool connects there, and the old
+    // one closes its idle connection once nothing uses it.
+    rewrite(&edited.replace(&first.base_url(), &second.base_url()));
+    wait_until("the base_url edit to apply", Duration::from_secs(20), async || applied().await >= 2.0).await;
+    chat_with(CLIENT_KEY).await;
+    assert_eq!((first.accepted(), second.accepted()), (1, 1));
+    wait_until("the old pool to drain", Duration::from_secs(20), async || first.open() == 0).await;
+    relay
+        .expect_metrics("only the new pool's connection open", Duration::from_secs(10), |m| {
+            m.gauge("relay_upstream_connections_open") == 1.0
+        })
+        .await;
+    second.close_all().await;
+    relay
+        .expect_metrics("no upstream connection left", Duration::from_secs(10), |m| {
+            m.gauge("relay_upstream_connections_open") == 0.0
+        })
+        .await;
+}

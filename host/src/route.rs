@@ -8,17 +8,44 @@ use rand::Rng;
 
 use crate::config::{Channel, Config, Token};
 use crate::metrics::Metrics;
-use crate::upstream::{self, HttpClient};
+use crate::upstream::{self, HttpClient, PoolKey};
 
 pub struct Snapshot {
     pub config: Config,
     tokens: crate::auth::KeyIndex,
     routes: HashMap<String, Vec<usize>>,
     clients: Vec<HttpClient>,
+    /// What shaped each client, for `Snapshot::reusing`.
+    pool_keys: Vec<PoolKey>,
 }
 
 impl Snapshot {
     pub fn new(config: Config, tls: Arc<rustls::ClientConfig>, metrics: Arc<Metrics>) -> Snapshot {
+        Self::build(config, tls, metrics, None)
+    }
+
+    /// A snapshot for a reloaded config: each channel whose `PoolKey` is unchanged keeps
+    /// `previous`'s pooled client (its warm connections with it); the others get new ones.
+    pub fn reusing(
+        config: Config,
+        tls: Arc<rustls::ClientConfig>,
+        metrics: Arc<Metrics>,
+        previous: &Snapshot,
+    ) -> Snapshot {
+        Self::build(config, tls, metrics, Some(previous))
+    }
+
+    /// How many of this snapshot's clients were carried over from `previous`.
+    pub fn pools_kept(&self, previous: &Snapshot) -> usize {
+        self.pool_keys.iter().filter(|k| previous.pool_keys.contains(k)).count()
+    }
+
+    fn build(
+        config: Config,
+        tls: Arc<rustls::ClientConfig>,
+        metrics: Arc<Metrics>,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
         let tokens = crate::auth::KeyIndex::new(config.tokens.iter().map(|t| t.key.as_str()));
         let mut routes: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, c) in config.channels.iter().enumerate() {
@@ -26,12 +53,20 @@ impl Snapshot {
                 routes.entry(m.clone()).or_default().push(i);
             }
         }
+        let kept: HashMap<&PoolKey, &HttpClient> =
+            previous.map(|p| p.pool_keys.iter().zip(&p.clients).collect()).unwrap_or_default();
+        let pool_keys: Vec<PoolKey> = config.channels.iter().map(|c| PoolKey::of(c, &config.limits)).collect();
         let clients = config
             .channels
             .iter()
-            .map(|c| upstream::client(&c.timeouts, &config.limits, tls.clone(), metrics.clone()))
+            .zip(&pool_keys)
+            .map(|(c, key)| match kept.get(key) {
+                // A clone shares the pool: same connections, same connector.
+                Some(&client) => client.clone(),
+                None => upstream::client(&c.timeouts, &config.limits, tls.clone(), metrics.clone()),
+            })
             .collect();
-        Snapshot { config, tokens, routes, clients }
+        Snapshot { config, tokens, routes, clients, pool_keys }
     }
 
     pub fn token(&self, key: &str) -> Option<&Token> {
@@ -122,5 +157,34 @@ weight = 1
         assert!((800..=980).contains(&heavy_first), "{heavy_first}");
         assert!(s.candidates("nope").is_empty());
         assert!(s.serves("other"));
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_pools_whose_connection_settings_are_unchanged() {
+        let chan = |name: &str, url: &str, extra: &str| {
+            format!(
+                "[[channel]]\nname = \"{name}\"\nadapter = \"openai\"\nbase_url = \"{url}\"\nmodels = [\"m\"]\n{extra}\n"
+            )
+        };
+        let running = snapshot(&(chan("a", "http://127.0.0.1:1/v1", "") + &chan("b", "https://vendor.example", "")));
+        let reload = |text: String| {
+            let cfg = Config::parse(&text, Path::new("."), &HashMap::new()).unwrap();
+            Snapshot::reusing(cfg, upstream::tls_config(), Arc::new(Metrics::default()), &running)
+        };
+        // A path, a key or a header does not shape a connection; an explicit default port neither.
+        let same = chan("a", "http://127.0.0.1:1/v2", "api_key = \"k\"\nheaders = { \"x\" = \"y\" }")
+            + &chan("b", "https://VENDOR.example:443/v1", "");
+        assert_eq!(reload(same).pools_kept(&running), 2);
+        // A port, a connect bound or a pool limit does.
+        let port = chan("a", "http://127.0.0.1:2/v1", "") + &chan("b", "https://vendor.example", "");
+        assert_eq!(reload(port).pools_kept(&running), 1);
+        let connect = chan("a", "http://127.0.0.1:1/v1", "[channel.timeouts]\nconnect = 1")
+            + &chan("b", "https://vendor.example", "");
+        assert_eq!(reload(connect).pools_kept(&running), 1);
+        let pool = format!("[limits]\npool_max_idle_per_host = 3\n{}", chan("a", "http://127.0.0.1:1/v1", ""));
+        assert_eq!(reload(pool).pools_kept(&running), 0);
+        // A renamed channel has a pool of its own.
+        let renamed = chan("c", "http://127.0.0.1:1/v1", "") + &chan("b", "https://vendor.example", "");
+        assert_eq!(reload(renamed).pools_kept(&running), 1);
     }
 }

@@ -280,6 +280,47 @@ impl tokio::io::AsyncWrite for UpstreamIo {
 
 pub type HttpClient = Client<Connector, Full<Bytes>>;
 
+/// What shapes a channel's upstream connections: its vendor's origin (scheme, host, port),
+/// the DNS, connect and TLS bounds its connector applies, and the pool's limits. A reload
+/// keeps a channel's pooled client, warm connections included, while this is unchanged; a
+/// channel whose key changed gets a new client, and the old one closes its connections as
+/// the requests still using them finish. The channel's name is part of the key because
+/// each channel has its own pool, as at start-up.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    channel: String,
+    origin: String,
+    dns: Duration,
+    connect: Duration,
+    tls_handshake: Duration,
+    idle_timeout: Duration,
+    max_idle_per_host: usize,
+}
+
+impl PoolKey {
+    pub fn of(channel: &crate::config::Channel, limits: &Limits) -> PoolKey {
+        // The path prefix does not shape a connection; an unparsable URL (refused by
+        // validation already) is compared whole.
+        let origin = match channel.base_url.parse::<http::Uri>() {
+            Ok(u) => {
+                let scheme = u.scheme_str().unwrap_or("");
+                let port = u.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+                format!("{scheme}://{}:{port}", u.host().unwrap_or("").to_ascii_lowercase())
+            }
+            Err(_) => channel.base_url.clone(),
+        };
+        PoolKey {
+            channel: channel.name.clone(),
+            origin,
+            dns: channel.timeouts.dns,
+            connect: channel.timeouts.connect,
+            tls_handshake: channel.timeouts.tls_handshake,
+            idle_timeout: limits.pool_idle_timeout,
+            max_idle_per_host: limits.pool_max_idle_per_host,
+        }
+    }
+}
+
 /// One pooled client per channel, so each channel's connect and TLS bounds apply.
 pub fn client(
     timeouts: &Timeouts,

@@ -348,13 +348,18 @@ impl Config {
     pub fn load(path: &Path, env: &dyn Env) -> Result<Config> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::load_text(path, &text, env)
+    }
+
+    /// `load` for a file's text already read, so a caller can compare what it read with
+    /// what it loaded before (hot reload does).
+    pub fn load_text(path: &Path, text: &str, env: &dyn Env) -> Result<Config> {
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        let config =
-            Self::parse(&text, base, env).with_context(|| format!("invalid config file {}", path.display()))?;
+        let config = Self::parse(text, base, env).with_context(|| format!("invalid config file {}", path.display()))?;
         #[cfg(unix)]
         if let Ok(meta) = std::fs::metadata(path) {
             let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
-            if readable_secrets(&text, mode) {
+            if readable_secrets(text, mode) {
                 tracing::warn!(
                     file = %path.display(),
                     mode = format!("{mode:o}"),
