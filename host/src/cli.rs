@@ -121,7 +121,7 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     // the store keeps trying to open (see the jobs module).
     let jobs = Jobs::start(relay.clone(), jobs_config, metrics.clone());
     let reloader =
-        crate::watch::Reloader { relay: relay.clone(), registry, loader, config_path, tls, metrics }.spawn()?;
+        crate::reload::Reloader { relay: relay.clone(), registry, loader, config_path, tls, metrics }.spawn()?;
 
     tracing::info!(%addr, adapters = report.loaded.len(), "relay listening");
     // A fixed line on stdout for people and scripts (tests read the port from it).

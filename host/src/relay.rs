@@ -38,7 +38,7 @@ pub struct Relay {
 }
 
 /// What one channel attempt came to.
-enum Outcome {
+enum Attempt {
     Answer(Response<Body>),
     /// A vendor error (5xx, 429) that another channel may not have.
     RetryableAnswer(Response<Body>),
@@ -284,20 +284,20 @@ impl Relay {
             log.attempts += 1;
             ctx.settings.clone_from(&channel.settings);
             match self.attempt(channel, client, &ctx, text, limits, log).await {
-                Outcome::Answer(resp) => return Ok(resp),
-                Outcome::RetryableAnswer(resp) if last => {
+                Attempt::Answer(resp) => return Ok(resp),
+                Attempt::RetryableAnswer(resp) if last => {
                     log.finish(resp.status().as_u16());
                     log.first_byte();
                     return Ok(resp);
                 }
-                Outcome::Failed(e) if last || !e.retryable => return Err(e),
-                Outcome::RetryableAnswer(resp) => {
+                Attempt::Failed(e) if last || !e.retryable => return Err(e),
+                Attempt::RetryableAnswer(resp) => {
                     // Not the client's answer: the request's record keeps only the attempt count.
                     log.error = None;
                     log.usage = None;
                     tracing::warn!(request_id = %log.request_id, channel = %channel.name, status = resp.status().as_u16(), "vendor error, trying the next channel");
                 }
-                Outcome::Failed(e) => {
+                Attempt::Failed(e) => {
                     tracing::warn!(request_id = %log.request_id, channel = %channel.name, error = %e.message, "channel failed, trying the next channel");
                 }
             }
@@ -313,9 +313,9 @@ impl Relay {
         body: &str,
         limits: &Limits,
         log: &mut RequestLog,
-    ) -> Outcome {
+    ) -> Attempt {
         let Some(plugin) = self.registry.get(&channel.adapter) else {
-            return Outcome::Failed(
+            return Attempt::Failed(
                 RelayError::unavailable(format!(
                     "adapter '{}' of channel {} is not loaded",
                     channel.adapter, channel.name
@@ -324,7 +324,7 @@ impl Relay {
             );
         };
         if !plugin.supports(ctx.endpoint) {
-            return Outcome::Failed(
+            return Attempt::Failed(
                 RelayError::bad_request(format!("adapter '{}' does not serve this endpoint", plugin.name()))
                     .with_code("unsupported_endpoint")
                     .retryable(),
@@ -335,11 +335,11 @@ impl Relay {
 
         let ureq = match plugin.transform_request(ctx, body).await {
             Ok(r) => r,
-            Err(e) => return Outcome::Failed(e.into_relay(plugin.name())),
+            Err(e) => return Attempt::Failed(e.into_relay(plugin.name())),
         };
         let request = match build_request(channel, &plugin, ureq, &self.metrics) {
             Ok(r) => r,
-            Err(e) => return Outcome::Failed(e),
+            Err(e) => return Attempt::Failed(e),
         };
         // Upstream data reaches the adapter only with the channel key taken out, so an
         // upstream that reflects it cannot hand it over; errors lose it the same way.
@@ -355,26 +355,26 @@ impl Relay {
                     ("response_header", "upstream response header", t.response_header)
                 };
                 self.metrics.timeouts.inc([stage]);
-                return Outcome::Failed(RelayError::upstream_timeout(format!(
+                return Attempt::Failed(RelayError::upstream_timeout(format!(
                     "{what} timeout after {} on channel {}",
                     fmt_secs(bound),
                     channel.name
                 )));
             }
-            Ok(Err(e)) => return Outcome::Failed(redactor.error(self.send_error(&e, channel))),
+            Ok(Err(e)) => return Attempt::Failed(redactor.error(self.send_error(&e, channel))),
             Ok(Ok(r)) => r,
         };
 
         let (parts, incoming) = resp.into_parts();
         if let Some(e) = refused_answer(&parts, channel) {
             self.metrics.upstream_attempts.inc([&channel.name, "error"]);
-            return Outcome::Failed(e);
+            return Attempt::Failed(e);
         }
         self.metrics.upstream_attempts.inc([&channel.name, status_outcome(parts.status)]);
         if ctx.stream && parts.status.is_success() {
             let session = match plugin.open_stream(ctx).await {
                 Ok(s) => s,
-                Err(e) => return Outcome::Failed(e.into_relay(plugin.name())),
+                Err(e) => return Attempt::Failed(e.into_relay(plugin.name())),
             };
             let format = match plugin.info.stream_format {
                 StreamFormat::Sse => Format::Sse,
@@ -408,27 +408,27 @@ impl Relay {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
             set_request_id(h, &ctx.request_id);
-            return Outcome::Answer(resp);
+            return Attempt::Answer(resp);
         }
 
         let limit = limits.max_response_body;
         let bytes = match tokio::time::timeout_at(deadline, Limited::new(incoming, limit as usize).collect()).await {
             Err(_) => {
                 self.metrics.timeouts.inc(["total"]);
-                return Outcome::Failed(RelayError::upstream_timeout(format!(
+                return Attempt::Failed(RelayError::upstream_timeout(format!(
                     "total request timeout after {} on channel {}",
                     fmt_secs(t.total),
                     channel.name
                 )));
             }
             Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                return Outcome::Failed(RelayError::bad_upstream(format!(
+                return Attempt::Failed(RelayError::bad_upstream(format!(
                     "the response of channel {} is larger than the limit of {limit} bytes",
                     channel.name
                 )));
             }
             Ok(Err(e)) => {
-                return Outcome::Failed(redactor.error(RelayError::bad_upstream(format!(
+                return Attempt::Failed(redactor.error(RelayError::bad_upstream(format!(
                     "reading the response of channel {} failed: {e}",
                     channel.name
                 ))));
@@ -452,10 +452,10 @@ impl Relay {
         };
         let answer = match plugin.transform_response(ctx, &uresp).await {
             Ok(a) => a,
-            Err(e) => return Outcome::Failed(redactor.error(e.into_relay(plugin.name()))),
+            Err(e) => return Attempt::Failed(redactor.error(e.into_relay(plugin.name()))),
         };
         let Ok(status) = StatusCode::from_u16(answer.status) else {
-            return Outcome::Failed(RelayError::plugin(format!(
+            return Attempt::Failed(RelayError::plugin(format!(
                 "adapter '{}' answered an invalid status {}",
                 plugin.name(),
                 answer.status
@@ -475,11 +475,11 @@ impl Relay {
         if upstream_status.is_server_error() || upstream_status == StatusCode::TOO_MANY_REQUESTS {
             // Finished (and timed) by `serve_body` only if no channel is left to try.
             log.error = Some(format!("vendor answered {upstream_status}"));
-            Outcome::RetryableAnswer(resp)
+            Attempt::RetryableAnswer(resp)
         } else {
             log.finish(status.as_u16());
             log.first_byte();
-            Outcome::Answer(resp)
+            Attempt::Answer(resp)
         }
     }
 
