@@ -347,7 +347,7 @@ async fn a_configmap_mount_swapped_under_the_relay_reloads_each_time() {
     std::os::unix::fs::symlink("..data/relay.toml", dir.path().join("relay.toml")).unwrap();
     let config = format!("{}{}", channel("main", &m.base_url(), "demo-gpt", ""), token_block(CLIENT_KEY, "*"));
     // The watcher's debug line says when an event changed nothing.
-    let env = [("RELAY_LOG", "info,relay::watch=debug")];
+    let env = [("RELAY_LOG", "info,relay::reload=debug")];
     let relay = TestRelay::start_in(dir, Setup { config: &config, adapters: &["openai"], env: &env }).await.unwrap();
     let original = std::fs::read_to_string(relay.config_path()).unwrap();
     let applied = |m: &Metrics| m.value("relay_config_reloads_total", &[("outcome", "applied")]);
