@@ -5,15 +5,19 @@
 #![deny(unsafe_code)]
 
 pub mod access;
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod failover;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod models;
 pub mod plugin;
+pub mod probe;
 pub mod relay;
 pub mod reload;
 pub mod route;

@@ -1,0 +1,155 @@
+//! The request probe: model, messages/input, stream and stream_options read from the body
+//! without building a tree, and the token's right to the model.
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::config::Token;
+use crate::error::RelayError;
+use crate::plugin::Endpoint;
+use crate::relay::Relay;
+use crate::route::Snapshot;
+
+/// What `Relay::check` learnt from a request body.
+pub struct Checked {
+    pub model: String,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+#[derive(Deserialize)]
+struct ChatProbe {
+    model: Option<serde_json::Value>,
+    messages: Option<Vec<IgnoredAny>>,
+    input: Option<IgnoredAny>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+impl Relay {
+    /// Everything that can be refused before any channel is tried: the body's JSON shape,
+    /// the model, the token's right to it, a channel serving it.
+    pub fn check(token: &Token, endpoint: Endpoint, body: &[u8], snap: &Snapshot) -> Result<Checked, RelayError> {
+        let checked = Self::probe(endpoint, body)?;
+        Self::admit(token, &checked.model, snap)?;
+        Ok(checked)
+    }
+
+    pub(crate) fn probe(endpoint: Endpoint, body: &[u8]) -> Result<Checked, RelayError> {
+        let text =
+            std::str::from_utf8(body).map_err(|_| RelayError::bad_request("the request body is not valid UTF-8"))?;
+        let probe: ChatProbe = serde_json::from_str(text)
+            .map_err(|e| RelayError::bad_request(format!("We could not parse the JSON body of your request: {e}")))?;
+        let model = match probe.model {
+            Some(serde_json::Value::String(m)) if m.len() > MAX_MODEL_LEN => {
+                return Err(RelayError::bad_request(format!(
+                    "'model' is {} bytes long; the limit is {MAX_MODEL_LEN}",
+                    m.len()
+                ))
+                .with_param("model")
+                .with_code("invalid_model"));
+            }
+            Some(serde_json::Value::String(m)) if !m.is_empty() && !model_is_plain(&m) => {
+                return Err(RelayError::bad_request("'model' may only contain letters, digits and . _ : / @ + - =")
+                    .with_param("model")
+                    .with_code("invalid_model"));
+            }
+            Some(serde_json::Value::String(m)) if !m.is_empty() => m,
+            Some(_) => {
+                return Err(RelayError::bad_request("'model' must be a non-empty string").with_param("model"));
+            }
+            None => {
+                return Err(RelayError::bad_request("you must provide a model parameter").with_param("model"));
+            }
+        };
+        match endpoint {
+            Endpoint::ChatCompletions => match &probe.messages {
+                None => {
+                    return Err(RelayError::bad_request("'messages' is a required property").with_param("messages"));
+                }
+                Some(m) if m.is_empty() => {
+                    return Err(RelayError::bad_request("'messages' must not be empty").with_param("messages"));
+                }
+                Some(_) => {}
+            },
+            Endpoint::Embeddings => {
+                if probe.input.is_none() {
+                    return Err(RelayError::bad_request("'input' is a required property").with_param("input"));
+                }
+            }
+        }
+        let stream = endpoint == Endpoint::ChatCompletions && probe.stream.unwrap_or(false);
+        let include_usage = probe.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+        Ok(Checked { model, stream, include_usage })
+    }
+
+    pub(crate) fn admit(token: &Token, model: &str, snap: &Snapshot) -> Result<(), RelayError> {
+        if !token.allows(model) {
+            return Err(RelayError::model_forbidden(model, &token.name));
+        }
+        if !snap.serves(model) {
+            return Err(RelayError::model_not_found(model));
+        }
+        Ok(())
+    }
+}
+
+/// Longest `model` accepted: real ids are under 100 bytes (`accounts/fireworks/models/...`
+/// is among the longest); the string becomes a log field and a metrics label.
+pub const MAX_MODEL_LEN: usize = 256;
+
+/// Whether a `model` may be logged and labelled: not empty, at most `MAX_MODEL_LEN` bytes, and
+/// only the characters real ids use (`gpt-4o-2024-08-06`, `models/gemini-1.5-pro`,
+/// `claude-3-5-sonnet@20240620`, `ft:gpt-4o:org:x:id`, `meta-llama/Llama-3.1-8B-Instruct`,
+/// `anthropic.claude-3-sonnet-20240229-v1:0`, `llama3.1:8b`).
+pub fn model_is_plain(model: &str) -> bool {
+    !model.is_empty()
+        && model.len() <= MAX_MODEL_LEN
+        && model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'@' | b'+' | b'-' | b'='))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn real_model_ids_are_plain_and_floods_are_not() {
+        for id in [
+            "gpt-4o-2024-08-06",
+            "models/gemini-1.5-pro",
+            "claude-3-5-sonnet@20240620",
+            "ft:gpt-4o:org:x:id",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "anthropic.claude-3-sonnet-20240229-v1:0",
+            "accounts/fireworks/models/llama-v3p1-70b-instruct",
+            "llama3.1:8b",
+            "text_embedding_3",
+        ] {
+            assert!(model_is_plain(id), "{id}");
+        }
+        for bad in ["", "a b", "gpt\n", "m\"}", "é", "x{y}"] {
+            assert!(!model_is_plain(bad), "{bad:?}");
+        }
+        assert!(model_is_plain(&"m".repeat(MAX_MODEL_LEN)));
+        assert!(!model_is_plain(&"m".repeat(MAX_MODEL_LEN + 1)));
+    }
+
+    #[test]
+    fn probe_refuses_unfit_models_with_400() {
+        let long = serde_json::json!({"model": "m".repeat(1 << 20), "messages": [{"role": "user", "content": "hi"}]});
+        let Err(e) = Relay::probe(Endpoint::ChatCompletions, long.to_string().as_bytes()) else { panic!("accepted") };
+        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, Some("invalid_model")));
+        assert!(e.message.len() < 100, "{}", e.message);
+        let odd = serde_json::json!({"model": "a\nb", "messages": [{"role": "user", "content": "hi"}]});
+        assert!(Relay::probe(Endpoint::ChatCompletions, odd.to_string().as_bytes()).is_err());
+    }
+}
