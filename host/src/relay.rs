@@ -10,8 +10,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::access::RequestLog;
 use crate::auth::authenticate;
@@ -32,7 +32,7 @@ pub struct Relay {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     snapshot: ArcSwap<Snapshot>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     /// Unix time of start-up, the `created` of every listed model.
     started: u64,
 }
@@ -71,15 +71,15 @@ impl Relay {
         snapshot: Snapshot,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Self {
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         configured(&metrics, &snapshot);
         Self { metrics, registry, snapshot: ArcSwap::from_pointee(snapshot), shutdown, started }
     }
 
-    /// Flips when shutdown's grace period is over; long-lived bodies end on it.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+    /// Cancelled when shutdown's grace period is over; long-lived bodies end on it.
+    pub fn shutdown_signal(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 
