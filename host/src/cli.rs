@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ProcessEnv};
 use crate::jobs::Jobs;
@@ -112,11 +112,12 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     let listener = listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let grace = config.limits.shutdown_grace;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // Cancelled by the server once the grace is over: streams and event readers end on it.
+    let streams_stop = CancellationToken::new();
     let tls = crate::upstream::tls_config();
     let jobs_config = config.jobs.clone();
     let snapshot = Snapshot::new(config, tls.clone(), metrics.clone());
-    let relay = Arc::new(Relay::new(snapshot, registry.clone(), metrics.clone(), stop_rx));
+    let relay = Arc::new(Relay::new(snapshot, registry.clone(), metrics.clone(), streams_stop.clone()));
     // A job store that cannot open does not stop the relay: async routes answer 503 and
     // the store keeps trying to open (see the jobs module).
     let jobs = Jobs::start(relay.clone(), jobs_config, metrics.clone());
@@ -126,7 +127,7 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     tracing::info!(%addr, adapters = report.loaded.len(), "relay listening");
     // A fixed line on stdout for people and scripts (tests read the port from it).
     println!("relay listening on http://{addr}");
-    crate::server::serve(listener, relay, jobs.clone(), shutdown_signal(), grace, stop_tx).await;
+    crate::server::serve(listener, relay, jobs.clone(), shutdown_signal(), grace, streams_stop).await;
     // Jobs still running (none after a full drain) are recorded `job_interrupted`; the
     // sweeper ends.
     jobs.shutdown().await;

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::access::RequestLog;
 use crate::auth::authenticate;
@@ -22,7 +22,7 @@ pub struct Relay {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     snapshot: ArcSwap<Snapshot>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     /// Unix time of start-up, the `created` of every listed model.
     pub(crate) started: u64,
 }
@@ -32,15 +32,15 @@ impl Relay {
         snapshot: Snapshot,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Self {
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         configured(&metrics, &snapshot);
         Self { metrics, registry, snapshot: ArcSwap::from_pointee(snapshot), shutdown, started }
     }
 
-    /// Flips when shutdown's grace period is over; long-lived bodies end on it.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+    /// Cancelled when shutdown's grace period is over; long-lived bodies end on it.
+    pub fn shutdown_signal(&self) -> CancellationToken {
         self.shutdown.clone()
     }
 

@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
 use crate::conn::{ClientIo, ConnState, IoBounds, TrackedBody};
@@ -97,14 +97,14 @@ fn metrics_response(relay: &Relay, headers: &http::HeaderMap) -> Response<Body> 
 
 /// Serve until `shutdown` resolves, then drain: stop accepting connections and jobs, let
 /// in-flight requests and accepted jobs finish for `grace`, then interrupt the jobs left,
-/// tell streams to end (`streams_stop`) and return.
+/// cancel `streams_stop` (streams end on it) and return.
 pub async fn serve(
     listener: TcpListener,
     relay: Arc<Relay>,
     jobs: Arc<Jobs>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
-    streams_stop: watch::Sender<bool>,
+    streams_stop: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
     let metrics = relay.metrics.clone();
@@ -190,7 +190,7 @@ pub async fn serve(
     // Jobs first, so each records `job_interrupted` rather than the error event its
     // stream would end with.
     jobs.shutdown().await;
-    let _ = streams_stop.send(true);
+    streams_stop.cancel();
     if !conns_closed {
         let _ = tokio::time::timeout(FINAL_FLUSH, &mut all_closed).await;
     }

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::access::{RequestLog, TokenUsage};
 use crate::config::fmt_secs;
@@ -67,7 +67,7 @@ pub struct Translation {
     channel: String,
     log: RequestLog,
     metrics: Arc<Metrics>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     redactor: Redactor,
     finished: bool,
     _active: OwnedGaugeGuard,
@@ -131,7 +131,7 @@ impl Translation {
         channel: String,
         log: RequestLog,
         metrics: Arc<Metrics>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
         redactor: Redactor,
     ) -> Self {
         let active = OwnedGaugeGuard::new(metrics.clone(), |m| &m.active_streams);
@@ -187,7 +187,7 @@ impl Translation {
             let idle_at = (Instant::now() + self.bounds.idle).min(self.bounds.deadline);
             let frame = tokio::select! {
                 biased;
-                _ = shutdown_requested(&mut self.shutdown) => {
+                _ = self.shutdown.cancelled() => {
                     return Some(self.fail(out, RelayError::unavailable("the relay is shutting down; the stream was ended")));
                 }
                 r = tokio::time::timeout_at(idle_at, self.body.frame()) => r,
@@ -302,13 +302,6 @@ fn write_chunks(out: &mut Vec<u8>, chunks: &[String]) {
 
 pub fn usage(u: Usage) -> TokenUsage {
     TokenUsage { prompt: u.prompt_tokens, completion: u.completion_tokens, total: u.total_tokens }
-}
-
-/// Resolves once shutdown's grace period is over; never, if no shutdown is coming.
-pub async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|v| *v).await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::RelayError;
-use crate::stream::shutdown_requested;
 
 use super::Status;
 use super::error::store_error;
@@ -23,7 +23,7 @@ pub(super) struct Follow {
     pub(super) id: String,
     pub(super) cursor: u64,
     pub(super) live: Option<watch::Receiver<u64>>,
-    pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) shutdown: CancellationToken,
     pub(super) ended: bool,
 }
 
@@ -54,7 +54,7 @@ impl Follow {
                 Some(rx) => {
                     tokio::select! {
                         biased;
-                        _ = shutdown_requested(&mut self.shutdown) => {
+                        _ = self.shutdown.cancelled() => {
                             self.ended = true;
                             let e = RelayError::unavailable("the relay is shutting down; reconnect with Last-Event-ID to resume");
                             return Some(e.sse_event());

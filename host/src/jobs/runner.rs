@@ -260,7 +260,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use bytes::Bytes;
-    use tokio::sync::watch;
+    use tokio_util::sync::CancellationToken;
 
     use crate::jobs::Record;
     use crate::metrics::Metrics;
@@ -272,8 +272,8 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let jobs_cfg = cfg.jobs.clone();
         let snap = crate::route::Snapshot::new(cfg, crate::upstream::tls_config(), metrics.clone());
-        let (_, rx) = watch::channel(false);
-        let relay = Arc::new(Relay::new(snap, Arc::new(crate::plugin::Registry::default()), metrics.clone(), rx));
+        let registry = Arc::new(crate::plugin::Registry::default());
+        let relay = Arc::new(Relay::new(snap, registry, metrics.clone(), CancellationToken::new()));
         Jobs::start(relay, jobs_cfg, metrics)
     }
 
