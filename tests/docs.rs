@@ -455,27 +455,7 @@ fn program(cmd: &str) -> &str {
 }
 
 fn venv_python() -> PathBuf {
-    let root = workspace_root();
-    let venv = root.join("target/sdk-venv");
-    let python = venv.join("bin/python");
-    let has_requests =
-        |p: &Path| Command::new(p).args(["-c", "import requests"]).output().is_ok_and(|o| o.status.success());
-    if has_requests(&python) {
-        return python;
-    }
-    let run = |cmd: &mut Command, what: &str| {
-        let out = cmd.output().unwrap_or_else(|e| panic!("`{what}` could not start: {e}"));
-        assert!(out.status.success(), "`{what}` failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv");
-    run(
-        Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
-            .arg(root.join("tests/sdk/requirements.txt")),
-        "pip install -r tests/sdk/requirements.txt",
-    );
-    assert!(has_requests(&python), "the venv has no requests after the install");
-    python
+    prepare_venv().unwrap_or_else(|why| panic!("the docs' Python example needs python3 (with pip) and PyPI:\n{why}"))
 }
 
 /// A TCP proxy to `to` that cuts its first connection mid-body, right after the answer's

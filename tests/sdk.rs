@@ -9,7 +9,7 @@
 //! honoured when `CI` is set: CI always runs them).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::{Once, OnceLock};
 
@@ -27,69 +27,6 @@ const TOOL_RESULT_REQUESTS: [usize; 2] = [3, 5];
 /// A field of the tool result the script sends (TOOL_RESULT there), to find it in what the
 /// vendor got.
 const TOOL_RESULT_FIELD: &str = "temp_c";
-
-/// The venv's interpreter once it has the pinned SDK, or why it cannot have it.
-fn prepare_venv() -> Result<PathBuf, String> {
-    let root = workspace_root();
-    let requirements = root.join("tests/sdk/requirements.txt");
-    let pin = pinned_sdk(&requirements)?;
-    let venv = root.join("target/sdk-venv");
-    let python = venv.join("bin/python");
-    if installed_sdk(&python).as_deref() == Some(pin.as_str()) {
-        return Ok(python);
-    }
-    // Over an existing venv this only repairs it; the install then brings the pinned version.
-    let mut pip = match run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv") {
-        Ok(()) => {
-            let mut pip = Command::new(&python);
-            pip.args(["-m", "pip"]);
-            pip
-        }
-        // Debian keeps venv's pip bootstrap (ensurepip) in python3-venv: without it, make a
-        // bare venv and install into it with the system's pip (`--python`, pip 22.3+).
-        Err(full) => {
-            let mut bare = Command::new("python3");
-            bare.args(["-m", "venv", "--without-pip"]).arg(&venv);
-            run(&mut bare, "python3 -m venv --without-pip").map_err(|e| format!("{full}\n{e}"))?;
-            let mut pip = Command::new("python3");
-            pip.args(["-m", "pip", "--python"]).arg(&python);
-            pip
-        }
-    };
-    pip.args(["install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&requirements);
-    run(&mut pip, "pip install -r tests/sdk/requirements.txt")?;
-    match installed_sdk(&python) {
-        Some(v) if v == pin => Ok(python),
-        other => Err(format!("the venv has openai {other:?} after the install, not {pin}")),
-    }
-}
-
-/// The `openai==X` pin of the requirements file.
-fn pinned_sdk(requirements: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(requirements).map_err(|e| format!("{}: {e}", requirements.display()))?;
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("openai=="))
-        .map(str::to_owned)
-        .ok_or_else(|| format!("{} pins no openai version", requirements.display()))
-}
-
-/// The SDK version the interpreter has, if it runs and has one.
-fn installed_sdk(python: &Path) -> Option<String> {
-    let out = Command::new(python)
-        .args(["-c", "import importlib.metadata as m; print(m.version('openai'))"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())?;
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("`{what}` could not start: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!("`{what}` failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr)))
-}
 
 /// Set to `1` to skip these checks on a machine without Python; CI never sets it.
 const SKIP_VAR: &str = "RELAY_SKIP_SDK";

@@ -620,3 +620,75 @@ pub async fn warm_baseline(relay: &TestRelay, warm_models: &[&str]) -> Gauges {
     assert_eq!((baseline.inflight, baseline.streams, baseline.upstream_connections), (0.0, 0.0, 0.0));
     baseline
 }
+
+/// The Python clients' virtualenv (target/sdk-venv, from tests/sdk/requirements.txt: the
+/// pinned OpenAI SDK, `requests`): its interpreter once it has them, or why it cannot have them.
+/// Made or repaired on first use; shared by the SDK checks and the docs check.
+pub fn prepare_venv() -> Result<PathBuf, String> {
+    let root = workspace_root();
+    let requirements = root.join("tests/sdk/requirements.txt");
+    let pin = pinned_sdk(&requirements)?;
+    let venv = root.join("target/sdk-venv");
+    let python = venv.join("bin/python");
+    let complete = |python: &Path| installed_sdk(python).as_deref() == Some(pin.as_str()) && has_requests(python);
+    if complete(&python) {
+        return Ok(python);
+    }
+    // Over an existing venv this only repairs it; the install then brings the pinned version.
+    let mut pip = match run_ok(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv") {
+        Ok(()) => {
+            let mut pip = Command::new(&python);
+            pip.args(["-m", "pip"]);
+            pip
+        }
+        // Debian keeps venv's pip bootstrap (ensurepip) in python3-venv: without it, make a
+        // bare venv and install into it with the system's pip (`--python`, pip 22.3+).
+        Err(full) => {
+            let mut bare = Command::new("python3");
+            bare.args(["-m", "venv", "--without-pip"]).arg(&venv);
+            run_ok(&mut bare, "python3 -m venv --without-pip").map_err(|e| format!("{full}\n{e}"))?;
+            let mut pip = Command::new("python3");
+            pip.args(["-m", "pip", "--python"]).arg(&python);
+            pip
+        }
+    };
+    pip.args(["install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&requirements);
+    run_ok(&mut pip, "pip install -r tests/sdk/requirements.txt")?;
+    match installed_sdk(&python) {
+        _ if complete(&python) => Ok(python),
+        Some(v) if v == pin => Err("the venv has no `requests` after the install".to_string()),
+        other => Err(format!("the venv has openai {other:?} after the install, not {pin}")),
+    }
+}
+
+/// The `openai==X` pin of the requirements file.
+fn pinned_sdk(requirements: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(requirements).map_err(|e| format!("{}: {e}", requirements.display()))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("openai=="))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{} pins no openai version", requirements.display()))
+}
+
+/// The SDK version the interpreter has, if it runs and has one.
+fn installed_sdk(python: &Path) -> Option<String> {
+    let out = Command::new(python)
+        .args(["-c", "import importlib.metadata as m; print(m.version('openai'))"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("`{what}` could not start: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!("`{what}` failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Whether the interpreter can import `requests` (the docs' Python examples use it).
+fn has_requests(python: &Path) -> bool {
+    Command::new(python).args(["-c", "import requests"]).output().is_ok_and(|o| o.status.success())
+}
