@@ -11,7 +11,7 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use relay_plugin_kit::{AdapterError, CallContext, Endpoint, StreamAdapter, StreamEvent, Usage};
+use relay_plugin_kit::{AdapterError, CallContext, Endpoint, RelayResponse, StreamAdapter, StreamEvent, Usage};
 use serde_json::{Map, Value, json};
 
 /// Field names of OpenAI's, Anthropic's and Gemini's shapes, so random objects hit the
@@ -675,6 +675,31 @@ pub fn check_answer(in_status: u16, out_status: u16, body: &str) -> Result<(), T
         prop_assert!(v["error"]["message"].is_string(), "not an OpenAI error body: {body}");
     } else {
         prop_assert!(serde_json::from_str::<Value>(body).is_ok(), "success body not JSON: {body}");
+    }
+    Ok(())
+}
+
+/// The answer of an OpenAI-compatible adapter (OpenAI, Azure) to a vendor response of
+/// `status` and `body`: a bounded OpenAI answer in which a success passes through unchanged
+/// (an error is rebuilt: its fields once each, in a fixed envelope), or, for a success that
+/// does not read, `invalid-upstream`.
+pub fn check_passthrough_answer(
+    status: u16,
+    body: &str,
+    out: Result<RelayResponse, AdapterError>,
+) -> Result<(), TestCaseError> {
+    match out {
+        Ok(r) => {
+            check_answer(status, r.status, &r.body)?;
+            if (200..300).contains(&status) {
+                prop_assert_eq!(&r.body, body, "a success passes through");
+            }
+            prop_assert!(r.body.len() <= body.len() + 6 * 515 + 256, "{} bytes from {}", r.body.len(), body.len());
+        }
+        Err(e) => {
+            prop_assert!((200..300).contains(&status) && matches!(e, AdapterError::InvalidUpstream(_)), "{e:?}");
+            check_error(&e, body.len())?;
+        }
     }
     Ok(())
 }
