@@ -15,6 +15,7 @@ pub mod failover;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod model;
 pub mod models;
 pub mod plugin;
 pub mod probe;
