@@ -15,17 +15,20 @@ pub struct OllamaNative;
 impl Adapter for OllamaNative {
     type Stream = ChatStream;
 
-    /// Who the adapter is and how the host should treat it.
+    /// Who the adapter is and how the host should treat it. `PluginInfo::new` serves chat
+    /// completions and speaks no client API natively (`native` empty): the host converts
+    /// Responses and Messages clients through chat completions.
     fn info() -> PluginInfo {
         PluginInfo {
-            name: "ollama-native".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Ollama's native /api/chat (a plugin template)".into(),
-            endpoints: vec![Endpoint::ChatCompletions],
             // Local Ollama takes no key; a hosted vendor would say Bearer or Header("x-api-key").
             auth: AuthScheme::None,
             // Ollama streams one JSON object per line.
             stream_format: StreamFormat::Ndjson,
+            ..PluginInfo::new(
+                "ollama-native",
+                env!("CARGO_PKG_VERSION"),
+                "Ollama's native /api/chat (a plugin template)",
+            )
         }
     }
 
@@ -71,9 +74,11 @@ impl Adapter for OllamaNative {
     /// 2. The vendor's complete answer (any status) → the client's OpenAI answer.
     fn transform_response(ctx: &CallContext, resp: UpstreamResponse) -> Result<RelayResponse, AdapterError> {
         if !(200..300).contains(&resp.status) {
-            // Ollama errors are {"error": "..."}: the kit keeps the message, OpenAI-shaped.
+            // Ollama errors are {"error": "..."}: the kit keeps the message, OpenAI-shaped,
+            // and the status says what the error means (the host fails over on it).
             let body = relay_plugin_kit::error::openai_error_body(resp.status, &resp.body);
-            return Ok(RelayResponse { status: resp.status, body, usage: None });
+            let error_class = relay_plugin_kit::error::class_of_status(resp.status);
+            return Ok(RelayResponse { status: resp.status, body, usage: None, error_class });
         }
         let r: Reply =
             serde_json::from_str(&resp.body).map_err(|e| invalid_upstream(format!("not an Ollama reply: {e}")))?;
@@ -87,7 +92,7 @@ impl Adapter for OllamaNative {
             finish_reason(r.done_reason.as_deref()),
             Some(&usage),
         );
-        Ok(RelayResponse { status: 200, body, usage: Some(usage) })
+        Ok(RelayResponse { status: 200, body, usage: Some(usage), error_class: None })
     }
 }
 
@@ -118,7 +123,9 @@ fn finish_reason(done_reason: Option<&str>) -> &'static str {
     }
 }
 
-/// 3. The vendor's stream, one event (here: one NDJSON line) at a time → OpenAI chunks.
+/// 3. The vendor's stream, one event (here: one NDJSON line) at a time → OpenAI chunks. The
+/// host hands over every line of one read at once; the kit runs them through `push` in
+/// order and stops at the one that says `done`.
 pub struct ChatStream {
     chunks: ChunkBuilder,
     include_usage: bool,
@@ -156,7 +163,7 @@ impl StreamAdapter for ChatStream {
             chunks.push(self.chunks.finish(finish_reason(line.done_reason.as_deref())));
             self.usage = Some(openai::usage(line.prompt_eval_count, line.eval_count));
         }
-        Ok(StreamOutput { chunks, done: line.done, usage: self.usage })
+        Ok(StreamOutput { done: line.done, usage: self.usage, ..StreamOutput::chunks(chunks) })
     }
 
     fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
@@ -165,7 +172,7 @@ impl StreamAdapter for ChatStream {
             return Err(invalid_upstream("Ollama's stream ended before its final line"));
         };
         let chunks = if self.include_usage { vec![self.chunks.usage(&usage)] } else { vec![] };
-        Ok(StreamEnd { chunks, usage: Some(usage) })
+        Ok(StreamEnd::chunks(chunks, Some(usage)))
     }
 }
 
@@ -217,7 +224,7 @@ mod tests {
         let first = s
             .push(StreamEvent { event: None, data: r#"{"model":"m","message":{"content":"He"},"done":false}"#.into() })
             .unwrap();
-        assert_eq!(first.chunks.len(), 2, "role, then content");
+        assert_eq!(first.events.len(), 2, "role, then content");
         assert!(s.finish().is_err(), "no final line yet");
         let last = s
             .push(StreamEvent {
@@ -227,6 +234,24 @@ mod tests {
             })
             .unwrap();
         assert!(last.done);
-        assert_eq!(s.finish().unwrap().chunks.len(), 1, "the usage chunk");
+        assert_eq!(s.finish().unwrap().events.len(), 1, "the usage chunk");
+    }
+
+    #[test]
+    fn errors_are_classified_and_lines_of_one_read_go_together() {
+        let r = OllamaNative::transform_response(
+            &ctx(false),
+            UpstreamResponse { status: 404, headers: vec![], body: r#"{"error":"model 'x' not found"}"#.into() },
+        )
+        .unwrap();
+        assert_eq!((r.status, r.error_class), (404, Some(ErrorClass::NotFound)));
+        let line = |content: &str, done: bool| StreamEvent {
+            event: None,
+            data: json!({"model": "m", "message": {"content": content}, "done": done}).to_string(),
+        };
+        let mut s = relay_plugin_kit::Batched::<ChatStream>::new(&ctx(true));
+        let out = s.push(vec![line("a", false), line("b", false), line("", true), line("late", false)]).unwrap();
+        assert!(out.done);
+        assert_eq!(out.events.len(), 4, "role, a, b, finish; nothing after the last line");
     }
 }

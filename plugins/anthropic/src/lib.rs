@@ -21,13 +21,11 @@ impl Adapter for Anthropic {
     type Stream = stream::Stream;
 
     fn info() -> PluginInfo {
+        // Messages clients still go through chat (the host converts them); passing them
+        // through natively (`native: [messages]`) is for a later version of this adapter.
         PluginInfo {
-            name: "anthropic".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Anthropic Messages API (Claude)".into(),
-            endpoints: vec![Endpoint::ChatCompletions],
             auth: AuthScheme::Header("x-api-key".into()),
-            stream_format: StreamFormat::Sse,
+            ..PluginInfo::new("anthropic", env!("CARGO_PKG_VERSION"), "Anthropic Messages API (Claude)")
         }
     }
 
@@ -53,5 +51,6 @@ mod tests {
         assert!(matches!(i.auth, AuthScheme::Header(ref h) if h == "x-api-key"));
         assert!(matches!(i.endpoints.as_slice(), [Endpoint::ChatCompletions]));
         assert!(matches!(i.stream_format, StreamFormat::Sse));
+        assert!(i.native.is_empty());
     }
 }

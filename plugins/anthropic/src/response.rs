@@ -1,6 +1,6 @@
 //! Anthropic Message and error bodies → OpenAI completion and error bodies.
 
-use relay_plugin_kit::error::{error_type, openai_error};
+use relay_plugin_kit::error::{class_of_status, error_type, openai_error};
 use relay_plugin_kit::openai::{self, FunctionCall, ToolCall};
 use relay_plugin_kit::prelude::*;
 use serde::Deserialize;
@@ -56,7 +56,7 @@ pub struct WireUsage {
 #[derive(Default, Clone, Copy, Debug)]
 pub struct Tokens {
     input: u64,
-    cache_creation: u64,
+    cache_creation: Option<u64>,
     cache_read: Option<u64>,
     output: u64,
 }
@@ -68,7 +68,7 @@ impl Tokens {
             self.input = n;
         }
         if let Some(n) = u.cache_creation_input_tokens {
-            self.cache_creation = n;
+            self.cache_creation = Some(n);
         }
         if let Some(n) = u.cache_read_input_tokens {
             self.cache_read = Some(n);
@@ -78,11 +78,17 @@ impl Tokens {
         }
     }
 
-    /// OpenAI counts every prompt token, cached or not, in `prompt_tokens` (saturating: the
-    /// vendor's counts may be anything).
+    /// Input counts every prompt token, cached or not, as OpenAI's `prompt_tokens` does
+    /// (saturating: the vendor's counts may be anything); cache reads and writes are the
+    /// details, when Anthropic reports them.
     pub fn usage(&self) -> Usage {
-        let prompt = self.input.saturating_add(self.cache_creation).saturating_add(self.cache_read.unwrap_or(0));
-        openai::usage(prompt, self.output)
+        let prompt =
+            self.input.saturating_add(self.cache_creation.unwrap_or(0)).saturating_add(self.cache_read.unwrap_or(0));
+        Usage {
+            cached_input_tokens: self.cache_read,
+            cache_creation_input_tokens: self.cache_creation,
+            ..Usage::new(prompt, self.output)
+        }
     }
 
     /// Add `usage.prompt_tokens_details.cached_tokens` to an OpenAI document when the vendor
@@ -147,7 +153,7 @@ pub fn transform(ctx: &CallContext, resp: UpstreamResponse) -> Result<RelayRespo
         finish_reason(msg.stop_reason.as_deref()),
         usage.as_ref(),
     );
-    Ok(RelayResponse { status: resp.status, body: tokens.with_cached(body), usage })
+    Ok(RelayResponse { status: resp.status, body: tokens.with_cached(body), usage, error_class: None })
 }
 
 #[derive(Deserialize)]
@@ -164,14 +170,37 @@ pub struct VendorError {
 
 /// An Anthropic error answer in OpenAI's shape, the message and type kept; 529 becomes 503.
 pub fn error_response(status: u16, body: &str) -> RelayResponse {
+    let error_class = class_of_status(status);
     let status = if status == OVERLOADED { SERVICE_UNAVAILABLE } else { status };
-    let body = match serde_json::from_str::<ErrorEnvelope>(body) {
+    let (body, error_class) = match serde_json::from_str::<ErrorEnvelope>(body) {
         Ok(ErrorEnvelope { error: e }) => {
-            openai_error(&e.message, e.kind.as_deref().unwrap_or(error_type(status)), None)
+            let class = error_class.map(|by_status| class_of(&e).unwrap_or(by_status));
+            (openai_error(&e.message, e.kind.as_deref().unwrap_or(error_type(status)), None), class)
         }
-        Err(_) => openai_error_body(status, body),
+        Err(_) => (openai_error_body(status, body), error_class),
     };
-    RelayResponse { status, body, usage: None }
+    RelayResponse { status, body, usage: None, error_class }
+}
+
+/// What an Anthropic error's type (and, for a too-long prompt, its message) says beyond
+/// the status: Anthropic reports a prompt over the context window as an
+/// `invalid_request_error` ("prompt is too long: 210000 tokens > 200000 maximum", or "input
+/// length and `max_tokens` exceed context limit").
+fn class_of(e: &VendorError) -> Option<ErrorClass> {
+    match e.kind.as_deref()? {
+        "overloaded_error" => Some(ErrorClass::Overloaded),
+        "rate_limit_error" => Some(ErrorClass::RateLimited),
+        "authentication_error" => Some(ErrorClass::Authentication),
+        "permission_error" => Some(ErrorClass::Permission),
+        "not_found_error" => Some(ErrorClass::NotFound),
+        "api_error" => Some(ErrorClass::ServerError),
+        "invalid_request_error" => {
+            let m = e.message.to_ascii_lowercase();
+            let too_long = m.contains("prompt is too long") || m.contains("exceed context limit");
+            Some(if too_long { ErrorClass::ContextLengthExceeded } else { ErrorClass::InvalidRequest })
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -208,7 +237,8 @@ mod tests {
         );
         assert_eq!(r.status, 200);
         let u = r.usage.unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (10, 4, 14));
+        assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (10, 4, 14));
+        assert_eq!((u.cached_input_tokens, u.cache_creation_input_tokens, u.reasoning_tokens), (None, None, None));
         assert_eq!(
             (v["id"].as_str(), v["object"].as_str(), v["model"].as_str()),
             (Some("msg_01"), Some("chat.completion"), Some("claude-real"))
@@ -228,7 +258,9 @@ mod tests {
                 "stop_reason": "tool_use", "stop_sequence": null,
                 "usage": {"input_tokens": 5, "cache_creation_input_tokens": 20, "cache_read_input_tokens": 100, "output_tokens": 7}}),
         );
-        assert_eq!(r.usage.unwrap().prompt_tokens, 125);
+        let u = r.usage.unwrap();
+        assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (125, 7, 132), "cached input is input");
+        assert_eq!((u.cached_input_tokens, u.cache_creation_input_tokens), (Some(100), Some(20)));
         let m = &v["choices"][0]["message"];
         assert_eq!(m["content"], Value::Null);
         assert_eq!(
@@ -279,6 +311,43 @@ mod tests {
         assert!(r.usage.is_none());
     }
 
+    #[test]
+    fn vendor_errors_are_classified() {
+        let err = |kind: &str, msg: &str| json!({"type": "error", "error": {"type": kind, "message": msg}});
+        let too_long = err("invalid_request_error", "prompt is too long: 208310 tokens > 200000 maximum");
+        let (r, v) = answer(400, too_long.clone());
+        assert_eq!(r.error_class, Some(ErrorClass::ContextLengthExceeded));
+        assert_eq!(r.status, 400, "the answer is unchanged");
+        assert_eq!(
+            v,
+            json!({"error": {"message": "prompt is too long: 208310 tokens > 200000 maximum",
+            "type": "invalid_request_error", "param": null, "code": null}})
+        );
+        let window = "input length and `max_tokens` exceed context limit: 197879 + 8192 > 200000, decrease input length or `max_tokens` and try again";
+        for (status, body, class) in [
+            (400, err("invalid_request_error", window), ErrorClass::ContextLengthExceeded),
+            (400, err("invalid_request_error", "messages: roles must alternate"), ErrorClass::InvalidRequest),
+            (401, err("authentication_error", "invalid x-api-key"), ErrorClass::Authentication),
+            (403, err("permission_error", "no access"), ErrorClass::Permission),
+            (404, err("not_found_error", "model: claude-x"), ErrorClass::NotFound),
+            (413, err("request_too_large", "Request exceeds the maximum size"), ErrorClass::InvalidRequest),
+            (429, err("rate_limit_error", "slow down"), ErrorClass::RateLimited),
+            (500, err("api_error", "Internal server error"), ErrorClass::ServerError),
+            (529, err("overloaded_error", "Overloaded"), ErrorClass::Overloaded),
+            // The type decides where the status is less precise.
+            (500, err("overloaded_error", "Overloaded"), ErrorClass::Overloaded),
+        ] {
+            let (r, _) = answer(status, body.clone());
+            assert_eq!(r.error_class, Some(class), "{status} {body}");
+        }
+        assert_eq!(error_response(502, "<html>Bad Gateway</html>").error_class, Some(ErrorClass::ServerError));
+        assert_eq!(error_response(529, "").error_class, Some(ErrorClass::Overloaded));
+        // A status that is no error is not classified, whatever the body says.
+        assert_eq!(error_response(302, &err("overloaded_error", "x").to_string()).error_class, None);
+        let (r, _) = answer(200, json!({"id": "m", "content": [], "usage": {"input_tokens": 1, "output_tokens": 1}}));
+        assert_eq!(r.error_class, None);
+    }
+
     // Found by the property tests (tests/properties.rs): vendor counts near u64::MAX wrapped.
     #[test]
     fn usage_saturates() {
@@ -288,7 +357,7 @@ mod tests {
                 "output_tokens": u64::MAX}}),
         );
         let u = r.usage.unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (u64::MAX, u64::MAX, u64::MAX));
+        assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (u64::MAX, u64::MAX, u64::MAX));
         assert_eq!(v["usage"]["total_tokens"], u64::MAX);
     }
 }

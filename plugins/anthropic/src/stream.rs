@@ -103,12 +103,12 @@ pub struct Stream {
 
 impl Stream {
     fn usage_output(&self, chunks: Vec<String>) -> StreamOutput {
-        StreamOutput { chunks, done: false, usage: Some(self.tokens.usage()) }
+        StreamOutput { usage: Some(self.tokens.usage()), ..StreamOutput::chunks(chunks) }
     }
 }
 
 fn output(chunks: Vec<String>) -> StreamOutput {
-    StreamOutput { chunks, done: false, usage: None }
+    StreamOutput::chunks(chunks)
 }
 
 impl StreamAdapter for Stream {
@@ -191,7 +191,7 @@ impl StreamAdapter for Stream {
             }
             Event::MessageStop => {
                 self.done = true;
-                Ok(StreamOutput { chunks: vec![], done: true, usage: Some(self.tokens.usage()) })
+                Ok(StreamOutput { done: true, usage: Some(self.tokens.usage()), ..StreamOutput::empty() })
             }
             Event::Ping | Event::Unknown => Ok(output(vec![])),
             Event::Error { error } => {
@@ -207,7 +207,7 @@ impl StreamAdapter for Stream {
         }
         let usage = self.tokens.usage();
         let chunks = if self.include_usage { vec![self.tokens.with_cached(self.chunks.usage(&usage))] } else { vec![] };
-        Ok(StreamEnd { chunks, usage: Some(usage) })
+        Ok(StreamEnd::chunks(chunks, Some(usage)))
     }
 }
 
@@ -216,15 +216,19 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    fn stream(include_usage: bool) -> Stream {
-        Stream::new(&CallContext {
+    fn stream_ctx() -> CallContext {
+        CallContext {
             request_id: "r1".into(),
             endpoint: Endpoint::ChatCompletions,
             model: "claude-x".into(),
             stream: true,
-            include_usage,
+            include_usage: false,
             settings: vec![],
-        })
+        }
+    }
+
+    fn stream(include_usage: bool) -> Stream {
+        Stream::new(&CallContext { include_usage, ..stream_ctx() })
     }
 
     fn push(s: &mut Stream, data: Value) -> Result<StreamOutput, AdapterError> {
@@ -270,13 +274,14 @@ mod tests {
         for (i, e) in events().into_iter().enumerate() {
             let o = push(&mut s, e).unwrap();
             assert_eq!(o.done, i == 14, "event {i}");
-            chunks.extend(o.chunks);
+            chunks.extend(o.data().into_iter().map(String::from));
             last = o.usage.or(last);
         }
-        assert_eq!(last.map(|u| (u.prompt_tokens, u.completion_tokens)), Some((15, 30)));
+        assert_eq!(last.map(|u| (u.input_tokens, u.output_tokens)), Some((15, 30)));
         let end = s.finish().unwrap();
-        assert_eq!(end.usage.map(|u| u.total_tokens), Some(45));
-        chunks.extend(end.chunks);
+        let u = end.usage.as_ref().unwrap();
+        assert_eq!((u.total_tokens, u.cached_input_tokens, u.cache_creation_input_tokens), (45, Some(3), None));
+        chunks.extend(end.data().into_iter().map(String::from));
         let c = parsed(&chunks);
         assert!(c.iter().all(|c| c["id"] == "msg_9" && c["model"] == "claude-real"));
         assert!(c.iter().all(|c| c["object"] == "chat.completion.chunk"));
@@ -305,15 +310,45 @@ mod tests {
     }
 
     #[test]
+    fn one_batch_is_the_same_stream() {
+        let ctx = CallContext { include_usage: true, ..stream_ctx() };
+        let mut one = stream(true);
+        let mut expected = Vec::new();
+        for e in events() {
+            expected.extend(push(&mut one, e).unwrap().data().into_iter().map(String::from));
+        }
+        let mut batched = relay_plugin_kit::Batched::<Stream>::new(&ctx);
+        let mut all: Vec<StreamEvent> = events()
+            .into_iter()
+            .map(|v| StreamEvent { event: v["type"].as_str().map(str::to_owned), data: v.to_string() })
+            .collect();
+        all.push(StreamEvent { event: Some("ping".into()), data: "not even JSON".into() });
+        let out = batched.push(all).unwrap();
+        assert!(out.done, "message_stop ends the batch; what follows it is ignored");
+        let u = out.usage.unwrap();
+        assert_eq!((u.input_tokens, u.output_tokens, u.cached_input_tokens), (15, 30, Some(3)));
+        // `created` is the clock's: compare all but it.
+        let strip = |c: &str| {
+            let mut v: Value = serde_json::from_str(c).unwrap();
+            v["created"] = Value::Null;
+            v
+        };
+        let got: Vec<Value> = out.data().into_iter().map(strip).collect();
+        let want: Vec<Value> = expected.iter().map(|c| strip(c)).collect();
+        assert_eq!(got, want);
+        assert_eq!(batched.finish().unwrap().events.len(), 1, "the usage chunk");
+    }
+
+    #[test]
     fn without_include_usage_there_is_no_usage_chunk() {
         let mut s = stream(false);
         let mut chunks = Vec::new();
         for e in events() {
-            chunks.extend(push(&mut s, e).unwrap().chunks);
+            chunks.extend(push(&mut s, e).unwrap().data().into_iter().map(String::from));
         }
         let end = s.finish().unwrap();
-        assert!(end.chunks.is_empty());
-        assert_eq!(end.usage.map(|u| u.completion_tokens), Some(30));
+        assert!(end.events.is_empty());
+        assert_eq!(end.usage.map(|u| u.output_tokens), Some(30));
         assert!(parsed(&chunks).iter().all(|c| c.get("usage").is_none()));
     }
 
@@ -344,6 +379,6 @@ mod tests {
         // Unknown event types are ignored, as Anthropic asks.
         let mut s = stream(false);
         push(&mut s, events()[0].clone()).unwrap();
-        assert!(push(&mut s, json!({"type": "future_event", "x": 1})).unwrap().chunks.is_empty());
+        assert!(push(&mut s, json!({"type": "future_event", "x": 1})).unwrap().events.is_empty());
     }
 }

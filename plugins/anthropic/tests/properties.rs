@@ -148,6 +148,7 @@ proptest! {
         match Anthropic::transform_response(&ctx, resp) {
             Ok(r) => {
                 check_answer(status, r.status, &r.body)?;
+                check_class(status, r.error_class, None)?;
                 if let Some(u) = &r.usage {
                     check_usage(u)?;
                 }
@@ -173,5 +174,17 @@ proptest! {
         all.extend(events);
         let bound = StreamBound { chunks: |_| 1, envelope: 512, generated: true, computed_usage: true };
         run_stream::<<Anthropic as Adapter>::Stream>(&ctx, all, &bound)?;
+    }
+
+    #[test]
+    fn streams_are_the_same_in_batches(
+        ctx in context(Endpoint::ChatCompletions, true),
+        start in prop::option::weighted(0.9, message_start()),
+        events in events(event_data(event()), 20),
+        sizes in batch_sizes(),
+    ) {
+        let mut all: Vec<_> = start.map(|s| relay_plugin_kit::StreamEvent { event: None, data: s.to_string() }).into_iter().collect();
+        all.extend(events);
+        check_batching::<<Anthropic as Adapter>::Stream>(&ctx, all, &sizes)?;
     }
 }

@@ -10,7 +10,7 @@
 //! (the deployment serving one model), `deployment` (the deployment for every other model;
 //! without either, the model name is the deployment name).
 
-use relay_plugin_kit::error::error_type;
+use relay_plugin_kit::error::{error_type, openai_error_class};
 use relay_plugin_kit::prelude::*;
 use serde_json::{Map, Value};
 
@@ -25,13 +25,11 @@ impl Adapter for Azure {
     type Stream = openai::PassthroughStream;
 
     fn info() -> PluginInfo {
+        // No native client API: the host serves Responses and Messages through chat.
         PluginInfo {
-            name: "azure".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Azure OpenAI Service (deployments API)".into(),
             endpoints: vec![Endpoint::ChatCompletions, Endpoint::Embeddings],
             auth: AuthScheme::Header("api-key".into()),
-            stream_format: StreamFormat::Sse,
+            ..PluginInfo::new("azure", env!("CARGO_PKG_VERSION"), "Azure OpenAI Service (deployments API)")
         }
     }
 
@@ -39,6 +37,7 @@ impl Adapter for Azure {
         let operation = match ctx.endpoint {
             Endpoint::ChatCompletions => "chat/completions",
             Endpoint::Embeddings => "embeddings",
+            other => return Err(relay_plugin_kit::not_mapped(other)),
         };
         let path = format!(
             "/openai/deployments/{}/{operation}?api-version={}",
@@ -57,9 +56,16 @@ impl Adapter for Azure {
     fn transform_response(_ctx: &CallContext, resp: UpstreamResponse) -> Result<RelayResponse, AdapterError> {
         if (200..300).contains(&resp.status) {
             let usage = openai::usage_of(&resp.body)?;
-            return Ok(RelayResponse { status: resp.status, body: resp.body, usage });
+            return Ok(RelayResponse { status: resp.status, body: resp.body, usage, error_class: None });
         }
-        Ok(RelayResponse { status: resp.status, body: error_body(resp.status, &resp.body), usage: None })
+        // Azure's codes (`content_filter`, `context_length_exceeded`) are OpenAI's; its
+        // numeric codes ("429") say no more than the status.
+        Ok(RelayResponse {
+            status: resp.status,
+            body: error_body(resp.status, &resp.body),
+            usage: None,
+            error_class: openai_error_class(resp.status, &resp.body),
+        })
     }
 }
 
@@ -223,7 +229,7 @@ mod tests {
         let r = response(200, &ok).unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, ok.as_str()));
         let u = r.usage.unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (3, 5, 8));
+        assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (3, 5, 8));
 
         // A filtered completion keeps its finish reason.
         let filtered = r#"{"id":"c","choices":[{"index":0,"finish_reason":"content_filter","message":{"role":"assistant","content":"Once"}}]}"#;
@@ -282,6 +288,46 @@ mod tests {
         assert_eq!(e["innererror"]["content_filter_result"]["violence"]["filtered"], true);
     }
 
+    fn class_of(status: u16, body: &str) -> Option<ErrorClass> {
+        response(status, body).unwrap().error_class
+    }
+
+    #[test]
+    fn azure_errors_are_classified() {
+        let filtered = json!({"error": {"message": "filtered", "type": null, "param": "prompt", "code": "content_filter",
+            "status": 400, "innererror": {"code": "ResponsibleAIPolicyViolation"}}});
+        assert_eq!(class_of(400, &filtered.to_string()), Some(ErrorClass::ContentFiltered));
+        let long = json!({"error": {"message": "This model's maximum context length is 128000 tokens.",
+            "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}});
+        assert_eq!(class_of(400, &long.to_string()), Some(ErrorClass::ContextLengthExceeded));
+        for (status, code, class) in [
+            (429, "429", ErrorClass::RateLimited),
+            (404, "DeploymentNotFound", ErrorClass::NotFound),
+            (401, "401", ErrorClass::Authentication),
+            (403, "AuthorizationFailed", ErrorClass::Permission),
+            (400, "BadRequest", ErrorClass::InvalidRequest),
+            (500, "InternalServerError", ErrorClass::ServerError),
+            (503, "ServiceUnavailable", ErrorClass::Overloaded),
+        ] {
+            let body = json!({"error": {"code": code, "message": "m"}}).to_string();
+            assert_eq!(class_of(status, &body), Some(class), "{status} {code}");
+        }
+        assert_eq!(class_of(502, "<html>Bad Gateway</html>"), Some(ErrorClass::ServerError));
+        assert_eq!(class_of(200, r#"{"choices":[]}"#), None);
+        // The answer the client sees is the same as without classes.
+        let (status, v) = error_of(400, &filtered.to_string());
+        assert_eq!((status, v["error"]["code"].as_str()), (400, Some("content_filter")));
+    }
+
+    #[test]
+    fn info_has_no_native_api_and_other_apis_are_refused() {
+        assert!(Azure::info().native.is_empty());
+        for e in [Endpoint::Responses, Endpoint::Messages] {
+            let c = ctx(e, "gpt-4o", false, &[]);
+            assert!(matches!(Azure::transform_request(&c, "{}"), Err(AdapterError::Unsupported(_))));
+        }
+    }
+
     #[test]
     fn openai_shaped_and_other_errors() {
         let openai = json!({"error": {"message": "Unrecognized request argument supplied: foo", "type": "invalid_request_error", "param": null, "code": null}});
@@ -309,27 +355,27 @@ mod tests {
         let usage = r#"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":6,"total_tokens":10}}"#;
 
         let o = t.push(event(prompt_filter)).unwrap();
-        assert!(o.chunks.is_empty() && !o.done && o.usage.is_none());
+        assert!(o.events.is_empty() && !o.done && o.usage.is_none());
         for chunk in [role, call, args, text, stop] {
             let o = t.push(event(chunk)).unwrap();
-            assert_eq!(o.chunks, vec![chunk.to_string()], "chunks pass unchanged");
+            assert_eq!(o.data(), vec![chunk], "chunks pass unchanged");
             assert!(o.usage.is_none());
         }
         let o = t.push(event(usage)).unwrap();
-        assert_eq!(o.chunks, vec![usage.to_string()], "the usage chunk has no choices but is kept");
+        assert_eq!(o.data(), vec![usage], "the usage chunk has no choices but is kept");
         assert_eq!(o.usage.unwrap().total_tokens, 10);
         assert!(t.push(event("[DONE]")).unwrap().done);
         let end = t.finish().unwrap();
-        assert!(end.chunks.is_empty());
+        assert!(end.events.is_empty());
         let u = end.usage.unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (4, 6, 10));
+        assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (4, 6, 10));
     }
 
     #[test]
     fn stream_without_done_fails_in_finish() {
         let mut t = openai::PassthroughStream::new(&ctx(Endpoint::ChatCompletions, "gpt-4o", true, &[]));
         let text = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
-        assert_eq!(t.push(event(text)).unwrap().chunks.len(), 1);
+        assert_eq!(t.push(event(text)).unwrap().events.len(), 1);
         assert!(matches!(t.finish(), Err(AdapterError::InvalidUpstream(m)) if m.contains("[DONE]")));
     }
 

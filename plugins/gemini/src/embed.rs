@@ -75,7 +75,7 @@ pub fn response(ctx: &CallContext, body: &str) -> Result<RelayResponse, AdapterE
         .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e.values}))
         .collect();
     let body = json!({"object": "list", "data": data, "model": ctx.model}).to_string();
-    Ok(RelayResponse { status: 200, body, usage: None })
+    Ok(RelayResponse { status: 200, body, usage: None, error_class: None })
 }
 
 #[cfg(test)]

@@ -24,17 +24,22 @@ impl Adapter for Gemini {
     type Stream = GeminiStream;
 
     fn info() -> PluginInfo {
+        // No native client API: the host serves Responses and Messages through chat.
         PluginInfo {
-            name: "gemini".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Google Gemini API (generateContent, streamGenerateContent, batchEmbedContents)".into(),
             endpoints: vec![Endpoint::ChatCompletions, Endpoint::Embeddings],
             auth: AuthScheme::Header("x-goog-api-key".into()),
-            stream_format: StreamFormat::Sse,
+            ..PluginInfo::new(
+                "gemini",
+                env!("CARGO_PKG_VERSION"),
+                "Google Gemini API (generateContent, streamGenerateContent, batchEmbedContents)",
+            )
         }
     }
 
     fn transform_request(ctx: &CallContext, body: &str) -> Result<UpstreamRequest, AdapterError> {
+        if matches!(ctx.endpoint, Endpoint::Responses | Endpoint::Messages) {
+            return Err(relay_plugin_kit::not_mapped(ctx.endpoint));
+        }
         if ctx.endpoint == Endpoint::Embeddings {
             return Ok(UpstreamRequest {
                 method: "POST".into(),
@@ -88,6 +93,9 @@ mod tests {
         assert_eq!(i.name, "gemini");
         assert!(matches!(i.auth, AuthScheme::Header(ref h) if h == "x-goog-api-key"));
         assert!(matches!(i.stream_format, StreamFormat::Sse));
+        assert!(i.native.is_empty());
+        let other = CallContext { endpoint: Endpoint::Responses, ..ctx(false) };
+        assert!(matches!(Gemini::transform_request(&other, "{}"), Err(AdapterError::Unsupported(_))));
     }
 
     #[test]
@@ -116,5 +124,6 @@ mod tests {
         .unwrap();
         assert_eq!(r.status, 429);
         assert!(r.body.contains("Resource exhausted") && r.body.contains("RESOURCE_EXHAUSTED"));
+        assert_eq!(r.error_class, Some(ErrorClass::RateLimited));
     }
 }

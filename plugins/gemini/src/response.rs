@@ -1,9 +1,9 @@
 //! Gemini `GenerateContentResponse` and Google error bodies → OpenAI shapes.
 
-use relay_plugin_kit::error::{error_type, openai_error, openai_error_body};
+use relay_plugin_kit::error::{class_of_status, error_type, openai_error, openai_error_body};
 use relay_plugin_kit::openai::{FunctionCall, ToolCall};
 use relay_plugin_kit::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 /// One `GenerateContentResponse`: a whole answer, or one stream chunk.
@@ -75,21 +75,36 @@ pub struct UsageMetadata {
     pub candidates_token_count: u64,
     pub total_token_count: Option<u64>,
     /// Thinking tokens: billed as output, so counted as completion tokens (OpenAI counts
-    /// reasoning tokens there too).
-    pub thoughts_token_count: u64,
+    /// reasoning tokens there too), and reported as reasoning.
+    #[serde(deserialize_with = "present")]
+    pub thoughts_token_count: Option<u64>,
     /// Tool-use prompt tokens: input, so counted as prompt tokens.
     pub tool_use_prompt_token_count: u64,
+    /// Prompt tokens served from a context cache (part of `promptTokenCount`). Read
+    /// leniently: a malformed count is no count, as before it was read at all.
+    pub cached_content_token_count: Option<Value>,
+}
+
+/// A count that, when present, must be one (absent is `None` by the struct's default).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    u64::deserialize(d).map(Some)
 }
 
 impl UsageMetadata {
-    /// Sums saturate: the vendor's counts may be anything.
+    /// Sums saturate: the vendor's counts may be anything. The cached input is a part of
+    /// the input, so never more than it.
     pub fn usage(&self) -> Usage {
         let prompt = self.prompt_token_count.saturating_add(self.tool_use_prompt_token_count);
-        let completion = self.candidates_token_count.saturating_add(self.thoughts_token_count);
+        let completion = self.candidates_token_count.saturating_add(self.thoughts_token_count.unwrap_or(0));
         Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
             total_tokens: self.total_token_count.unwrap_or(prompt.saturating_add(completion)),
+            cached_input_tokens: self
+                .cached_content_token_count
+                .as_ref()
+                .and_then(Value::as_u64)
+                .map(|c| c.min(prompt)),
+            reasoning_tokens: self.thoughts_token_count,
+            ..Usage::new(prompt, completion)
         }
     }
 }
@@ -150,7 +165,10 @@ pub fn completion(ctx: &CallContext, body: &str) -> Result<RelayResponse, Adapte
         (content, calls, reason)
     };
     let body = openai::completion(&id, openai::now(), model, content.as_deref(), &tool_calls, reason, usage.as_ref());
-    Ok(RelayResponse { status: 200, body, usage })
+    // A blocked prompt or a filtered answer is still a 200 with its (empty or partial)
+    // completion, as before; the class tells the host what it is.
+    let error_class = (reason == "content_filter").then_some(ErrorClass::ContentFiltered);
+    Ok(RelayResponse { status: 200, body, usage, error_class })
 }
 
 /// An id for an answer Gemini gave none for, unique per relay request.
@@ -193,7 +211,12 @@ impl GoogleError {
 /// rejected key is 401, as OpenAI answers it), Google's status as `code`.
 pub fn error(status: u16, body: &str) -> RelayResponse {
     let Some(e) = GoogleError::parse(body) else {
-        return RelayResponse { status, body: openai_error_body(status, body), usage: None };
+        return RelayResponse {
+            status,
+            body: openai_error_body(status, body),
+            usage: None,
+            error_class: class_of_status(status),
+        };
     };
     let google = e.status.as_deref().unwrap_or_default();
     let key_invalid = e.key_invalid();
@@ -211,7 +234,29 @@ pub fn error(status: u16, body: &str) -> RelayResponse {
     };
     let message = e.message.filter(|m| !m.is_empty()).unwrap_or_else(|| format!("Gemini answered {status}"));
     let code = (!google.is_empty()).then_some(google);
-    RelayResponse { status, body: openai_error(&message, kind, code), usage: None }
+    let error_class =
+        class_of_status(status).map(|by_status| class_of(google, key_invalid, &message).unwrap_or(by_status));
+    RelayResponse { status, body: openai_error(&message, kind, code), usage: None, error_class }
+}
+
+/// What Google's status (and, for a prompt over the context window, the message) says
+/// beyond the HTTP status. Gemini reports a too-long prompt as INVALID_ARGUMENT: "The input
+/// token count (1200000) exceeds the maximum number of tokens allowed (1048576)."
+fn class_of(google: &str, key_invalid: bool, message: &str) -> Option<ErrorClass> {
+    Some(match google {
+        _ if key_invalid => ErrorClass::Authentication,
+        "UNAUTHENTICATED" => ErrorClass::Authentication,
+        "PERMISSION_DENIED" => ErrorClass::Permission,
+        "NOT_FOUND" => ErrorClass::NotFound,
+        "RESOURCE_EXHAUSTED" => ErrorClass::RateLimited,
+        "UNAVAILABLE" => ErrorClass::Overloaded,
+        "INTERNAL" | "UNKNOWN" | "DEADLINE_EXCEEDED" => ErrorClass::ServerError,
+        "INVALID_ARGUMENT" if message.contains("exceeds the maximum number of tokens") => {
+            ErrorClass::ContextLengthExceeded
+        }
+        "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" | "ALREADY_EXISTS" => ErrorClass::InvalidRequest,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -247,7 +292,9 @@ mod tests {
         assert_eq!(v["choices"][0]["message"], json!({"role": "assistant", "content": "Hello world", "refusal": null}));
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
         assert_eq!(v["usage"], json!({"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}));
-        assert_eq!(usage.unwrap().completion_tokens, 5);
+        let u = usage.unwrap();
+        assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (4, 5, 9), "thoughts are output");
+        assert_eq!((u.reasoning_tokens, u.cached_input_tokens, u.cache_creation_input_tokens), (Some(3), None, None));
     }
 
     #[test]
@@ -295,6 +342,78 @@ mod tests {
         assert!(matches!(completion(&ctx(), "<html>"), Err(AdapterError::InvalidUpstream(_))));
     }
 
+    #[test]
+    fn cached_and_thinking_tokens_are_reported() {
+        let (v, usage) = complete(json!({
+            "candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 1000, "cachedContentTokenCount": 800, "candidatesTokenCount": 20,
+                "thoughtsTokenCount": 30, "totalTokenCount": 1050}}));
+        let u = usage.unwrap();
+        assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (1000, 50, 1050), "cached input is input");
+        assert_eq!((u.cached_input_tokens, u.reasoning_tokens), (Some(800), Some(30)));
+        // The answer is unchanged: OpenAI's three counts.
+        assert_eq!(v["usage"], json!({"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050}));
+        // A malformed cache count is no count; a cache count above the prompt is the prompt.
+        let (_, usage) = complete(json!({
+            "candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 5, "cachedContentTokenCount": "800"}}));
+        assert_eq!(usage.unwrap().cached_input_tokens, None);
+        let (_, usage) = complete(json!({
+            "candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 5, "cachedContentTokenCount": 9}}));
+        let u = usage.unwrap();
+        assert_eq!((u.cached_input_tokens, u.reasoning_tokens), (Some(5), None));
+        // A malformed thinking count still fails, as it did.
+        let bad = json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"thoughtsTokenCount": null}});
+        assert!(matches!(completion(&ctx(), &bad.to_string()), Err(AdapterError::InvalidUpstream(_))));
+    }
+
+    #[test]
+    fn filtered_answers_are_classified() {
+        let class = |body: Value| completion(&ctx(), &body.to_string()).unwrap().error_class;
+        assert_eq!(class(json!({"promptFeedback": {"blockReason": "SAFETY"}})), Some(ErrorClass::ContentFiltered));
+        for reason in ["SAFETY", "RECITATION", "PROHIBITED_CONTENT"] {
+            let body = json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": reason}]});
+            assert_eq!(class(body), Some(ErrorClass::ContentFiltered), "{reason}");
+        }
+        for reason in ["STOP", "MAX_TOKENS"] {
+            let body = json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": reason}]});
+            assert_eq!(class(body), None, "{reason}");
+        }
+    }
+
+    #[test]
+    fn google_errors_are_classified() {
+        let google = |status: &str, message: &str| {
+            json!({"error": {"code": 400, "message": message, "status": status}}).to_string()
+        };
+        let class = |http: u16, body: String| error(http, &body).error_class;
+        let too_long = "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).";
+        assert_eq!(class(400, google("INVALID_ARGUMENT", too_long)), Some(ErrorClass::ContextLengthExceeded));
+        assert_eq!(class(400, google("INVALID_ARGUMENT", "Bad field")), Some(ErrorClass::InvalidRequest));
+        assert_eq!(
+            class(400, google("FAILED_PRECONDITION", "User location is not supported")),
+            Some(ErrorClass::InvalidRequest)
+        );
+        assert_eq!(class(429, google("RESOURCE_EXHAUSTED", "Quota exceeded")), Some(ErrorClass::RateLimited));
+        assert_eq!(class(503, google("UNAVAILABLE", "The model is overloaded.")), Some(ErrorClass::Overloaded));
+        assert_eq!(class(500, google("INTERNAL", "Internal error")), Some(ErrorClass::ServerError));
+        assert_eq!(class(504, google("DEADLINE_EXCEEDED", "Deadline")), Some(ErrorClass::ServerError));
+        assert_eq!(class(403, google("PERMISSION_DENIED", "No access")), Some(ErrorClass::Permission));
+        assert_eq!(class(404, google("NOT_FOUND", "models/x is not found")), Some(ErrorClass::NotFound));
+        assert_eq!(class(401, google("UNAUTHENTICATED", "No key")), Some(ErrorClass::Authentication));
+        let mut key: Value = serde_json::from_str(&google("INVALID_ARGUMENT", "API key not valid.")).unwrap();
+        key["error"]["details"] = json!([{"reason": "API_KEY_INVALID"}]);
+        let r = error(400, &key.to_string());
+        assert_eq!((r.status, r.error_class), (401, Some(ErrorClass::Authentication)));
+        // An unknown Google status, or a body that is not Google's, goes by the HTTP status.
+        assert_eq!(class(409, google("ABORTED", "x")), Some(ErrorClass::InvalidRequest));
+        assert_eq!(error(502, "<html>Bad Gateway</html>").error_class, Some(ErrorClass::ServerError));
+        // A status that is no error is not classified.
+        assert_eq!(class(302, google("RESOURCE_EXHAUSTED", "x")), None);
+    }
+
     // Found by the property tests (tests/properties.rs): vendor counts near u64::MAX wrapped.
     #[test]
     fn usage_saturates() {
@@ -302,7 +421,7 @@ mod tests {
             complete(json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}],
             "usageMetadata": {"promptTokenCount": u64::MAX, "toolUsePromptTokenCount": 2, "candidatesTokenCount": 1}}));
         let u = usage.unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (u64::MAX, 1, u64::MAX));
+        assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (u64::MAX, 1, u64::MAX));
     }
 
     #[test]

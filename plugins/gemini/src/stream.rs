@@ -26,7 +26,7 @@ impl StreamAdapter for GeminiStream {
     fn push(&mut self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
         let data = event.data.trim();
         if data.is_empty() {
-            return Ok(StreamOutput { chunks: vec![], done: false, usage: None });
+            return Ok(StreamOutput::empty());
         }
         let v: Value = serde_json::from_str(data)
             .map_err(|e| invalid_upstream(format!("a Gemini stream event is not JSON: {e}")))?;
@@ -71,7 +71,7 @@ impl StreamAdapter for GeminiStream {
             out.push(b.finish(reason));
             self.finished = true;
         }
-        Ok(StreamOutput { chunks: out, done: self.finished, usage })
+        Ok(StreamOutput { done: self.finished, usage, ..StreamOutput::chunks(out) })
     }
 
     fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
@@ -82,7 +82,7 @@ impl StreamAdapter for GeminiStream {
             (Some(b), Some(u)) if self.ctx.include_usage => vec![b.usage(u)],
             _ => vec![],
         };
-        Ok(StreamEnd { chunks, usage: self.usage })
+        Ok(StreamEnd::chunks(chunks, self.usage))
     }
 }
 
@@ -106,8 +106,9 @@ mod tests {
         s.push(StreamEvent { event: None, data: v.to_string() }).unwrap()
     }
 
-    fn parse(chunks: &[String]) -> Vec<Value> {
-        chunks.iter().map(|c| serde_json::from_str(c).unwrap()).collect()
+    fn parse(events: &[OutputEvent]) -> Vec<Value> {
+        assert!(events.iter().all(|e| e.name.is_none()), "chat chunks have no event name");
+        events.iter().map(|e| serde_json::from_str(&e.data).unwrap()).collect()
     }
 
     #[test]
@@ -118,25 +119,25 @@ mod tests {
             json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}, "index": 0}],
                 "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": 3}, "modelVersion": "gemini-2.0-flash", "responseId": "r-1"}),
         );
-        let c = parse(&o.chunks);
+        let c = parse(&o.events);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
         assert_eq!(c[1]["choices"][0]["delta"]["content"], "Hel");
         assert!(c[1].get("usage").is_some_and(Value::is_null), "usage: null on every chunk with include_usage");
         assert!(!o.done);
-        assert_eq!(o.usage.unwrap().prompt_tokens, 3);
+        assert_eq!(o.usage.unwrap().input_tokens, 3);
         let o = push(
             &mut s,
             json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "lo"}]}, "finishReason": "STOP", "index": 0}],
                 "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5}, "responseId": "r-1"}),
         );
-        let c = parse(&o.chunks);
+        let c = parse(&o.events);
         assert_eq!(c[0]["choices"][0]["delta"]["content"], "lo");
         assert_eq!(c[1]["choices"][0]["finish_reason"], "stop");
         assert!(c.iter().all(|c| c["id"] == "r-1" && c["object"] == "chat.completion.chunk"));
         assert!(o.done);
         let end = s.finish().unwrap();
-        let u = parse(&end.chunks);
+        let u = parse(&end.events);
         assert_eq!(u[0]["choices"], json!([]));
         assert_eq!(u[0]["usage"], json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}));
         assert_eq!(end.usage.unwrap().total_tokens, 5);
@@ -147,7 +148,7 @@ mod tests {
         let mut s = stream(false);
         let o =
             push(&mut s, json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Let me check."}]}}]}));
-        assert_eq!(o.chunks.len(), 2);
+        assert_eq!(o.events.len(), 2);
         let o = push(
             &mut s,
             json!({"candidates": [{"content": {"role": "model", "parts": [
@@ -155,7 +156,7 @@ mod tests {
                 {"functionCall": {"name": "get_time", "args": {}}}]}, "finishReason": "STOP"}],
                 "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 4, "totalTokenCount": 9}}),
         );
-        let c = parse(&o.chunks);
+        let c = parse(&o.events);
         assert_eq!(c.len(), 5);
         assert_eq!(
             c[0]["choices"][0]["delta"]["tool_calls"][0],
@@ -168,8 +169,8 @@ mod tests {
         assert!(c.iter().all(|c| c["id"] == "chatcmpl-req_9" && c.get("usage").is_none()));
         assert!(o.done);
         let end = s.finish().unwrap();
-        assert!(end.chunks.is_empty(), "no usage chunk unless asked");
-        assert_eq!(end.usage.unwrap().completion_tokens, 4);
+        assert!(end.events.is_empty(), "no usage chunk unless asked");
+        assert_eq!(end.usage.unwrap().output_tokens, 4);
     }
 
     #[test]
@@ -192,7 +193,7 @@ mod tests {
         assert!(matches!(e, Err(AdapterError::InvalidUpstream(_))));
         let mut s = stream(false);
         let o = push(&mut s, json!({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}));
-        let c = parse(&o.chunks);
+        let c = parse(&o.events);
         assert_eq!(c.last().unwrap()["choices"][0]["finish_reason"], "content_filter");
         assert!(o.done && s.finish().is_ok());
         let mut s = stream(false);
@@ -200,6 +201,6 @@ mod tests {
             &mut s,
             json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "MAX_TOKENS"}]}),
         );
-        assert_eq!(parse(&o.chunks).last().unwrap()["choices"][0]["finish_reason"], "length");
+        assert_eq!(parse(&o.events).last().unwrap()["choices"][0]["finish_reason"], "length");
     }
 }

@@ -21,14 +21,16 @@ fn usage_metadata(total: bool) -> BoxedStrategy<Value> {
         prop::option::of(tokens()),
         prop::option::of(tokens()),
         total,
+        prop::option::of(tokens()),
     )
-        .prop_map(|(p, c, th, tool, total)| {
+        .prop_map(|(p, c, th, tool, total, cached)| {
             object(vec![
                 ("promptTokenCount", p),
                 ("candidatesTokenCount", c),
                 ("thoughtsTokenCount", th),
                 ("toolUsePromptTokenCount", tool),
                 ("totalTokenCount", total),
+                ("cachedContentTokenCount", cached),
             ])
         })
         .boxed()
@@ -191,6 +193,8 @@ proptest! {
         match Gemini::transform_response(&ctx, resp) {
             Ok(r) => {
                 check_answer(status, r.status, &r.body)?;
+                // A blocked prompt or filtered answer is a 200 classified content-filtered.
+                check_class(r.status, r.error_class, Some(relay_plugin_kit::ErrorClass::ContentFiltered))?;
                 if let Some(u) = r.usage.as_ref().filter(|_| !body.contains("totalTokenCount")) {
                     check_usage(u)?;
                 }
@@ -215,5 +219,14 @@ proptest! {
         // A function call is a start and an arguments chunk; a finish reason adds one.
         let bound = StreamBound { chunks: |ev| 2 * parts_in(ev) + 1, envelope: 512, generated: true, computed_usage: true };
         run_stream::<<Gemini as Adapter>::Stream>(&ctx, events, &bound)?;
+    }
+
+    #[test]
+    fn streams_are_the_same_in_batches(
+        ctx in context(Endpoint::ChatCompletions, true),
+        events in events(event_data(response(false)), 12),
+        sizes in batch_sizes(),
+    ) {
+        check_batching::<<Gemini as Adapter>::Stream>(&ctx, events, &sizes)?;
     }
 }

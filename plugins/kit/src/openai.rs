@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::{AdapterError, Usage};
-use crate::{CallContext, StreamAdapter, StreamEnd, StreamEvent, StreamOutput};
+use crate::{CallContext, OutputEvent, StreamAdapter, StreamEnd, StreamEvent, StreamOutput};
 
 /// A chat completions request as clients send it. Fields no adapter needs to read stay in
 /// `extra`, so an adapter can refuse the ones its vendor cannot take, by name.
@@ -197,9 +197,10 @@ pub struct FunctionCall {
     pub arguments: String,
 }
 
-/// Usage in OpenAI's JSON shape.
+/// Usage in OpenAI's JSON shape: the three counts (the details are the contract's, for
+/// accounting; an adapter that reports them to clients adds them itself).
 pub fn usage_json(u: &Usage) -> Value {
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
+    json!({"prompt_tokens": u.input_tokens, "completion_tokens": u.output_tokens, "total_tokens": u.total_tokens})
 }
 
 /// The `usage` of an OpenAI-shaped body, checking that the body is JSON.
@@ -213,6 +214,8 @@ pub fn usage_of(body: &str) -> Result<Option<Usage>, AdapterError> {
     Ok(p.usage.map(Into::into))
 }
 
+/// OpenAI's `usage` object. The details are read leniently: a vendor whose details are
+/// missing or malformed still has its counts read (the details were never checked before).
 #[derive(Deserialize)]
 pub struct WireUsage {
     #[serde(default)]
@@ -221,17 +224,36 @@ pub struct WireUsage {
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<Value>,
+    #[serde(default)]
+    pub completion_tokens_details: Option<Value>,
+}
+
+/// A count inside a details object, when it is one.
+fn detail(details: &Option<Value>, key: &str) -> Option<u64> {
+    details.as_ref()?.get(key)?.as_u64()
 }
 
 impl From<WireUsage> for Usage {
+    /// `prompt_tokens_details.cached_tokens` is the cached input, and
+    /// `completion_tokens_details.reasoning_tokens` the reasoning (both already counted in
+    /// OpenAI's prompt and completion tokens, as the contract counts them).
     fn from(u: WireUsage) -> Usage {
-        Usage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total_tokens }
+        Usage {
+            input_tokens: u.prompt_tokens,
+            output_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+            cached_input_tokens: detail(&u.prompt_tokens_details, "cached_tokens"),
+            cache_creation_input_tokens: None,
+            reasoning_tokens: detail(&u.completion_tokens_details, "reasoning_tokens"),
+        }
     }
 }
 
 /// Usage from the two counts; the total saturates, as a vendor's counts may be anything.
 pub fn usage(prompt: u64, completion: u64) -> Usage {
-    Usage { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt.saturating_add(completion) }
+    Usage::new(prompt, completion)
 }
 
 /// A non-stream completion with one choice.
@@ -296,11 +318,7 @@ struct UsageDoc {
 
 impl From<&Usage> for UsageDoc {
     fn from(u: &Usage) -> UsageDoc {
-        UsageDoc {
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            total_tokens: u.total_tokens,
-        }
+        UsageDoc { prompt_tokens: u.input_tokens, completion_tokens: u.output_tokens, total_tokens: u.total_tokens }
     }
 }
 
@@ -465,7 +483,7 @@ impl StreamAdapter for PassthroughStream {
         let data = event.data.trim();
         if data == "[DONE]" {
             self.done = true;
-            return Ok(StreamOutput { chunks: vec![], done: true, usage: None });
+            return Ok(StreamOutput { done: true, ..StreamOutput::empty() });
         }
         // A chunk is an object; serde would also read the probe from an array.
         if !data.starts_with('{') {
@@ -481,19 +499,19 @@ impl StreamAdapter for PassthroughStream {
         if usage.is_some() {
             self.usage = usage;
         } else if probe.choices.as_ref().is_none_or(Vec::is_empty) {
-            return Ok(StreamOutput { chunks: vec![], done: false, usage: None });
+            return Ok(StreamOutput::empty());
         }
         // Several `data:` lines arrive joined with `\n`; in valid JSON a line break can only
         // be whitespace between tokens, and the host sends each chunk as one `data:` line.
         let chunk = if event.data.contains(['\n', '\r']) { event.data.replace(['\n', '\r'], " ") } else { event.data };
-        Ok(StreamOutput { chunks: vec![chunk], done: false, usage })
+        Ok(StreamOutput { events: vec![OutputEvent::chunk(chunk)], done: false, usage })
     }
 
     fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
         if !self.done {
             return Err(AdapterError::InvalidUpstream("the vendor's stream ended before [DONE]".into()));
         }
-        Ok(StreamEnd { chunks: vec![], usage: self.usage })
+        Ok(StreamEnd { events: vec![], usage: self.usage })
     }
 }
 
@@ -535,11 +553,35 @@ mod tests {
         assert_eq!(v["choices"], json!([]));
     }
 
+    #[test]
+    fn usage_details_are_read_leniently() {
+        let body = r#"{"usage":{"prompt_tokens":10,"completion_tokens":7,"total_tokens":17,
+            "prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},
+            "completion_tokens_details":{"reasoning_tokens":5}}}"#;
+        let u = usage_of(body).unwrap().unwrap();
+        assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (10, 7, 17), "cached and reasoning included");
+        assert_eq!(
+            (u.cached_input_tokens, u.reasoning_tokens, u.cache_creation_input_tokens),
+            (Some(4), Some(5), None)
+        );
+        // Details that do not read are no details; the counts still are.
+        let body = r#"{"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3,
+            "prompt_tokens_details":{"cached_tokens":"4"},"completion_tokens_details":null}}"#;
+        let u = usage_of(body).unwrap().unwrap();
+        assert_eq!((u.total_tokens, u.cached_input_tokens, u.reasoning_tokens), (3, None, None));
+        let u = usage_of(r#"{"usage":{"prompt_tokens":1,"prompt_tokens_details":[1]}}"#).unwrap().unwrap();
+        assert_eq!((u.input_tokens, u.cached_input_tokens), (1, None));
+        // The usage chunk a client sees keeps OpenAI's three counts.
+        let b = ChunkBuilder { id: "c".into(), created: 1, model: "m".into(), include_usage: true };
+        let v: Value = serde_json::from_str(&b.usage(&Usage { cached_input_tokens: Some(1), ..usage(1, 2) })).unwrap();
+        assert_eq!(v["usage"], json!({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}));
+    }
+
     // Found by the property tests (tests/properties.rs).
     #[test]
     fn usage_saturates() {
         let u = usage(u64::MAX - 1, 12839166859068977367);
-        assert_eq!((u.prompt_tokens, u.total_tokens), (u64::MAX - 1, u64::MAX));
+        assert_eq!((u.input_tokens, u.total_tokens), (u64::MAX - 1, u64::MAX));
     }
 
     // Found by the property tests: a chunk sent over several `data:` lines, and an array
@@ -549,7 +591,8 @@ mod tests {
         let mut s = PassthroughStream::default();
         let data = "{\n  \"choices\": [{\"delta\": {\"content\": \"a\\nb\"}}],\r\n  \"id\": \"\"\n}";
         let o = s.push(StreamEvent { event: None, data: data.into() }).unwrap();
-        assert_eq!(o.chunks, vec!["{   \"choices\": [{\"delta\": {\"content\": \"a\\nb\"}}],    \"id\": \"\" }"]);
+        assert_eq!(o.data(), vec!["{   \"choices\": [{\"delta\": {\"content\": \"a\\nb\"}}],    \"id\": \"\" }"]);
+        assert_eq!(o.events[0].name, None, "a chat chunk has no event name");
         let e = s.push(StreamEvent { event: None, data: "[[],{},null]".into() });
         assert!(matches!(e, Err(AdapterError::InvalidUpstream(m)) if m.contains("object")));
     }

@@ -103,7 +103,7 @@ proptest! {
         for ev in events {
             let data = ev.data.clone();
             let Ok(out) = relay_plugin_kit::StreamAdapter::push(&mut s, ev) else { break };
-            for c in &out.chunks {
+            for c in out.data() {
                 let sent: Value = serde_json::from_str(c).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let got: Value = serde_json::from_str(&data).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(sent, got);
@@ -112,5 +112,14 @@ proptest! {
                 break;
             }
         }
+    }
+
+    #[test]
+    fn the_passthrough_stream_is_the_same_in_batches(
+        ctx in context(Endpoint::ChatCompletions, true),
+        events in events(openai_event_data(), 16),
+        sizes in batch_sizes(),
+    ) {
+        check_batching::<PassthroughStream>(&ctx, events, &sizes)?;
     }
 }

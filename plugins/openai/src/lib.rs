@@ -16,13 +16,14 @@ impl Adapter for OpenAi {
     type Stream = openai::PassthroughStream;
 
     fn info() -> PluginInfo {
+        // No native client API yet: the host serves Responses and Messages through chat.
         PluginInfo {
-            name: "openai".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "OpenAI and OpenAI-compatible APIs (DeepSeek, Groq, OpenRouter, vLLM, Ollama)".into(),
             endpoints: vec![Endpoint::ChatCompletions, Endpoint::Embeddings],
-            auth: AuthScheme::Bearer,
-            stream_format: StreamFormat::Sse,
+            ..PluginInfo::new(
+                "openai",
+                env!("CARGO_PKG_VERSION"),
+                "OpenAI and OpenAI-compatible APIs (DeepSeek, Groq, OpenRouter, vLLM, Ollama)",
+            )
         }
     }
 
@@ -30,6 +31,7 @@ impl Adapter for OpenAi {
         let path = match ctx.endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
+            other => return Err(relay_plugin_kit::not_mapped(other)),
         };
         let mut headers = Vec::new();
         for (key, name) in [("organization", "openai-organization"), ("project", "openai-project")] {
@@ -42,7 +44,8 @@ impl Adapter for OpenAi {
         }
         Ok(UpstreamRequest { method: "POST".into(), path: path.into(), headers, body: body.into() })
     }
-    // transform_response: the kit's default (pass success through, keep errors OpenAI-shaped).
+    // transform_response: the kit's default (pass success through, keep errors OpenAI-shaped,
+    // classify them by OpenAI's code and the status).
 }
 
 relay_plugin_kit::export_adapter!(OpenAi);
@@ -91,6 +94,71 @@ mod tests {
         let r = OpenAi::transform_response(&c, UpstreamResponse { status: 429, headers: vec![], body: vendor.into() })
             .unwrap();
         assert_eq!((r.status, r.body.as_str()), (429, vendor));
+        assert_eq!(r.error_class, Some(ErrorClass::RateLimited));
+    }
+
+    fn answer(status: u16, body: &str) -> RelayResponse {
+        let c = ctx(Endpoint::ChatCompletions, false, &[]);
+        OpenAi::transform_response(&c, UpstreamResponse { status, headers: vec![], body: body.into() }).unwrap()
+    }
+
+    #[test]
+    fn vendor_errors_are_classified_and_unchanged() {
+        let err = |code: &str, kind: &str| {
+            format!(r#"{{"error":{{"message":"m","type":"{kind}","param":null,"code":"{code}"}}}}"#)
+        };
+        for (status, body, class) in [
+            (400, err("context_length_exceeded", "invalid_request_error"), ErrorClass::ContextLengthExceeded),
+            (400, err("content_policy_violation", "invalid_request_error"), ErrorClass::ContentFiltered),
+            (400, err("content_filter", "invalid_request_error"), ErrorClass::ContentFiltered),
+            (400, err("invalid_value", "invalid_request_error"), ErrorClass::InvalidRequest),
+            (401, err("invalid_api_key", "invalid_request_error"), ErrorClass::Authentication),
+            (403, err("unsupported_country_region_territory", "request_forbidden"), ErrorClass::Permission),
+            (404, err("model_not_found", "invalid_request_error"), ErrorClass::NotFound),
+            (429, err("insufficient_quota", "insufficient_quota"), ErrorClass::RateLimited),
+            (500, err("server_error", "server_error"), ErrorClass::ServerError),
+            (503, err("", "server_error"), ErrorClass::Overloaded),
+            (502, "<html>Bad Gateway</html>".to_string(), ErrorClass::ServerError),
+        ] {
+            let r = answer(status, &body);
+            assert_eq!(r.error_class, Some(class), "{status} {body}");
+            assert_eq!(r.status, status);
+            if body.starts_with('{') {
+                assert_eq!(r.body, body, "the answer is the vendor's");
+            }
+        }
+        assert_eq!(answer(200, r#"{"choices":[]}"#).error_class, None);
+    }
+
+    #[test]
+    fn usage_details_are_read() {
+        let ok = r#"{"id":"x","choices":[],"usage":{"prompt_tokens":30,"completion_tokens":50,"total_tokens":80,
+            "prompt_tokens_details":{"cached_tokens":20},"completion_tokens_details":{"reasoning_tokens":40}}}"#;
+        let r = answer(200, ok);
+        assert_eq!(r.body, ok);
+        let u = r.usage.unwrap();
+        assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (30, 50, 80));
+        assert_eq!(
+            (u.cached_input_tokens, u.reasoning_tokens, u.cache_creation_input_tokens),
+            (Some(20), Some(40), None)
+        );
+        let mut t = openai::PassthroughStream::new(&ctx(Endpoint::ChatCompletions, true, &[]));
+        let chunk = r#"{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":4}}}"#;
+        let o = t.push(StreamEvent { event: None, data: chunk.into() }).unwrap();
+        assert_eq!(o.data(), vec![chunk]);
+        let u = o.usage.unwrap();
+        assert_eq!((u.cached_input_tokens, u.reasoning_tokens), (Some(2), Some(4)));
+    }
+
+    #[test]
+    fn info_has_no_native_api_and_other_apis_are_refused() {
+        let i = OpenAi::info();
+        assert!(i.native.is_empty());
+        assert!(matches!(i.endpoints.as_slice(), [Endpoint::ChatCompletions, Endpoint::Embeddings]));
+        assert!(matches!((i.auth, i.stream_format), (AuthScheme::Bearer, StreamFormat::Sse)));
+        for e in [Endpoint::Responses, Endpoint::Messages] {
+            assert!(matches!(OpenAi::transform_request(&ctx(e, false, &[]), "{}"), Err(AdapterError::Unsupported(_))));
+        }
     }
 
     #[test]
@@ -98,13 +166,13 @@ mod tests {
         let mut t = openai::PassthroughStream::new(&ctx(Endpoint::ChatCompletions, true, &[]));
         let chunk = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}]}"#;
         let o = t.push(StreamEvent { event: None, data: chunk.into() }).unwrap();
-        assert_eq!(o.chunks, vec![chunk.to_string()]);
+        assert_eq!(o.data(), vec![chunk]);
         assert!(!o.done);
         assert!(t.finish().is_err());
         let usage = r#"{"id":"c","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#;
         assert_eq!(t.push(StreamEvent { event: None, data: usage.into() }).unwrap().usage.unwrap().total_tokens, 3);
         assert!(t.push(StreamEvent { event: None, data: "[DONE]".into() }).unwrap().done);
-        assert_eq!(t.finish().unwrap().usage.unwrap().completion_tokens, 2);
+        assert_eq!(t.finish().unwrap().usage.unwrap().output_tokens, 2);
         let err = t.push(StreamEvent { event: None, data: r#"{"error":{"message":"overloaded"}}"#.into() });
         assert!(matches!(err, Err(AdapterError::InvalidUpstream(m)) if m.contains("overloaded")));
     }

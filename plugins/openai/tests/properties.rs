@@ -47,4 +47,13 @@ proptest! {
         let bound = StreamBound { chunks: |_| 1, envelope: 0, generated: false, computed_usage: false };
         run_stream::<<OpenAi as Adapter>::Stream>(&ctx, events, &bound)?;
     }
+
+    #[test]
+    fn streams_are_the_same_in_batches(
+        ctx in context(Endpoint::ChatCompletions, true),
+        events in events(openai_event_data(), 16),
+        sizes in batch_sizes(),
+    ) {
+        check_batching::<<OpenAi as Adapter>::Stream>(&ctx, events, &sizes)?;
+    }
 }

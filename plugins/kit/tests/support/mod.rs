@@ -11,7 +11,10 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use relay_plugin_kit::{AdapterError, CallContext, Endpoint, RelayResponse, StreamAdapter, StreamEvent, Usage};
+use relay_plugin_kit::{
+    AdapterError, Batched, CallContext, Endpoint, ErrorClass, OutputEvent, RelayResponse, StreamAdapter, StreamEnd,
+    StreamEvent, StreamOutput, Usage,
+};
 use serde_json::{Map, Value, json};
 
 /// Field names of OpenAI's, Anthropic's and Gemini's shapes, so random objects hit the
@@ -584,7 +587,14 @@ pub fn check_error(e: &AdapterError, input_len: usize) -> Result<(), TestCaseErr
 
 /// Usage that adds up: the total never wraps below its parts.
 pub fn check_usage(u: &Usage) -> Result<(), TestCaseError> {
-    prop_assert!(u.total_tokens >= u.prompt_tokens && u.total_tokens >= u.completion_tokens, "usage wrapped: {u:?}");
+    prop_assert!(u.total_tokens >= u.input_tokens && u.total_tokens >= u.output_tokens, "usage wrapped: {u:?}");
+    // Details are parts of the counts they detail.
+    prop_assert!(u.cached_input_tokens.is_none_or(|c| c <= u.input_tokens), "cached input above input: {u:?}");
+    prop_assert!(
+        u.cache_creation_input_tokens.is_none_or(|c| c <= u.input_tokens),
+        "cache creation above input: {u:?}"
+    );
+    prop_assert!(u.reasoning_tokens.is_none_or(|r| r <= u.output_tokens), "reasoning above output: {u:?}");
     Ok(())
 }
 
@@ -626,8 +636,8 @@ pub fn run_stream<S: StreamAdapter>(
         let max_chunks = (bound.chunks)(&ev) + usize::from(!started);
         match s.push(ev) {
             Ok(out) => {
-                check_output(&out.chunks, max_chunks, 2 * len + carried + bound.envelope, bound.generated)?;
-                started |= !out.chunks.is_empty();
+                check_output(&out.events, max_chunks, 2 * len + carried + bound.envelope, bound.generated)?;
+                started |= !out.events.is_empty();
                 if let Some(u) = out.usage.as_ref().filter(|_| bound.computed_usage) {
                     check_usage(u)?;
                 }
@@ -641,7 +651,7 @@ pub fn run_stream<S: StreamAdapter>(
     }
     match s.finish() {
         Ok(end) => {
-            check_output(&end.chunks, 1, carried + bound.envelope, bound.generated)?;
+            check_output(&end.events, 1, carried + bound.envelope, bound.generated)?;
             if let Some(u) = end.usage.as_ref().filter(|_| bound.computed_usage) {
                 check_usage(u)?;
             }
@@ -651,9 +661,16 @@ pub fn run_stream<S: StreamAdapter>(
     }
 }
 
-fn check_output(chunks: &[String], max_chunks: usize, max_bytes: usize, generated: bool) -> Result<(), TestCaseError> {
-    prop_assert!(chunks.len() <= max_chunks, "{} chunks, at most {max_chunks} expected", chunks.len());
-    for c in chunks {
+fn check_output(
+    events: &[OutputEvent],
+    max_chunks: usize,
+    max_bytes: usize,
+    generated: bool,
+) -> Result<(), TestCaseError> {
+    prop_assert!(events.len() <= max_chunks, "{} chunks, at most {max_chunks} expected", events.len());
+    for e in events {
+        prop_assert!(e.name.is_none(), "a chat chunk has no event name: {e:?}");
+        let c = &e.data;
         prop_assert!(c.len() <= max_bytes, "a chunk of {} bytes, at most {max_bytes} expected", c.len());
         let v = check_chunk(c)?;
         if generated {
@@ -691,6 +708,7 @@ pub fn check_passthrough_answer(
     match out {
         Ok(r) => {
             check_answer(status, r.status, &r.body)?;
+            check_class(r.status, r.error_class, None)?;
             if (200..300).contains(&status) {
                 prop_assert_eq!(&r.body, body, "a success passes through");
             }
@@ -701,5 +719,152 @@ pub fn check_passthrough_answer(
             check_error(&e, body.len())?;
         }
     }
+    Ok(())
+}
+
+/// Error classes: an error status always has one (the vendor's meaning, or the status's),
+/// a status that is no error never has one, and a success has one only when `success_class`
+/// allows it (a vendor that reports a filtered answer as a success).
+pub fn check_class(
+    status: u16,
+    class: Option<ErrorClass>,
+    success_class: Option<ErrorClass>,
+) -> Result<(), TestCaseError> {
+    match status {
+        400..=599 => prop_assert!(class.is_some(), "error status {status} without a class"),
+        200..=299 => prop_assert!(
+            class.is_none() || format!("{class:?}") == format!("{success_class:?}"),
+            "success {status} classified {class:?}"
+        ),
+        _ => prop_assert!(class.is_none(), "status {status} is no error but is classified {class:?}"),
+    }
+    Ok(())
+}
+
+/// What a client receives from a stream, as the host drives it: the events, the last usage,
+/// and how it ended (the error, or the end's usage).
+#[derive(Debug)]
+pub struct Sent {
+    pub events: Vec<OutputEvent>,
+    pub usage: Option<Usage>,
+    pub error: Option<String>,
+}
+
+impl Sent {
+    fn new() -> Sent {
+        Sent { events: vec![], usage: None, error: None }
+    }
+
+    /// Take one output; whether the stream goes on.
+    fn output(&mut self, out: StreamOutput) -> bool {
+        self.events.extend(out.events);
+        if out.usage.is_some() {
+            self.usage = out.usage;
+        }
+        !out.done
+    }
+
+    fn end(&mut self, end: Result<StreamEnd, AdapterError>) {
+        match end {
+            Ok(end) => {
+                self.events.extend(end.events);
+                if end.usage.is_some() {
+                    self.usage = end.usage;
+                }
+            }
+            Err(e) => self.error = Some(format!("{e:?}")),
+        }
+    }
+
+    /// The same bytes for the client (and the same usage for accounting), but for the
+    /// `created` time generated chunks take from the clock when their stream starts.
+    pub fn same_as(&self, other: &Sent) -> bool {
+        let created = blank_created(&format!("{self:?}"));
+        created == blank_created(&format!("{other:?}"))
+    }
+}
+
+/// `text` with the digits after every `created` key (`\"created\":` in a Debug string) blanked.
+fn blank_created(text: &str) -> String {
+    const KEY: &str = "\\\"created\\\":";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(KEY) {
+        out.push_str(&rest[..at + KEY.len()]);
+        rest = rest[at + KEY.len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `events` pushed one at a time (the per-event method, as a 0.1 host drove streams).
+pub fn sent_one_by_one<S: StreamAdapter>(ctx: &CallContext, events: Vec<StreamEvent>) -> Sent {
+    let mut s = S::new(ctx);
+    let mut sent = Sent::new();
+    for ev in events {
+        match s.push(ev) {
+            Ok(out) => {
+                if !sent.output(out) {
+                    break;
+                }
+            }
+            Err(e) => {
+                sent.error = Some(format!("{e:?}"));
+                return sent;
+            }
+        }
+    }
+    sent.end(s.finish());
+    sent
+}
+
+/// `events` pushed in batches of the given sizes (the rest in a last batch), through the
+/// kit's glue, as the host drives a stream.
+pub fn sent_in_batches<S: StreamAdapter>(ctx: &CallContext, mut events: Vec<StreamEvent>, sizes: &[usize]) -> Sent {
+    let mut s = Batched::<S>::new(ctx);
+    let mut sent = Sent::new();
+    let mut batches = Vec::new();
+    for &n in sizes {
+        if events.is_empty() {
+            break;
+        }
+        let rest = events.split_off(n.clamp(1, events.len()));
+        batches.push(std::mem::replace(&mut events, rest));
+    }
+    if !events.is_empty() {
+        batches.push(events);
+    }
+    for batch in batches {
+        match s.push(batch) {
+            Ok(out) => {
+                if !sent.output(out) {
+                    break;
+                }
+            }
+            Err(e) => {
+                sent.error = Some(format!("{e:?}"));
+                return sent;
+            }
+        }
+    }
+    sent.end(s.finish());
+    sent
+}
+
+/// Batch sizes for [`sent_in_batches`].
+pub fn batch_sizes() -> BoxedStrategy<Vec<usize>> {
+    prop::collection::vec(1usize..6, 0..12).boxed()
+}
+
+/// Batching is invisible: whatever the split of a stream's events into reads, the client
+/// receives what it receives when they come one at a time.
+pub fn check_batching<S: StreamAdapter>(
+    ctx: &CallContext,
+    events: Vec<StreamEvent>,
+    sizes: &[usize],
+) -> Result<(), TestCaseError> {
+    let one = sent_one_by_one::<S>(ctx, events.clone());
+    let batched = sent_in_batches::<S>(ctx, events, sizes);
+    prop_assert!(one.same_as(&batched), "one by one: {one:?}\nin batches {sizes:?}: {batched:?}");
     Ok(())
 }
