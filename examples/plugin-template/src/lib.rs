@@ -123,8 +123,9 @@ fn finish_reason(done_reason: Option<&str>) -> &'static str {
     }
 }
 
-/// 3. The vendor's stream, one event (here: one NDJSON line) at a time → OpenAI chunks. The
-/// host hands over every line of one read at once; the kit runs them through `push` in
+/// 3. The vendor's stream, one event (here: one NDJSON line) at a time → OpenAI chunks.
+///
+/// The host hands over every line of one read at once; the kit runs them through `push` in
 /// order and stops at the one that says `done`.
 pub struct ChatStream {
     chunks: ChunkBuilder,

@@ -430,10 +430,11 @@ mod tests {
         // An error with nothing before it is the push's answer.
         let mut s = Batched::<Echo>::new(&ctx());
         assert!(s.push(vec![event("fail"), event("a")]).is_err());
-        // Usage before the error is still reported.
+        // A batch may end the stream without a single event to send.
         let mut s = Batched::<Echo>::new(&ctx());
         let out = s.push(vec![event("quiet"), event("done")]).unwrap();
         assert!(out.done && out.events.is_empty());
+        // Usage before the error is still reported.
         let mut s = Batched::<Echo>::new(&ctx());
         let out = s.push(vec![event("u2"), event("fail")]).unwrap();
         assert_eq!(out.usage.map(|u| u.input_tokens), Some(2));
