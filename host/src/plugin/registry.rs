@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
-use super::bindings::{Contract, Pre};
+use super::bindings::{Contract, Mismatch, Pre};
 use super::cache::Cache;
 use super::{Engine, Plugin};
 use crate::metrics::Metrics;
@@ -69,15 +69,21 @@ impl Loader {
         };
         // The contract version first, by export name: a component of another version is
         // told which versions this host speaks, not which import it lacks.
-        let unfit = |why: String| anyhow::anyhow!("the component does not export {}: {why}", Contract::exports());
+        let unfit = |why: String| {
+            anyhow::anyhow!(
+                "the component does not export a contract this host speaks ({}): {why}",
+                Contract::exports()
+            )
+        };
         let contract = Contract::of(&component, self.engine.wasmtime()).map_err(unfit)?;
         let pre = self
             .engine
             .linker_for(&component)
             .and_then(|l| Ok(l.instantiate_pre(&component)?))
             .map_err(|e| anyhow::anyhow!("the component does not fit this host's contract: {}", e.root_cause()))?;
-        let pre = Pre::new(contract, pre)
-            .map_err(|e| unfit(format!("its {} does not match the contract: {}", contract.export(), e.root_cause())))?;
+        let pre = Pre::new(contract, pre).map_err(|e| {
+            unfit(format!("its {} does not have the contract's types: {}", contract.export(), e.root_cause()))
+        })?;
 
         // Instantiation and `info()` run under the same wall-clock bound as any call, so an
         // adapter that blocks cannot hold up start-up or the reloader.
@@ -87,8 +93,12 @@ impl Loader {
         let instance = tokio::time::timeout(bound, pre.instantiate_async(&mut store))
             .await
             .map_err(|_| over("instantiation"))?
-            .map_err(|e| {
-                anyhow::anyhow!("instantiation failed: {}", super::truncate(format!("{e:#}"), super::MAX_ADAPTER_ERROR))
+            .map_err(|e| match e.downcast_ref::<Mismatch>() {
+                Some(m) => unfit(format!("its {} does not have the contract's types: {m}", contract.export())),
+                None => anyhow::anyhow!(
+                    "instantiation failed: {}",
+                    super::truncate(format!("{e:#}"), super::MAX_ADAPTER_ERROR)
+                ),
             })?;
         let info =
             tokio::time::timeout(bound, instance.info(&mut store)).await.map_err(|_| over("info()"))?.map_err(|e| {

@@ -89,32 +89,52 @@ impl Contract {
     }
 }
 
-/// A component checked against one contract version, ready to instantiate.
+/// A component linked for one contract version, ready to instantiate.
 pub enum Pre {
-    V0_2(v0_2::AdapterPluginPre<PluginState>),
-    V0_1(v0_1::AdapterPluginPre<PluginState>),
+    V0_2(InstancePre<PluginState>, v0_2::AdapterPluginIndices),
+    V0_1(InstancePre<PluginState>, v0_1::AdapterPluginIndices),
 }
 
+/// The component's adapter export has the contract's name but not its types (wasmtime
+/// checks them when an instance's exports are first looked up).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Mismatch(String);
+
 impl Pre {
-    /// Check the linked component's exports against `contract`'s types.
+    /// Find the exports `contract` names in the linked component.
     pub fn new(contract: Contract, pre: InstancePre<PluginState>) -> Result<Pre> {
         Ok(match contract {
-            Contract::V0_2 => Pre::V0_2(v0_2::AdapterPluginPre::new(pre)?),
-            Contract::V0_1 => Pre::V0_1(v0_1::AdapterPluginPre::new(pre)?),
+            Contract::V0_2 => {
+                let indices = v0_2::AdapterPluginIndices::new(&pre)?;
+                Pre::V0_2(pre, indices)
+            }
+            Contract::V0_1 => {
+                let indices = v0_1::AdapterPluginIndices::new(&pre)?;
+                Pre::V0_1(pre, indices)
+            }
         })
     }
 
     pub fn contract(&self) -> Contract {
         match self {
-            Pre::V0_2(_) => Contract::V0_2,
-            Pre::V0_1(_) => Contract::V0_1,
+            Pre::V0_2(..) => Contract::V0_2,
+            Pre::V0_1(..) => Contract::V0_1,
         }
     }
 
+    /// A new instance; a [`Mismatch`] if the exports do not have the contract's types.
     pub async fn instantiate_async(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Instance> {
+        let mismatch = |e: wasmtime::Error| wasmtime::Error::new(Mismatch(e.root_cause().to_string()));
         Ok(match self {
-            Pre::V0_2(p) => Instance::V0_2(p.instantiate_async(store).await?),
-            Pre::V0_1(p) => Instance::V0_1(p.instantiate_async(store).await?),
+            Pre::V0_2(pre, indices) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                Instance::V0_2(indices.load(store, &instance).map_err(mismatch)?)
+            }
+            Pre::V0_1(pre, indices) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                Instance::V0_1(indices.load(store, &instance).map_err(mismatch)?)
+            }
         })
     }
 }
