@@ -5,7 +5,7 @@ CARGO   ?= cargo
 WASM    := wasm32-wasip2
 PLUGINS := openai anthropic gemini azure
 # Adapters for the tests only (target/fixtures); never copied into plugins.d.
-FIXTURES := misbehave future-contract
+FIXTURES := misbehave future-contract contract-v0-1
 RELAY   := target/release/relay
 DEMO    := target/release/demo-upstream
 

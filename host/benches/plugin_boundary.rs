@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the plugin boundary, without the network: what one request costs in
-//! the adapters (transform-request + transform-response), what one stream event costs, and
-//! what one open stream holds in memory, for the instance strategies the host can run
+//! the adapters (transform-request + transform-response), what one stream event costs, what
+//! a stream costs pushed one call per event or one call per upstream read (the events
+//! framed from one read go in one batch), and what one open stream holds in memory, for
+//! the instance strategies the host can run
 //! (a fresh instance per call, or warm reused instances; an instance per stream, or streams
 //! sharing one). `make bench` runs it after the load benchmark; `cargo bench -p relay`
 //! alone needs the adapters built (`make build`).
@@ -13,7 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use relay::metrics::Metrics;
-use relay::plugin::{CallContext, Endpoint, Engine, Loader, Plugin, PluginLimits, StreamEvent, UpstreamResponse};
+use relay::model::{CallContext, Endpoint, StreamEvent, UpstreamResponse};
+use relay::plugin::{Engine, Loader, Plugin, PluginLimits};
 
 const BATCHES: usize = 15;
 
@@ -172,13 +175,12 @@ async fn profile(what: &str) {
         (chat_request(false), UpstreamResponse { status: 200, headers: Vec::new(), body: anthropic_response() });
     let c = ctx(what == "event");
     let mut session = p.open_stream(&c).await.expect("open");
-    session.push(&events[0]).await.expect("push");
-    session.push(&events[1]).await.expect("push");
+    session.push(events[..2].to_vec()).await.expect("push");
     let until = Instant::now() + Duration::from_secs(10);
     while Instant::now() < until {
         for _ in 0..1000 {
             if what == "event" {
-                session.push(&events[2]).await.expect("push");
+                session.push(vec![events[2].clone()]).await.expect("push");
             } else {
                 p.transform_request(&c, &request).await.expect("transform_request");
                 p.transform_response(&c, &response).await.expect("transform_response");
@@ -196,7 +198,16 @@ async fn run() {
     let upstream = |body: String| UpstreamResponse { status: 200, headers: Vec::new(), body };
     let (openai_resp, anthropic_resp) = (upstream(openai_response()), upstream(anthropic_response()));
     let events = anthropic_events();
+    // The same stream as 5 upstream reads of 5 events each.
+    let reads: Vec<Vec<StreamEvent>> = events.chunks(5).map(<[StreamEvent]>::to_vec).collect();
 
+    // With a 0.1 adapter a batch is pushed one event at a time by the host.
+    let mut contracts = Vec::new();
+    for name in ["openai", "anthropic"] {
+        contracts.push(format!("{name} (contract {})", load(&STRATEGIES[1], name).await.contract().version()));
+    }
+    println!("adapters: {}", contracts.join(", "));
+    println!();
     println!("| per call (median of {BATCHES} batches)                              |   wall µs |    CPU µs |");
     println!("| {:-<58} | --------: | --------: |", "");
     for s in &STRATEGIES {
@@ -217,19 +228,37 @@ async fn run() {
             p.transform_request(&c, &stream_request).await.expect("transform_request");
             let mut session = p.open_stream(&c).await.expect("open");
             for e in &events {
-                session.push(e).await.expect("push");
+                session.push(vec![e.clone()]).await.expect("push");
             }
             session.finish().await.expect("finish");
         })
         .await;
         row(&format!("anthropic: one 20-delta stream ({} events), request included", events.len()), fig);
+        // The stream alone (open, events, finish), one push per event vs one per read.
+        let fig = measure(300, async || {
+            let mut session = p.open_stream(&c).await.expect("open");
+            for e in &events {
+                session.push(vec![e.clone()]).await.expect("push");
+            }
+            session.finish().await.expect("finish");
+        })
+        .await;
+        row(&format!("anthropic: that stream, one push per event ({} pushes)", events.len()), fig);
+        let fig = measure(300, async || {
+            let mut session = p.open_stream(&c).await.expect("open");
+            for read in &reads {
+                session.push(read.clone()).await.expect("push");
+            }
+            session.finish().await.expect("finish");
+        })
+        .await;
+        row(&format!("anthropic: that stream, one push per read ({} reads of 5)", reads.len()), fig);
         // One long-lived session: the cost of an event alone.
         let mut session = p.open_stream(&c).await.expect("open");
-        session.push(&events[0]).await.expect("push");
-        session.push(&events[1]).await.expect("push");
+        session.push(events[..2].to_vec()).await.expect("push");
         let delta = &events[2];
         let fig = measure(20_000, async || {
-            session.push(delta).await.expect("push");
+            session.push(vec![delta.clone()]).await.expect("push");
         })
         .await;
         row("anthropic: one stream event (content_block_delta)", fig);
@@ -246,8 +275,7 @@ async fn run() {
         let mut sessions = Vec::with_capacity(n);
         for _ in 0..n {
             let mut session = p.open_stream(&c).await.expect("open");
-            session.push(&events[0]).await.expect("push");
-            session.push(&events[1]).await.expect("push");
+            session.push(events[..2].to_vec()).await.expect("push");
             sessions.push(session);
         }
         let held = rss_bytes().saturating_sub(before) as f64 / n as f64 / 1024.0;

@@ -4,7 +4,7 @@ use http::{HeaderMap, Response, StatusCode, header};
 
 use crate::error::RelayError;
 use crate::http::{Body, constant_time_eq, error_response, json_response};
-use crate::plugin::{Endpoint, StreamFormat};
+use crate::model::StreamFormat;
 use crate::relay::Relay;
 
 impl Relay {
@@ -35,10 +35,9 @@ impl Relay {
                     "file": p.path.display().to_string(),
                     "sha256": p.sha256,
                     "loaded_at": loaded,
-                    "endpoints": p.info.endpoints.iter().map(|e| match e {
-                        Endpoint::ChatCompletions => "chat_completions",
-                        Endpoint::Embeddings => "embeddings",
-                    }).collect::<Vec<_>>(),
+                    "contract": p.contract().version(),
+                    "endpoints": p.info.endpoints.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+                    "native": p.info.native.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
                     "stream_format": match p.info.stream_format { StreamFormat::Sse => "sse", StreamFormat::Ndjson => "ndjson" },
                     "channels": snap.config.channels.iter().filter(|c| c.adapter == p.info.name).map(|c| c.name.clone()).collect::<Vec<_>>(),
                 })

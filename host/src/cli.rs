@@ -250,7 +250,7 @@ pub async fn status(url: &str, metrics_token: Option<&str>) -> Result<()> {
 /// `relay plugin check FILE`: everything the host does before serving an adapter, plus a
 /// smoke transform, with a verdict a plugin author can act on.
 pub async fn plugin_check(file: &std::path::Path) -> Result<()> {
-    use crate::plugin::{AuthScheme, CallContext, Endpoint, StreamFormat};
+    use crate::model::{AuthScheme, CallContext, Endpoint, StreamFormat};
     let metrics = Arc::new(Metrics::default());
     let engine = Engine::new(PluginLimits {
         memory: crate::config::DEFAULT_PLUGIN_MEMORY,
@@ -270,15 +270,13 @@ pub async fn plugin_check(file: &std::path::Path) -> Result<()> {
     println!("name:          {}", info.name);
     println!("version:       {}", info.version);
     println!("description:   {}", info.description);
-    let endpoints: Vec<&str> = info
-        .endpoints
-        .iter()
-        .map(|e| match e {
-            Endpoint::ChatCompletions => "chat-completions",
-            Endpoint::Embeddings => "embeddings",
-        })
-        .collect();
-    println!("endpoints:     {}", endpoints.join(", "));
+    println!("contract:      {}", plugin.contract().package());
+    // Named as the contract names them (`chat-completions`).
+    let wit_names = |v: &[Endpoint]| v.iter().map(|e| e.as_str().replace('_', "-")).collect::<Vec<_>>().join(", ");
+    println!("endpoints:     {}", wit_names(&info.endpoints));
+    if !info.native.is_empty() {
+        println!("native:        {}", wit_names(&info.native));
+    }
     let auth = match &info.auth {
         AuthScheme::Bearer => "authorization: Bearer <key>".to_string(),
         AuthScheme::Header(h) => format!("{h}: <key>"),

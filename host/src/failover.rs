@@ -10,7 +10,7 @@ use crate::access::RequestLog;
 use crate::config::{Channel, Limits, Token, fmt_secs};
 use crate::error::RelayError;
 use crate::http::{Body, set_request_id};
-use crate::plugin::{CallContext, Endpoint, Header, StreamFormat, UpstreamResponse};
+use crate::model::{CallContext, Endpoint, Header, StreamFormat, UpstreamResponse};
 use crate::probe::Checked;
 use crate::relay::Relay;
 use crate::route::Snapshot;

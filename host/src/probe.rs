@@ -6,7 +6,7 @@ use serde::de::IgnoredAny;
 
 use crate::config::Token;
 use crate::error::RelayError;
-use crate::plugin::Endpoint;
+use crate::model::Endpoint;
 use crate::relay::Relay;
 use crate::route::Snapshot;
 
@@ -82,6 +82,8 @@ impl Relay {
                     return Err(RelayError::bad_request("'input' is a required property").with_param("input"));
                 }
             }
+            // Not routed yet: their checks come with their routes.
+            Endpoint::Responses | Endpoint::Messages => {}
         }
         let stream = endpoint == Endpoint::ChatCompletions && probe.stream.unwrap_or(false);
         let include_usage = probe.stream_options.and_then(|o| o.include_usage).unwrap_or(false);

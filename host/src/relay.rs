@@ -15,7 +15,8 @@ use crate::auth::authenticate;
 use crate::error::RelayError;
 use crate::http::{Body, BodyBudget, error_response, read_client_body, request_id};
 use crate::metrics::{BodyPermit, Metrics};
-use crate::plugin::{Endpoint, Registry};
+use crate::model::Endpoint;
+use crate::plugin::Registry;
 use crate::route::Snapshot;
 
 pub struct Relay {
@@ -56,11 +57,7 @@ impl Relay {
 
     /// `POST /v1/chat/completions` and `POST /v1/embeddings`.
     pub async fn handle(&self, req: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
-        let name = match endpoint {
-            Endpoint::ChatCompletions => "chat_completions",
-            Endpoint::Embeddings => "embeddings",
-        };
-        let mut log = RequestLog::new(self.metrics.clone(), request_id(req.headers()), name);
+        let mut log = RequestLog::new(self.metrics.clone(), request_id(req.headers()), endpoint.as_str());
         let snapshot = self.snapshot();
         match self.serve(req, endpoint, &snapshot, &mut log).await {
             Ok(resp) => resp,

@@ -20,7 +20,7 @@ use crate::error::RelayError;
 use crate::http::{Body, error_response, json_response};
 use crate::jobs::{Jobs, wants_async};
 use crate::metrics::OwnedGaugeGuard;
-use crate::plugin::Endpoint;
+use crate::model::Endpoint;
 use crate::relay::Relay;
 
 /// Connections past `limits.max_connections` still accepted, to answer `/healthz` (so a

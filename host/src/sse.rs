@@ -62,6 +62,11 @@ impl Framer {
         }
     }
 
+    /// The bound on one event's bytes.
+    pub fn max_event(&self) -> usize {
+        self.event.max_event
+    }
+
     /// Append upstream bytes; call `next_event` until it returns `None`.
     pub fn push(&mut self, bytes: &[u8]) {
         if self.start > 0 {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -17,7 +18,8 @@ use crate::access::{RequestLog, TokenUsage};
 use crate::config::fmt_secs;
 use crate::error::RelayError;
 use crate::metrics::{Metrics, OwnedGaugeGuard};
-use crate::plugin::{AdapterError, CallError, StreamEvent, StreamSession, Usage};
+use crate::model::{AdapterError, OutputEvent, StreamEvent, Usage};
+use crate::plugin::{CallError, StreamSession};
 use crate::sse::Framer;
 
 pub struct Bounds {
@@ -32,13 +34,21 @@ pub struct Bounds {
 /// Chunks one adapter call may hand back: a vendor event maps to one or two chunks, a
 /// finish to a few; an adapter answering thousands is broken or hostile.
 pub const MAX_CHUNKS_PER_CALL: usize = 1024;
+/// Events one push hands the adapter (all those framed from one read, up to this many and
+/// about `max_stream_event` bytes): the output caps above were sized for one event's
+/// translation and still leave room for a batch this size.
+const MAX_EVENTS_PER_PUSH: usize = 256;
 /// Output bytes that make the stream send what it has before it reads on: a frame full
 /// of small upstream events must not pile up their translations unsent.
 const FLUSH_AT: usize = 64 * 1024;
+/// Upstream bytes already received that one read takes in beyond its first frame (hyper
+/// yields a frame per HTTP chunk, and a vendor sends a chunk per event).
+const READ_AHEAD: usize = 64 * 1024;
 
-/// Chunks one adapter call returned, checked against the output caps before any is sent:
-/// a chunk holding a line break could end the SSE event early and forge one (`data: [DONE]`).
-fn check_output(chunks: &[String], max_bytes: usize, metrics: &Metrics) -> Result<(), String> {
+/// Events one adapter call returned, checked against the output caps before any is sent:
+/// a name or chunk holding a line break could end the SSE event early and forge one
+/// (`data: [DONE]`).
+fn check_output(chunks: &[OutputEvent], max_bytes: usize, metrics: &Metrics) -> Result<(), String> {
     let refuse = |limit: &str, why: String| {
         metrics.plugin_output_refused.inc([limit]);
         Err(why)
@@ -49,18 +59,25 @@ fn check_output(chunks: &[String], max_bytes: usize, metrics: &Metrics) -> Resul
             format!("{} chunks from one call, more than the limit of {MAX_CHUNKS_PER_CALL}", chunks.len()),
         );
     }
-    let bytes: usize = chunks.iter().map(String::len).sum();
+    let bytes: usize = chunks.iter().map(|c| c.data.len() + c.name.as_ref().map_or(0, String::len)).sum();
     if bytes > max_bytes {
         return refuse("bytes", format!("{bytes} bytes of chunks from one call, more than the limit of {max_bytes}"));
     }
-    if chunks.iter().any(|c| c.contains(['\r', '\n'])) {
+    if chunks.iter().any(|c| c.data.contains(['\r', '\n']) || c.name.as_ref().is_some_and(|n| n.contains(['\r', '\n'])))
+    {
         return refuse("line_break", "a chunk contains a line break (CR or LF)".to_string());
     }
     Ok(())
 }
 
+/// What polling the upstream body gave.
+type Polled = Option<Result<Frame<Bytes>, hyper::Error>>;
+
 pub struct Translation {
     body: Incoming,
+    /// The end or failure of the body, seen while taking in frames already received; it is
+    /// handled at the next read.
+    held: Option<Polled>,
     framer: Framer,
     session: StreamSession,
     bounds: Bounds,
@@ -137,6 +154,7 @@ impl Translation {
         let active = OwnedGaugeGuard::new(metrics.clone(), |m| &m.active_streams);
         Self {
             body,
+            held: None,
             framer,
             session,
             bounds,
@@ -165,32 +183,52 @@ impl Translation {
         }
         let mut out = Vec::new();
         loop {
-            match self.framer.next_event() {
-                Err(e) => {
-                    return Some(self.fail(out, RelayError::bad_upstream(format!("{e} on channel {}", self.channel))));
+            // Every event framed from what was read so far, in one adapter call (bounded).
+            let mut batch = Vec::new();
+            let mut batch_bytes = 0;
+            let framed = loop {
+                if batch.len() >= MAX_EVENTS_PER_PUSH || batch_bytes >= self.framer.max_event() {
+                    break Ok(());
                 }
-                Ok(Some(ev)) => {
-                    if let Some(done) = self.push(&mut out, ev.event, ev.data).await {
-                        return Some(done);
+                match self.framer.next_event() {
+                    Ok(Some(ev)) => {
+                        batch_bytes += ev.data.len();
+                        batch.push(ev);
                     }
-                    if out.len() >= FLUSH_AT {
-                        return Some(Bytes::from(out));
-                    }
-                    continue;
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
                 }
-                Ok(None) => {}
+            };
+            let pushed = !batch.is_empty();
+            if pushed {
+                if let Some(done) = self.push(&mut out, batch).await {
+                    return Some(done);
+                }
+                if out.len() >= FLUSH_AT {
+                    return Some(Bytes::from(out));
+                }
+            }
+            if let Err(e) = framed {
+                return Some(self.fail(out, RelayError::bad_upstream(format!("{e} on channel {}", self.channel))));
+            }
+            if pushed {
+                // A batch cut at its bound: frame the rest before reading on.
+                continue;
             }
             // Flush what is ready before waiting on the upstream again.
             if !out.is_empty() {
                 return Some(Bytes::from(out));
             }
             let idle_at = (Instant::now() + self.bounds.idle).min(self.bounds.deadline);
-            let frame = tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => {
-                    return Some(self.fail(out, RelayError::unavailable("the relay is shutting down; the stream was ended")));
-                }
-                r = tokio::time::timeout_at(idle_at, self.body.frame()) => r,
+            let frame = match self.held.take() {
+                Some(polled) => Ok(polled),
+                None => tokio::select! {
+                    biased;
+                    _ = self.shutdown.cancelled() => {
+                        return Some(self.fail(out, RelayError::unavailable("the relay is shutting down; the stream was ended")));
+                    }
+                    r = tokio::time::timeout_at(idle_at, self.body.frame()) => r,
+                },
             };
             match frame {
                 Err(_) => {
@@ -211,7 +249,7 @@ impl Translation {
                             );
                         }
                         Ok(Some(ev)) => {
-                            if let Some(done) = self.push(&mut out, ev.event, ev.data).await {
+                            if let Some(done) = self.push(&mut out, vec![ev]).await {
                                 return Some(done);
                             }
                         }
@@ -224,22 +262,49 @@ impl Translation {
                     return Some(self.fail(out, RelayError::bad_upstream(msg)));
                 }
                 Ok(Some(Ok(frame))) => {
+                    let mut read = 0;
                     if let Ok(data) = frame.into_data() {
+                        read += data.len();
                         self.framer.push(&data);
+                    }
+                    // Frames already received join this read, so their events go to the
+                    // adapter in one call: a vendor ahead of the relay costs a call per
+                    // read, not per event.
+                    while read < READ_AHEAD {
+                        match self.body.frame().now_or_never() {
+                            None => break,
+                            Some(Some(Ok(frame))) => {
+                                if let Ok(data) = frame.into_data() {
+                                    read += data.len();
+                                    self.framer.push(&data);
+                                }
+                            }
+                            Some(end) => {
+                                self.held = Some(end);
+                                break;
+                            }
+                        }
                     }
                 }
             }
         }
     }
 
-    /// One event through the adapter; `Some` when the stream is over.
-    async fn push(&mut self, out: &mut Vec<u8>, event: Option<String>, data: String) -> Option<Bytes> {
-        let (event, data) = (event.map(|e| self.redactor.redact(e)), self.redactor.redact(data));
-        let pushed = self.session.push(&StreamEvent { event, data }).await;
-        let pushed = pushed.and_then(|o| self.checked(o.chunks.as_slice()).map(|()| o));
+    /// Events framed from one read through the adapter, in one call; `Some` when the
+    /// stream is over.
+    async fn push(&mut self, out: &mut Vec<u8>, batch: Vec<crate::sse::Event>) -> Option<Bytes> {
+        let events = batch
+            .into_iter()
+            .map(|ev| StreamEvent {
+                event: ev.event.map(|e| self.redactor.redact(e)),
+                data: self.redactor.redact(ev.data),
+            })
+            .collect();
+        let pushed = self.session.push(events).await;
+        let pushed = pushed.and_then(|o| self.checked(o.events.as_slice()).map(|()| o));
         match pushed {
             Ok(o) => {
-                write_chunks(out, &o.chunks);
+                write_chunks(out, &o.events);
                 if let Some(u) = o.usage {
                     self.log.usage = Some(usage(u));
                 }
@@ -253,7 +318,7 @@ impl Translation {
     }
 
     /// The output caps, as an adapter error of the stream's adapter.
-    fn checked(&self, chunks: &[String]) -> Result<(), CallError> {
+    fn checked(&self, chunks: &[OutputEvent]) -> Result<(), CallError> {
         check_output(chunks, self.bounds.max_output, &self.metrics).map_err(|why| {
             CallError::Adapter(AdapterError::Internal(format!("the adapter's stream output was refused: {why}")))
         })
@@ -261,9 +326,9 @@ impl Translation {
 
     async fn end(&mut self, mut out: Vec<u8>) -> Bytes {
         let finished = self.session.finish().await;
-        match finished.and_then(|end| self.checked(end.chunks.as_slice()).map(|()| end)) {
+        match finished.and_then(|end| self.checked(end.events.as_slice()).map(|()| end)) {
             Ok(end) => {
-                write_chunks(&mut out, &end.chunks);
+                write_chunks(&mut out, &end.events);
                 if let Some(u) = end.usage {
                     self.log.usage = Some(usage(u));
                 }
@@ -292,31 +357,54 @@ impl Translation {
     }
 }
 
-fn write_chunks(out: &mut Vec<u8>, chunks: &[String]) {
+/// Events as SSE: a named one (Responses, Messages) with its `event:` line, a chat chunk
+/// with `data:` alone.
+fn write_chunks(out: &mut Vec<u8>, chunks: &[OutputEvent]) {
     for c in chunks {
+        if let Some(name) = &c.name {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\n");
+        }
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(c.as_bytes());
+        out.extend_from_slice(c.data.as_bytes());
         out.extend_from_slice(b"\n\n");
     }
 }
 
 pub fn usage(u: Usage) -> TokenUsage {
-    TokenUsage { prompt: u.prompt_tokens, completion: u.completion_tokens, total: u.total_tokens }
+    TokenUsage { prompt: u.input, completion: u.output, total: u.total }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn chunk(data: &str) -> OutputEvent {
+        OutputEvent { name: None, data: data.into() }
+    }
+
     #[test]
     fn output_caps() {
         let m = Metrics::default();
-        assert!(check_output(&["{}".into(), "{}".into()], 16, &m).is_ok());
-        assert!(check_output(&vec![String::new(); MAX_CHUNKS_PER_CALL + 1], 16, &m).unwrap_err().contains("chunks"));
-        assert!(check_output(&["x".repeat(17)], 16, &m).unwrap_err().contains("bytes"));
-        assert!(check_output(&["{}\n\ndata: [DONE]".into()], 64, &m).unwrap_err().contains("line break"));
-        assert!(check_output(&["{}\r".into()], 64, &m).is_err());
+        assert!(check_output(&[chunk("{}"), chunk("{}")], 16, &m).is_ok());
+        assert!(check_output(&vec![chunk(""); MAX_CHUNKS_PER_CALL + 1], 16, &m).unwrap_err().contains("chunks"));
+        assert!(check_output(&[chunk(&"x".repeat(17))], 16, &m).unwrap_err().contains("bytes"));
+        assert!(check_output(&[chunk("{}\n\ndata: [DONE]")], 64, &m).unwrap_err().contains("line break"));
+        assert!(check_output(&[chunk("{}\r")], 64, &m).is_err());
         assert_eq!(m.plugin_output_refused.get(["line_break"]), 2);
+        // An event's name counts too: it is a line of its own.
+        let named = |name: &str| OutputEvent { name: Some(name.into()), data: "{}".into() };
+        assert!(check_output(&[named("response.created")], 64, &m).is_ok());
+        assert!(check_output(&[named("x\ndata: [DONE]")], 64, &m).unwrap_err().contains("line break"));
+        assert!(check_output(&[named(&"x".repeat(15))], 16, &m).unwrap_err().contains("bytes"));
+    }
+
+    #[test]
+    fn events_are_written_with_their_names() {
+        let mut out = Vec::new();
+        write_chunks(&mut out, &[chunk("{\"a\":1}"), OutputEvent { name: Some("ping".into()), data: "{}".into() }]);
+        assert_eq!(String::from_utf8(out).unwrap(), "data: {\"a\":1}\n\nevent: ping\ndata: {}\n\n");
     }
 
     #[test]

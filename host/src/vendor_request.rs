@@ -8,7 +8,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use crate::config::Channel;
 use crate::error::RelayError;
 use crate::metrics::Metrics;
-use crate::plugin::{AuthScheme, Header, Plugin};
+use crate::model::{AuthScheme, Header};
+use crate::plugin::Plugin;
 
 /// Headers an adapter may add to a vendor request: vendors need two or three.
 pub const MAX_ADAPTER_HEADERS: usize = 64;
@@ -60,7 +61,7 @@ fn unsafe_path(path: &str) -> Option<&'static str> {
 pub(crate) fn build_request(
     channel: &Channel,
     plugin: &Plugin,
-    ureq: crate::plugin::UpstreamRequest,
+    ureq: crate::model::UpstreamRequest,
     metrics: &Metrics,
 ) -> Result<Request<Full<Bytes>>, RelayError> {
     let bad = |why: String| {

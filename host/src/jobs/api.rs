@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::auth::authenticate;
 use crate::error::RelayError;
 use crate::http::{Body, error_response, json_response, request_id};
-use crate::plugin::Endpoint;
+use crate::model::Endpoint;
 use crate::relay::Relay;
 
 use super::error::store_error;
@@ -37,6 +37,8 @@ fn endpoint_name(e: Endpoint) -> &'static str {
     match e {
         Endpoint::ChatCompletions => "chat.completions",
         Endpoint::Embeddings => "embeddings",
+        Endpoint::Responses => "responses",
+        Endpoint::Messages => "messages",
     }
 }
 
@@ -66,7 +68,7 @@ impl Jobs {
         })?;
         let body = match endpoint {
             Endpoint::ChatCompletions => stream_body(&body)?,
-            Endpoint::Embeddings => body,
+            Endpoint::Embeddings | Endpoint::Responses | Endpoint::Messages => body,
         };
         let created = now_ms();
         let id = format!("job_{:016x}{:08x}", created * 1000, rand::random::<u32>());

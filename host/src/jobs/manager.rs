@@ -14,7 +14,7 @@ use crate::config::JobsConfig;
 use crate::error::RelayError;
 use crate::http::{Body, error_response};
 use crate::metrics::Metrics;
-use crate::plugin::Endpoint;
+use crate::model::Endpoint;
 use crate::relay::Relay;
 
 use super::error::{interrupted_error, owner_quota, queue_full, retry_after, store_error};

@@ -13,7 +13,6 @@ use tokio::sync::oneshot;
 use crate::access::RequestLog;
 use crate::error::RelayError;
 use crate::http::Body;
-use crate::plugin::Endpoint;
 use crate::sse::{Format, Framer};
 
 use super::assemble::Assembler;
@@ -95,11 +94,7 @@ impl Jobs {
             let e = RelayError::unauthorized("the token that submitted this job is no longer configured");
             return JobEnd::Failed(error_object(&e));
         };
-        let name = match job.endpoint {
-            Endpoint::ChatCompletions => "chat_completions",
-            Endpoint::Embeddings => "embeddings",
-        };
-        let mut log = RequestLog::new(self.metrics.clone(), job.request_id.clone(), name);
+        let mut log = RequestLog::new(self.metrics.clone(), job.request_id.clone(), job.endpoint.as_str());
         let resp = match self.relay.serve_body(token, job.endpoint, &job.body, &snap, &mut log).await {
             Ok(r) => r,
             Err(e) => {
@@ -264,6 +259,7 @@ mod tests {
 
     use crate::jobs::Record;
     use crate::metrics::Metrics;
+    use crate::model::Endpoint;
     use crate::relay::Relay;
 
     fn start(dir: &Path, max_running: usize) -> Arc<Jobs> {

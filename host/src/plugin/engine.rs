@@ -133,11 +133,46 @@ impl WasiView for PluginState {
     }
 }
 
-impl bindings::relay::adapter::types::Host for PluginState {}
+impl bindings::v0_2::relay::adapter::types::Host for PluginState {}
+impl bindings::v0_1::relay::adapter::types::Host for PluginState {}
 
-impl bindings::relay::adapter::log::Host for PluginState {
-    fn log(&mut self, level: bindings::relay::adapter::log::Level, message: String) {
-        use bindings::relay::adapter::log::Level;
+/// An adapter's log line, whatever the contract version it logs through.
+#[derive(Clone, Copy)]
+enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl bindings::v0_2::relay::adapter::log::Host for PluginState {
+    fn log(&mut self, level: bindings::v0_2::relay::adapter::log::Level, message: String) {
+        use bindings::v0_2::relay::adapter::log::Level as L;
+        let level = match level {
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+        };
+        self.log_line(level, message);
+    }
+}
+
+impl bindings::v0_1::relay::adapter::log::Host for PluginState {
+    fn log(&mut self, level: bindings::v0_1::relay::adapter::log::Level, message: String) {
+        use bindings::v0_1::relay::adapter::log::Level as L;
+        let level = match level {
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+        };
+        self.log_line(level, message);
+    }
+}
+
+impl PluginState {
+    fn log_line(&mut self, level: Level, message: String) {
         if self.log_lines >= MAX_LOG_LINES_PER_STORE {
             return;
         }
@@ -199,7 +234,9 @@ impl Engine {
 
         let mut linker = Linker::new(&engine);
         link_wasi(&mut linker)?;
-        bindings::AdapterPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+        // Every contract version the host speaks: their interfaces have distinct names.
+        bindings::v0_2::AdapterPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
+        bindings::v0_1::AdapterPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
 
         // One owner, one exit: the thread ends at the first tick after the engine is dropped.
         let stop = Arc::new(AtomicBool::new(false));

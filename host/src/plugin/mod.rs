@@ -1,6 +1,7 @@
 //! Vendor adapters as WebAssembly components: the engine, one loaded plugin, and the
 //! registry the request path reads from.
 
+mod bindings;
 mod cache;
 mod engine;
 mod registry;
@@ -18,20 +19,13 @@ use wasmtime::component::ResourceAny;
 use crate::error::RelayError;
 use crate::metrics::{Metrics, OwnedGaugeGuard};
 
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "adapter-plugin",
-        exports: { default: async },
-    });
-}
+pub use bindings::Contract;
 
-pub use bindings::relay::adapter::types::{
-    AdapterError, AuthScheme, CallContext, Endpoint, Header, PluginInfo, RelayResponse, StreamEnd, StreamEvent,
-    StreamFormat, StreamOutput, UpstreamRequest, UpstreamResponse, Usage,
+use crate::model::{
+    AdapterError, CallContext, Endpoint, PluginInfo, RelayResponse, StreamEnd, StreamEvent, StreamOutput,
+    UpstreamRequest, UpstreamResponse,
 };
-
-use bindings::{AdapterPlugin, AdapterPluginPre};
+use bindings::{Instance, Pre};
 use engine::PluginState;
 
 /// A failed adapter call, split the way callers branch on it.
@@ -110,7 +104,7 @@ pub struct Plugin {
     pub from_cache: bool,
     /// Time to read, compile (or load), pre-instantiate and smoke-call it.
     pub prepare_ms: f64,
-    pre: AdapterPluginPre<PluginState>,
+    pre: Pre,
     engine: Engine,
     metrics: Arc<Metrics>,
     pools: Pools,
@@ -136,7 +130,7 @@ impl Pools {
 /// An instantiated adapter and its store, counted in `relay_plugin_instances`.
 struct Warm {
     store: Store<PluginState>,
-    instance: AdapterPlugin,
+    instance: Instance,
     /// Calls served (a request is two: transform-request and transform-response).
     uses: u32,
     _live: OwnedGaugeGuard,
@@ -147,8 +141,14 @@ impl Plugin {
         &self.info.name
     }
 
+    /// The contract version the adapter was built against.
+    pub fn contract(&self) -> Contract {
+        self.pre.contract()
+    }
+
+    /// An endpoint the adapter maps or speaks natively.
     pub fn supports(&self, endpoint: Endpoint) -> bool {
-        self.info.endpoints.contains(&endpoint)
+        self.info.endpoints.contains(&endpoint) || self.info.native.contains(&endpoint)
     }
 
     /// A fresh, isolated instance: nothing from another request can be seen in it.
@@ -261,7 +261,7 @@ impl Plugin {
         let mut w = self.checkout(&ctx.request_id.as_str().into()).await?;
         let call = "transform_request";
         // On expiry the instance is dropped with `w`: a cut call leaves it unusable.
-        let r = self.bounded(call, w.instance.relay_adapter_adapter().call_transform_request(&mut w.store, ctx, body));
+        let r = self.bounded(call, w.instance.transform_request(&mut w.store, ctx, body));
         let r = self.adapter_result(call, r.await?);
         self.checkin(w, r.is_ok());
         r
@@ -274,8 +274,7 @@ impl Plugin {
     ) -> Result<RelayResponse, CallError> {
         let mut w = self.checkout(&ctx.request_id.as_str().into()).await?;
         let call = "transform_response";
-        let r =
-            self.bounded(call, w.instance.relay_adapter_adapter().call_transform_response(&mut w.store, ctx, response));
+        let r = self.bounded(call, w.instance.transform_response(&mut w.store, ctx, response));
         let r = self.adapter_result(call, r.await?);
         self.checkin(w, r.is_ok());
         r
@@ -332,7 +331,7 @@ struct StreamHost {
 
 struct Live {
     store: Store<PluginState>,
-    instance: AdapterPlugin,
+    instance: Instance,
     _live: OwnedGaugeGuard,
 }
 
@@ -417,29 +416,25 @@ impl StreamSession {
     async fn open(&mut self, ctx: &CallContext) -> Result<(), CallError> {
         let mut live = self.enter("stream_open").await?;
         let Live { store, instance, .. } = &mut *live;
-        let r = self
-            .plugin
-            .bounded("stream_open", instance.relay_adapter_adapter().stream_transformer().call_constructor(store, ctx))
-            .await;
-        let resource = self.leave("stream_open", &live, r.map(|r| r.map(Ok)))?;
+        let r = self.plugin.bounded("stream_open", instance.stream_open(store, ctx)).await;
+        let resource = self.leave("stream_open", &live, r)?;
         drop(live);
         self.resource = Some(resource);
         Ok(())
     }
 
-    pub async fn push(&mut self, event: &StreamEvent) -> Result<StreamOutput, CallError> {
+    /// The upstream events framed from one read, in order, in one call (counted once in
+    /// `relay_plugin_calls_total`, whatever the contract version does inside).
+    pub async fn push(&mut self, events: Vec<StreamEvent>) -> Result<StreamOutput, CallError> {
         let Some(resource) = self.resource else {
             return Err(CallError::Adapter(AdapterError::Internal("stream already finished".into())));
         };
+        if events.is_empty() {
+            return Ok(StreamOutput::default());
+        }
         let mut live = self.enter("stream_push").await?;
         let Live { store, instance, .. } = &mut *live;
-        let r = self
-            .plugin
-            .bounded(
-                "stream_push",
-                instance.relay_adapter_adapter().stream_transformer().call_push(store, resource, event),
-            )
-            .await;
+        let r = self.plugin.bounded("stream_push", instance.stream_push(store, resource, events)).await;
         self.leave("stream_push", &live, r)
     }
 
@@ -451,12 +446,7 @@ impl StreamSession {
         let mut live = self.enter("stream_finish").await?;
         let Live { store, instance, .. } = &mut *live;
         let plugin = &self.plugin;
-        let mut r = plugin
-            .bounded(
-                "stream_finish",
-                instance.relay_adapter_adapter().stream_transformer().call_finish(&mut *store, resource),
-            )
-            .await;
+        let mut r = plugin.bounded("stream_finish", instance.stream_finish(&mut *store, resource)).await;
         let freed = matches!(r, Ok(Ok(_)));
         if freed {
             // A finished transformer's state is of no further use: free it now.

@@ -12,10 +12,11 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
-use super::bindings::AdapterPluginPre;
+use super::bindings::{Contract, Mismatch, Pre};
 use super::cache::Cache;
-use super::{AuthScheme, Engine, Plugin};
+use super::{Engine, Plugin};
 use crate::metrics::Metrics;
+use crate::model::AuthScheme;
 
 /// Builds `Plugin`s from files: hash, compile (or take from the cache), pre-instantiate,
 /// smoke-call `info()`.
@@ -66,13 +67,22 @@ impl Loader {
                 c
             }
         };
+        // The contract version first, by export name: a component of another version is
+        // told which versions this host speaks, not which import it lacks.
+        let unfit = |why: String| {
+            anyhow::anyhow!(
+                "the component does not export a contract this host speaks ({}): {why}",
+                Contract::exports()
+            )
+        };
+        let contract = Contract::of(&component, self.engine.wasmtime()).map_err(unfit)?;
         let pre = self
             .engine
             .linker_for(&component)
             .and_then(|l| Ok(l.instantiate_pre(&component)?))
             .map_err(|e| anyhow::anyhow!("the component does not fit this host's contract: {}", e.root_cause()))?;
-        let pre = AdapterPluginPre::new(pre).map_err(|e| {
-            anyhow::anyhow!("the component does not export relay:adapter/adapter@0.1.0: {}", e.root_cause())
+        let pre = Pre::new(contract, pre).map_err(|e| {
+            unfit(format!("its {} does not have the contract's types: {}", contract.export(), e.root_cause()))
         })?;
 
         // Instantiation and `info()` run under the same wall-clock bound as any call, so an
@@ -83,13 +93,15 @@ impl Loader {
         let instance = tokio::time::timeout(bound, pre.instantiate_async(&mut store))
             .await
             .map_err(|_| over("instantiation"))?
-            .map_err(|e| {
-                anyhow::anyhow!("instantiation failed: {}", super::truncate(format!("{e:#}"), super::MAX_ADAPTER_ERROR))
+            .map_err(|e| match e.downcast_ref::<Mismatch>() {
+                Some(m) => unfit(format!("its {} does not have the contract's types: {m}", contract.export())),
+                None => anyhow::anyhow!(
+                    "instantiation failed: {}",
+                    super::truncate(format!("{e:#}"), super::MAX_ADAPTER_ERROR)
+                ),
             })?;
-        let info = tokio::time::timeout(bound, instance.relay_adapter_adapter().call_info(&mut store))
-            .await
-            .map_err(|_| over("info()"))?
-            .map_err(|e| {
+        let info =
+            tokio::time::timeout(bound, instance.info(&mut store)).await.map_err(|_| over("info()"))?.map_err(|e| {
                 anyhow::anyhow!(
                     "info() failed: {}",
                     super::truncate(e.root_cause().to_string(), super::MAX_ADAPTER_ERROR)
@@ -98,7 +110,7 @@ impl Loader {
         drop(store);
         validate_name(&info.name)?;
         validate_auth(&info.auth)?;
-        if info.endpoints.is_empty() {
+        if info.endpoints.is_empty() && info.native.is_empty() {
             bail!("info() lists no endpoints");
         }
         Ok(Plugin {
@@ -185,6 +197,7 @@ impl Registry {
                             file,
                             plugin = %p.name(),
                             version = %p.info.version,
+                            contract = %p.contract().version(),
                             sha256 = %&p.sha256[..12],
                             replaced = previous.is_some(),
                             cached = p.from_cache,
