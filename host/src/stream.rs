@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -41,9 +40,6 @@ const MAX_EVENTS_PER_PUSH: usize = 256;
 /// Output bytes that make the stream send what it has before it reads on: a frame full
 /// of small upstream events must not pile up their translations unsent.
 const FLUSH_AT: usize = 64 * 1024;
-/// Upstream bytes already received that one read takes in beyond its first frame (hyper
-/// yields a frame per HTTP chunk, and a vendor sends a chunk per event).
-const READ_AHEAD: usize = 64 * 1024;
 
 /// Events one adapter call returned, checked against the output caps before any is sent:
 /// a name or chunk holding a line break could end the SSE event early and forge one
@@ -70,14 +66,8 @@ fn check_output(chunks: &[OutputEvent], max_bytes: usize, metrics: &Metrics) -> 
     Ok(())
 }
 
-/// What polling the upstream body gave.
-type Polled = Option<Result<Frame<Bytes>, hyper::Error>>;
-
 pub struct Translation {
     body: Incoming,
-    /// The end or failure of the body, seen while taking in frames already received; it is
-    /// handled at the next read.
-    held: Option<Polled>,
     framer: Framer,
     session: StreamSession,
     bounds: Bounds,
@@ -154,7 +144,6 @@ impl Translation {
         let active = OwnedGaugeGuard::new(metrics.clone(), |m| &m.active_streams);
         Self {
             body,
-            held: None,
             framer,
             session,
             bounds,
@@ -220,15 +209,12 @@ impl Translation {
                 return Some(Bytes::from(out));
             }
             let idle_at = (Instant::now() + self.bounds.idle).min(self.bounds.deadline);
-            let frame = match self.held.take() {
-                Some(polled) => Ok(polled),
-                None => tokio::select! {
-                    biased;
-                    _ = self.shutdown.cancelled() => {
-                        return Some(self.fail(out, RelayError::unavailable("the relay is shutting down; the stream was ended")));
-                    }
-                    r = tokio::time::timeout_at(idle_at, self.body.frame()) => r,
-                },
+            let frame = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    return Some(self.fail(out, RelayError::unavailable("the relay is shutting down; the stream was ended")));
+                }
+                r = tokio::time::timeout_at(idle_at, self.body.frame()) => r,
             };
             match frame {
                 Err(_) => {
@@ -262,28 +248,8 @@ impl Translation {
                     return Some(self.fail(out, RelayError::bad_upstream(msg)));
                 }
                 Ok(Some(Ok(frame))) => {
-                    let mut read = 0;
                     if let Ok(data) = frame.into_data() {
-                        read += data.len();
                         self.framer.push(&data);
-                    }
-                    // Frames already received join this read, so their events go to the
-                    // adapter in one call: a vendor ahead of the relay costs a call per
-                    // read, not per event.
-                    while read < READ_AHEAD {
-                        match self.body.frame().now_or_never() {
-                            None => break,
-                            Some(Some(Ok(frame))) => {
-                                if let Ok(data) = frame.into_data() {
-                                    read += data.len();
-                                    self.framer.push(&data);
-                                }
-                            }
-                            Some(end) => {
-                                self.held = Some(end);
-                                break;
-                            }
-                        }
                     }
                 }
             }
