@@ -1,23 +1,24 @@
-//! A streaming answer: upstream body → framer → adapter → client SSE, all inside the
-//! response body hyper polls. No task is spawned: when the client goes away hyper drops
-//! the body, and with it the upstream connection, the adapter instance and the timers.
+//! A streaming answer as a typed stream: upstream body → framer → adapter → batches of
+//! output events, ending cleanly or with an error. No task is spawned: the consumer (the
+//! HTTP encoder's body, or a job's run) polls it, and dropping it drops the upstream
+//! connection, the adapter instance and the timers. Every bound and the request's
+//! accounting live here, so every consumer gets them.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{RequestLog, TokenUsage};
+use crate::answer::{Batch, End};
 use crate::config::fmt_secs;
 use crate::error::RelayError;
 use crate::metrics::{Metrics, OwnedGaugeGuard};
-use crate::plugin::{AdapterError, CallError, StreamEvent, StreamSession, Usage};
+use crate::model::{self, OutputEvent};
+use crate::plugin::{self, AdapterError, CallError, StreamEvent, StreamSession};
 use crate::sse::Framer;
 
 pub struct Bounds {
@@ -36,9 +37,9 @@ pub const MAX_CHUNKS_PER_CALL: usize = 1024;
 /// of small upstream events must not pile up their translations unsent.
 const FLUSH_AT: usize = 64 * 1024;
 
-/// Chunks one adapter call returned, checked against the output caps before any is sent:
-/// a chunk holding a line break could end the SSE event early and forge one (`data: [DONE]`).
-fn check_output(chunks: &[String], max_bytes: usize, metrics: &Metrics) -> Result<(), String> {
+/// Events one adapter call returned, checked against the output caps before any is sent:
+/// an event holding a line break could end the SSE event early and forge one (`data: [DONE]`).
+fn check_output(chunks: &[OutputEvent], max_bytes: usize, metrics: &Metrics) -> Result<(), String> {
     let refuse = |limit: &str, why: String| {
         metrics.plugin_output_refused.inc([limit]);
         Err(why)
@@ -49,14 +50,19 @@ fn check_output(chunks: &[String], max_bytes: usize, metrics: &Metrics) -> Resul
             format!("{} chunks from one call, more than the limit of {MAX_CHUNKS_PER_CALL}", chunks.len()),
         );
     }
-    let bytes: usize = chunks.iter().map(String::len).sum();
+    let bytes: usize = chunks.iter().map(event_len).sum();
     if bytes > max_bytes {
         return refuse("bytes", format!("{bytes} bytes of chunks from one call, more than the limit of {max_bytes}"));
     }
-    if chunks.iter().any(|c| c.contains(['\r', '\n'])) {
+    let line_break = |s: &str| s.contains(['\r', '\n']);
+    if chunks.iter().any(|c| line_break(&c.data) || c.name.as_deref().is_some_and(line_break)) {
         return refuse("line_break", "a chunk contains a line break (CR or LF)".to_string());
     }
     Ok(())
+}
+
+fn event_len(ev: &OutputEvent) -> usize {
+    ev.data.len() + ev.name.as_ref().map_or(0, String::len)
 }
 
 pub struct Translation {
@@ -69,7 +75,11 @@ pub struct Translation {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     redactor: Redactor,
+    /// The last usage the adapter reported.
+    usage: Option<model::Usage>,
     finished: bool,
+    /// Events were handed out: an error now cuts an answer the consumer has begun.
+    sent: bool,
     _active: OwnedGaugeGuard,
 }
 
@@ -145,36 +155,40 @@ impl Translation {
             metrics,
             shutdown,
             redactor,
+            usage: None,
             finished: false,
+            sent: false,
             _active: active,
         }
     }
 
-    /// The response body: one frame per batch of chunks ready at once.
-    pub fn into_body(self) -> http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible> {
-        let stream = futures_util::stream::unfold(self, |mut t| async move {
-            let bytes = t.next().await?;
-            Some((Ok::<_, Infallible>(Frame::data(bytes)), t))
-        });
-        http_body_util::StreamBody::new(stream).boxed_unsync()
+    /// The next batch: the events ready at once; the last one carries the end. `None` once
+    /// the end was handed out.
+    pub async fn next(&mut self) -> Option<Batch> {
+        let batch = self.next_batch().await?;
+        self.sent |= !batch.events.is_empty();
+        Some(batch)
     }
 
-    async fn next(&mut self) -> Option<Bytes> {
+    async fn next_batch(&mut self) -> Option<Batch> {
         if self.finished {
             return None;
         }
         let mut out = Vec::new();
+        let mut size = 0;
         loop {
             match self.framer.next_event() {
                 Err(e) => {
                     return Some(self.fail(out, RelayError::bad_upstream(format!("{e} on channel {}", self.channel))));
                 }
                 Ok(Some(ev)) => {
+                    let before = out.len();
                     if let Some(done) = self.push(&mut out, ev.event, ev.data).await {
                         return Some(done);
                     }
-                    if out.len() >= FLUSH_AT {
-                        return Some(Bytes::from(out));
+                    size += out[before..].iter().map(event_len).sum::<usize>();
+                    if size >= FLUSH_AT {
+                        return Some(Batch { events: out, end: None });
                     }
                     continue;
                 }
@@ -182,7 +196,7 @@ impl Translation {
             }
             // Flush what is ready before waiting on the upstream again.
             if !out.is_empty() {
-                return Some(Bytes::from(out));
+                return Some(Batch { events: out, end: None });
             }
             let idle_at = (Instant::now() + self.bounds.idle).min(self.bounds.deadline);
             let frame = tokio::select! {
@@ -233,16 +247,14 @@ impl Translation {
     }
 
     /// One event through the adapter; `Some` when the stream is over.
-    async fn push(&mut self, out: &mut Vec<u8>, event: Option<String>, data: String) -> Option<Bytes> {
+    async fn push(&mut self, out: &mut Vec<OutputEvent>, event: Option<String>, data: String) -> Option<Batch> {
         let (event, data) = (event.map(|e| self.redactor.redact(e)), self.redactor.redact(data));
-        let pushed = self.session.push(&StreamEvent { event, data }).await;
-        let pushed = pushed.and_then(|o| self.checked(o.chunks.as_slice()).map(|()| o));
+        let pushed = self.session.push(&StreamEvent { event, data }).await.map(output);
+        let pushed = pushed.and_then(|o| self.checked(&o.events).map(|()| o));
         match pushed {
             Ok(o) => {
-                write_chunks(out, &o.chunks);
-                if let Some(u) = o.usage {
-                    self.log.usage = Some(usage(u));
-                }
+                out.extend(o.events);
+                self.used(o.usage);
                 if o.done { Some(self.end(std::mem::take(out)).await) } else { None }
             }
             Err(e) => {
@@ -253,24 +265,28 @@ impl Translation {
     }
 
     /// The output caps, as an adapter error of the stream's adapter.
-    fn checked(&self, chunks: &[String]) -> Result<(), CallError> {
-        check_output(chunks, self.bounds.max_output, &self.metrics).map_err(|why| {
+    fn checked(&self, events: &[OutputEvent]) -> Result<(), CallError> {
+        check_output(events, self.bounds.max_output, &self.metrics).map_err(|why| {
             CallError::Adapter(AdapterError::Internal(format!("the adapter's stream output was refused: {why}")))
         })
     }
 
-    async fn end(&mut self, mut out: Vec<u8>) -> Bytes {
-        let finished = self.session.finish().await;
-        match finished.and_then(|end| self.checked(end.chunks.as_slice()).map(|()| end)) {
+    fn used(&mut self, usage: Option<model::Usage>) {
+        if let Some(u) = usage {
+            self.log.usage = Some(token_usage(&u));
+            self.usage = Some(u);
+        }
+    }
+
+    async fn end(&mut self, mut out: Vec<OutputEvent>) -> Batch {
+        let finished = self.session.finish().await.map(end_output);
+        match finished.and_then(|end| self.checked(&end.events).map(|()| end)) {
             Ok(end) => {
-                write_chunks(&mut out, &end.chunks);
-                if let Some(u) = end.usage {
-                    self.log.usage = Some(usage(u));
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                out.extend(end.events);
+                self.used(end.usage);
                 self.finished = true;
                 self.log.finish(200);
-                Bytes::from(out)
+                Batch { events: out, end: Some(End::Done { usage: self.usage }) }
             }
             Err(e) => {
                 let e = e.into_relay(self.session.plugin().name());
@@ -279,31 +295,40 @@ impl Translation {
         }
     }
 
-    /// End the stream with one error event and no `[DONE]`, so clients can tell a cut
-    /// stream from a complete one.
-    fn fail(&mut self, mut out: Vec<u8>, e: RelayError) -> Bytes {
-        let e = self.redactor.error(e);
-        tracing::warn!(request_id = %self.log.request_id, channel = %self.channel, error = %e.message, "stream ended with an error");
-        out.extend_from_slice(&e.sse_event());
+    /// End the stream with an error, so consumers can tell a cut stream from a complete one.
+    fn fail(&mut self, out: Vec<OutputEvent>, e: RelayError) -> Batch {
+        let error = self.redactor.error(e);
+        tracing::warn!(request_id = %self.log.request_id, channel = %self.channel, error = %error.message, "stream ended with an error");
         self.finished = true;
-        self.log.error = Some(e.message.clone());
-        self.log.finish(e.status.as_u16());
-        Bytes::from(out)
+        self.log.error = Some(error.message.clone());
+        self.log.finish(error.status.as_u16());
+        let sent = self.sent || !out.is_empty();
+        Batch { events: out, end: Some(End::Failed { error, sent }) }
     }
 }
 
-fn write_chunks(out: &mut Vec<u8>, chunks: &[String]) {
-    for c in chunks {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(c.as_bytes());
-        out.extend_from_slice(b"\n\n");
-    }
+/// The 0.1 contract's stream output in the host's model: its chunks are unnamed events.
+fn output(o: plugin::StreamOutput) -> model::StreamOutput {
+    model::StreamOutput { events: events(o.chunks), done: o.done, usage: o.usage.map(usage) }
 }
 
-pub fn usage(u: Usage) -> TokenUsage {
-    TokenUsage { prompt: u.prompt_tokens, completion: u.completion_tokens, total: u.total_tokens }
+fn end_output(e: plugin::StreamEnd) -> model::StreamEnd {
+    model::StreamEnd { events: events(e.chunks), usage: e.usage.map(usage) }
 }
 
+fn events(chunks: Vec<String>) -> Vec<OutputEvent> {
+    chunks.into_iter().map(|data| OutputEvent { name: None, data }).collect()
+}
+
+/// The 0.1 contract's usage in the host's model.
+pub fn usage(u: plugin::Usage) -> model::Usage {
+    model::Usage { input: u.prompt_tokens, output: u.completion_tokens, total: u.total_tokens, ..Default::default() }
+}
+
+/// The request record's token counts.
+pub fn token_usage(u: &model::Usage) -> TokenUsage {
+    TokenUsage { prompt: u.input, completion: u.output, total: u.total }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,12 +336,18 @@ mod tests {
     #[test]
     fn output_caps() {
         let m = Metrics::default();
-        assert!(check_output(&["{}".into(), "{}".into()], 16, &m).is_ok());
-        assert!(check_output(&vec![String::new(); MAX_CHUNKS_PER_CALL + 1], 16, &m).unwrap_err().contains("chunks"));
-        assert!(check_output(&["x".repeat(17)], 16, &m).unwrap_err().contains("bytes"));
-        assert!(check_output(&["{}\n\ndata: [DONE]".into()], 64, &m).unwrap_err().contains("line break"));
-        assert!(check_output(&["{}\r".into()], 64, &m).is_err());
+        let ev = |data: &str| OutputEvent { name: None, data: data.to_string() };
+        assert!(check_output(&[ev("{}"), ev("{}")], 16, &m).is_ok());
+        assert!(check_output(&vec![ev(""); MAX_CHUNKS_PER_CALL + 1], 16, &m).unwrap_err().contains("chunks"));
+        assert!(check_output(&[ev(&"x".repeat(17))], 16, &m).unwrap_err().contains("bytes"));
+        assert!(check_output(&[ev("{}\n\ndata: [DONE]")], 64, &m).unwrap_err().contains("line break"));
+        assert!(check_output(&[ev("{}\r")], 64, &m).is_err());
         assert_eq!(m.plugin_output_refused.get(["line_break"]), 2);
+        // A named event (the next client APIs) is bounded the same way, name included.
+        let named = OutputEvent { name: Some("a\nb".into()), data: "{}".into() };
+        assert!(check_output(&[named], 64, &m).unwrap_err().contains("line break"));
+        let named = OutputEvent { name: Some("x".repeat(10)), data: "x".repeat(10) };
+        assert!(check_output(&[named], 16, &m).unwrap_err().contains("bytes"));
     }
 
     #[test]

@@ -1,0 +1,47 @@
+//! The relay's typed answer to one call, before any client framing: a whole body, or a
+//! stream of output events that ends cleanly or with an error. The HTTP handler encodes it
+//! for the client's API (`encode`); the job runner consumes it directly.
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use crate::error::RelayError;
+use crate::model::{OutputEvent, Usage};
+use crate::stream::Translation;
+
+/// What `Relay::serve_body` answers.
+pub enum Answer {
+    Whole(Whole),
+    /// Bounds, accounting and shutdown live inside the stream, so every consumer gets them.
+    Stream(Translation),
+}
+
+/// A complete answer (success or a vendor's error), in the call's client API.
+pub struct Whole {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub usage: Option<Usage>,
+    /// The vendor's `Retry-After`, passed on.
+    pub retry_after: Option<HeaderValue>,
+}
+
+/// The output events ready at once, and the stream's end if it came with them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub events: Vec<OutputEvent>,
+    /// Set on the last batch; nothing follows it.
+    pub end: Option<End>,
+}
+
+/// How a stream ended.
+#[derive(Debug)]
+pub enum End {
+    /// The adapter finished the stream.
+    Done { usage: Option<Usage> },
+    /// The stream was cut: a bound, the upstream, the adapter or shutdown.
+    Failed {
+        error: RelayError,
+        /// Events reached the consumer before the error (this batch's included).
+        sent: bool,
+    },
+}
