@@ -5,9 +5,8 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
-use crate::error::RelayError;
-use crate::model::{OutputEvent, Usage};
-use crate::stream::Translation;
+use crate::model::Usage;
+pub use crate::stream::{Batch, End, Translation};
 
 /// What `Relay::serve_body` answers.
 pub enum Answer {
@@ -23,25 +22,4 @@ pub struct Whole {
     pub usage: Option<Usage>,
     /// The vendor's `Retry-After`, passed on.
     pub retry_after: Option<HeaderValue>,
-}
-
-/// The output events ready at once, and the stream's end if it came with them.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub events: Vec<OutputEvent>,
-    /// Set on the last batch; nothing follows it.
-    pub end: Option<End>,
-}
-
-/// How a stream ended.
-#[derive(Debug)]
-pub enum End {
-    /// The adapter finished the stream.
-    Done { usage: Option<Usage> },
-    /// The stream was cut: a bound, the upstream, the adapter or shutdown.
-    Failed {
-        error: RelayError,
-        /// Events reached the consumer before the error (this batch's included).
-        sent: bool,
-    },
 }

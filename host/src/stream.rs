@@ -13,13 +13,33 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{RequestLog, TokenUsage};
-use crate::answer::{Batch, End};
 use crate::config::fmt_secs;
 use crate::error::RelayError;
 use crate::metrics::{Metrics, OwnedGaugeGuard};
-use crate::model::{self, OutputEvent};
+use crate::model::{self, OutputEvent, Usage};
 use crate::plugin::{self, AdapterError, CallError, StreamEvent, StreamSession};
 use crate::sse::Framer;
+
+/// The output events ready at once, and the stream's end if it came with them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub events: Vec<OutputEvent>,
+    /// Set on the last batch; nothing follows it.
+    pub end: Option<End>,
+}
+
+/// How a stream ended.
+#[derive(Debug)]
+pub enum End {
+    /// The adapter finished the stream.
+    Done { usage: Option<Usage> },
+    /// The stream was cut: a bound, the upstream, the adapter or shutdown.
+    Failed {
+        error: RelayError,
+        /// Events reached the consumer before the error (this batch's included).
+        sent: bool,
+    },
+}
 
 pub struct Bounds {
     pub idle: Duration,
