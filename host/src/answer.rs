@@ -12,7 +12,8 @@ pub use crate::stream::{Batch, End, Translation};
 pub enum Answer {
     Whole(Whole),
     /// Bounds, accounting and shutdown live inside the stream, so every consumer gets them.
-    Stream(Translation),
+    /// Boxed: the stream's state is large beside a whole answer.
+    Stream(Box<Translation>),
 }
 
 /// A complete answer (success or a vendor's error), in the call's client API.

@@ -75,7 +75,7 @@ fn whole_response(w: Whole, request_id: &str) -> Response<Body> {
     resp
 }
 
-fn stream_response(stream: Translation, encoder: Box<dyn StreamEncoder>, request_id: &str) -> Response<Body> {
+fn stream_response(stream: Box<Translation>, encoder: Box<dyn StreamEncoder>, request_id: &str) -> Response<Body> {
     let mut resp = Response::new(stream_body(stream, encoder));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -87,7 +87,7 @@ fn stream_response(stream: Translation, encoder: Box<dyn StreamEncoder>, request
 
 /// The response body: one frame per batch. Hyper polls the stream through it and drops it
 /// (and the upstream with it) when the client goes away.
-fn stream_body(stream: Translation, encoder: Box<dyn StreamEncoder>) -> Body {
+fn stream_body(stream: Box<Translation>, encoder: Box<dyn StreamEncoder>) -> Body {
     let body = futures_util::stream::unfold((stream, encoder), |(mut stream, mut encoder)| async move {
         loop {
             let batch = stream.next().await?;

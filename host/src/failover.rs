@@ -203,7 +203,7 @@ impl Relay {
                 self.shutdown_signal(),
                 redactor,
             );
-            return Attempt::Answer(Answer::Stream(translation));
+            return Attempt::Answer(Answer::Stream(Box::new(translation)));
         }
 
         let limit = limits.max_response_body;

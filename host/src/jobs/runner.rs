@@ -125,7 +125,7 @@ impl Jobs {
 }
 
 /// The typed stream, batch by batch: chunks are stored and assembled; its end is the job's.
-async fn consume_stream(mut stream: Translation, sink: &mut Sink<'_>) -> JobEnd {
+async fn consume_stream(mut stream: Box<Translation>, sink: &mut Sink<'_>) -> JobEnd {
     let mut assembler = Assembler::default();
     while let Some(batch) = stream.next().await {
         let mut chunks = Vec::with_capacity(batch.events.len());
