@@ -237,7 +237,11 @@ mod tests {
     use crate::relay::Relay;
 
     fn start(dir: &Path, max_running: usize) -> Arc<Jobs> {
-        let text = format!("[jobs]\npath = \"{}\"\nmax_running = {max_running}\n", dir.display());
+        start_with(dir, max_running, "")
+    }
+
+    fn start_with(dir: &Path, max_running: usize, more: &str) -> Arc<Jobs> {
+        let text = format!("[jobs]\npath = \"{}\"\nmax_running = {max_running}\n{more}", dir.display());
         let cfg = crate::config::Config::parse(&text, Path::new("."), &HashMap::new()).unwrap();
         let metrics = Arc::new(Metrics::default());
         let jobs_cfg = cfg.jobs.clone();
@@ -248,10 +252,14 @@ mod tests {
     }
 
     async fn admit(jobs: &Jobs, id: &str, body: &'static [u8]) {
-        let record = Record { id: id.into(), owner: "o".into(), status: Status::Queued, ..Record::default() };
+        admit_as(jobs, id, "o", body).await;
+    }
+
+    async fn admit_as(jobs: &Jobs, id: &str, owner: &str, body: &'static [u8]) {
+        let record = Record { id: id.into(), owner: owner.into(), status: Status::Queued, ..Record::default() };
         let pending = Pending {
             id: id.into(),
-            owner: "o".into(),
+            owner: owner.into(),
             endpoint: Endpoint::ChatCompletions,
             body: Bytes::from_static(body),
             checked: crate::probe::Checked { model: "m".into(), stream: true, include_usage: true },
@@ -303,5 +311,18 @@ mod tests {
         jobs.shutdown().await;
         wait_for(&jobs, "job_c", Status::Failed).await;
         assert!(jobs.lock().running.is_empty() && jobs.lock().live.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_runs_on_its_submission_probe_without_parsing_the_body_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "sk-job-owner-0123456789abcdef";
+        let jobs = start_with(dir.path(), 1, &format!("[[token]]\nname = \"t\"\nkey = \"{key}\"\nmodels = [\"*\"]\n"));
+        // Not JSON: a run that probed the body again would fail with a parse error (400).
+        // On the submission's probe (model "m") it goes on to routing, where no channel serves "m".
+        admit_as(&jobs, "job_p", &owner_of(key), b"{not json").await;
+        let r = wait_for(&jobs, "job_p", Status::Failed).await;
+        assert_eq!(r.error.unwrap()["code"], "model_not_found");
+        jobs.shutdown().await;
     }
 }
