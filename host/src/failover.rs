@@ -2,28 +2,28 @@
 //! vendor call under the host's bounds, the answer or stream built for the client).
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{StatusCode, header};
+use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 
 use crate::access::RequestLog;
+use crate::answer::{Answer, Whole};
 use crate::config::{Channel, Limits, Token, fmt_secs};
 use crate::error::RelayError;
-use crate::http::{Body, set_request_id};
 use crate::model::{CallContext, Endpoint, Header, StreamFormat, UpstreamResponse};
 use crate::probe::Checked;
 use crate::relay::Relay;
 use crate::route::Snapshot;
 use crate::sse::{Format, Framer};
-use crate::stream::{Bounds, Redactor, Translation, usage};
+use crate::stream::{Bounds, Redactor, Translation, token_usage, usage};
 use crate::upstream::{ConnectError, HttpClient, connect_error};
 use crate::vendor_request::{adapter_may_read, build_request, refused_answer};
 
 /// What one channel attempt came to.
 enum Attempt {
-    Answer(Response<Body>),
+    Answer(Answer),
     /// A vendor error (5xx, 429) that another channel may not have.
-    RetryableAnswer(Response<Body>),
+    RetryableAnswer(Whole),
     Failed(RelayError),
 }
 
@@ -37,13 +37,29 @@ impl Relay {
         body: &[u8],
         snap: &Snapshot,
         log: &mut RequestLog,
-    ) -> Result<Response<Body>, RelayError> {
+    ) -> Result<Answer, RelayError> {
         log.token = token.name.clone();
-        let Checked { model, stream, include_usage } = Self::probe(endpoint, body).inspect_err(|e| {
+        let checked = Self::probe(endpoint, body).inspect_err(|e| {
             if e.code == Some("invalid_model") {
                 self.metrics.models_refused.inc();
             }
         })?;
+        self.serve_checked(token, endpoint, checked, body, snap, log).await
+    }
+
+    /// `serve_body` for a body `probe` has already read (a job's, at submission): the body
+    /// is not parsed again; the token's right to the model is checked against `snap`.
+    pub async fn serve_checked(
+        &self,
+        token: &Token,
+        endpoint: Endpoint,
+        checked: Checked,
+        body: &[u8],
+        snap: &Snapshot,
+        log: &mut RequestLog,
+    ) -> Result<Answer, RelayError> {
+        log.token = token.name.clone();
+        let Checked { model, stream, include_usage } = checked;
         log.stream = stream;
         Self::admit(token, &model, snap)?;
         // Only an admitted model becomes a log field and a metrics label; refused ones count as "-".
@@ -70,17 +86,17 @@ impl Relay {
             ctx.settings.clone_from(&channel.settings);
             match self.attempt(channel, client, &ctx, text, limits, log).await {
                 Attempt::Answer(resp) => return Ok(resp),
-                Attempt::RetryableAnswer(resp) if last => {
-                    log.finish(resp.status().as_u16());
+                Attempt::RetryableAnswer(whole) if last => {
+                    log.finish(whole.status.as_u16());
                     log.first_byte();
-                    return Ok(resp);
+                    return Ok(Answer::Whole(whole));
                 }
                 Attempt::Failed(e) if last || !e.retryable => return Err(e),
-                Attempt::RetryableAnswer(resp) => {
+                Attempt::RetryableAnswer(whole) => {
                     // Not the client's answer: the request's record keeps only the attempt count.
                     log.error = None;
                     log.usage = None;
-                    tracing::warn!(request_id = %log.request_id, channel = %channel.name, status = resp.status().as_u16(), "vendor error, trying the next channel");
+                    tracing::warn!(request_id = %log.request_id, channel = %channel.name, status = whole.status.as_u16(), "vendor error, trying the next channel");
                 }
                 Attempt::Failed(e) => {
                     tracing::warn!(request_id = %log.request_id, channel = %channel.name, error = %e.message, "channel failed, trying the next channel");
@@ -187,13 +203,7 @@ impl Relay {
                 self.shutdown_signal(),
                 redactor,
             );
-            let mut resp = Response::new(translation.into_body());
-            let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            set_request_id(h, &ctx.request_id);
-            return Attempt::Answer(resp);
+            return Attempt::Answer(Answer::Stream(Box::new(translation)));
         }
 
         let limit = limits.max_response_body;
@@ -246,25 +256,24 @@ impl Relay {
                 answer.status
             )));
         };
-        if let Some(u) = answer.usage {
-            log.usage = Some(usage(u));
+        let answer_usage = answer.usage.map(usage);
+        if let Some(u) = &answer_usage {
+            log.usage = Some(token_usage(u));
         }
-        let mut resp = Response::new(Full::new(Bytes::from(answer.body)).boxed_unsync());
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(v) = parts.headers.get(header::RETRY_AFTER) {
-            h.insert(header::RETRY_AFTER, v.clone());
-        }
-        set_request_id(h, &ctx.request_id);
+        let whole = Whole {
+            status,
+            body: Bytes::from(answer.body),
+            usage: answer_usage,
+            retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
+        };
         if upstream_status.is_server_error() || upstream_status == StatusCode::TOO_MANY_REQUESTS {
             // Finished (and timed) by `serve_body` only if no channel is left to try.
             log.error = Some(format!("vendor answered {upstream_status}"));
-            Attempt::RetryableAnswer(resp)
+            Attempt::RetryableAnswer(whole)
         } else {
             log.finish(status.as_u16());
             log.first_byte();
-            Attempt::Answer(resp)
+            Attempt::Answer(Answer::Whole(whole))
         }
     }
 

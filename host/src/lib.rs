@@ -6,10 +6,12 @@
 
 pub mod access;
 pub mod admin;
+pub mod answer;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod encode;
 pub mod error;
 pub mod failover;
 pub mod http;

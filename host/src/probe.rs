@@ -10,7 +10,9 @@ use crate::model::Endpoint;
 use crate::relay::Relay;
 use crate::route::Snapshot;
 
-/// What `Relay::check` learnt from a request body.
+/// What `Relay::check` learnt from a request body: the rest of the path reads these
+/// instead of parsing the body again.
+#[derive(Debug, Clone)]
 pub struct Checked {
     pub model: String,
     pub stream: bool,

@@ -1,6 +1,7 @@
 //! The request path: authenticate, parse just enough of the body, route to a channel,
 //! let the adapter translate, call the vendor under the host's bounds, answer.
-//! `handle` reads the body here; `probe` checks it, `failover` tries the channels.
+//! `handle` reads the body here; `probe` checks it, `failover` tries the channels and
+//! returns the typed answer, `encode` writes it for the client.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::RequestLog;
 use crate::auth::authenticate;
+use crate::encode::respond;
 use crate::error::RelayError;
 use crate::http::{Body, BodyBudget, error_response, read_client_body, request_id};
 use crate::metrics::{BodyPermit, Metrics};
@@ -76,7 +78,10 @@ impl Relay {
         log.token = token.name.clone();
         // The body's share of the in-flight budget is held until the answer is made.
         let (body, _share) = self.read_body_held(req, snap).await?;
-        self.serve_body(token, endpoint, &body, snap, log).await
+        // A stream's record moves into the stream: keep the id for the response head.
+        let request_id = log.request_id.clone();
+        let answer = self.serve_body(token, endpoint, &body, snap, log).await?;
+        Ok(respond(answer, endpoint, &request_id))
     }
 
     /// Read a client's body under the request-body bounds (size, time, in-flight budget).

@@ -1,13 +1,12 @@
-//! A streaming answer: upstream body → framer → adapter → client SSE, all inside the
-//! response body hyper polls. No task is spawned: when the client goes away hyper drops
-//! the body, and with it the upstream connection, the adapter instance and the timers.
+//! A streaming answer as a typed stream: upstream body → framer → adapter → batches of
+//! output events, ending cleanly or with an error. No task is spawned: the consumer (the
+//! HTTP encoder's body, or a job's run) polls it, and dropping it drops the upstream
+//! connection, the adapter instance and the timers. Every bound and the request's
+//! accounting live here, so every consumer gets them.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -20,6 +19,27 @@ use crate::metrics::{Metrics, OwnedGaugeGuard};
 use crate::model::{AdapterError, OutputEvent, StreamEvent, Usage};
 use crate::plugin::{CallError, StreamSession};
 use crate::sse::Framer;
+
+/// The output events ready at once, and the stream's end if it came with them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub events: Vec<OutputEvent>,
+    /// Set on the last batch; nothing follows it.
+    pub end: Option<End>,
+}
+
+/// How a stream ended.
+#[derive(Debug)]
+pub enum End {
+    /// The adapter finished the stream.
+    Done { usage: Option<Usage> },
+    /// The stream was cut: a bound, the upstream, the adapter or shutdown.
+    Failed {
+        error: RelayError,
+        /// Events reached the consumer before the error (this batch's included).
+        sent: bool,
+    },
+}
 
 pub struct Bounds {
     pub idle: Duration,
@@ -42,8 +62,7 @@ const MAX_EVENTS_PER_PUSH: usize = 256;
 const FLUSH_AT: usize = 64 * 1024;
 
 /// Events one adapter call returned, checked against the output caps before any is sent:
-/// a name or chunk holding a line break could end the SSE event early and forge one
-/// (`data: [DONE]`).
+/// an event holding a line break could end the SSE event early and forge one (`data: [DONE]`).
 fn check_output(chunks: &[OutputEvent], max_bytes: usize, metrics: &Metrics) -> Result<(), String> {
     let refuse = |limit: &str, why: String| {
         metrics.plugin_output_refused.inc([limit]);
@@ -55,15 +74,19 @@ fn check_output(chunks: &[OutputEvent], max_bytes: usize, metrics: &Metrics) -> 
             format!("{} chunks from one call, more than the limit of {MAX_CHUNKS_PER_CALL}", chunks.len()),
         );
     }
-    let bytes: usize = chunks.iter().map(|c| c.data.len() + c.name.as_ref().map_or(0, String::len)).sum();
+    let bytes: usize = chunks.iter().map(event_len).sum();
     if bytes > max_bytes {
         return refuse("bytes", format!("{bytes} bytes of chunks from one call, more than the limit of {max_bytes}"));
     }
-    if chunks.iter().any(|c| c.data.contains(['\r', '\n']) || c.name.as_ref().is_some_and(|n| n.contains(['\r', '\n'])))
-    {
+    let line_break = |s: &str| s.contains(['\r', '\n']);
+    if chunks.iter().any(|c| line_break(&c.data) || c.name.as_deref().is_some_and(line_break)) {
         return refuse("line_break", "a chunk contains a line break (CR or LF)".to_string());
     }
     Ok(())
+}
+
+fn event_len(ev: &OutputEvent) -> usize {
+    ev.data.len() + ev.name.as_ref().map_or(0, String::len)
 }
 
 pub struct Translation {
@@ -76,7 +99,11 @@ pub struct Translation {
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     redactor: Redactor,
+    /// The last usage the adapter reported.
+    usage: Option<Usage>,
     finished: bool,
+    /// Events were handed out: an error now cuts an answer the consumer has begun.
+    sent: bool,
     _active: OwnedGaugeGuard,
 }
 
@@ -152,25 +179,27 @@ impl Translation {
             metrics,
             shutdown,
             redactor,
+            usage: None,
             finished: false,
+            sent: false,
             _active: active,
         }
     }
 
-    /// The response body: one frame per batch of chunks ready at once.
-    pub fn into_body(self) -> http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible> {
-        let stream = futures_util::stream::unfold(self, |mut t| async move {
-            let bytes = t.next().await?;
-            Some((Ok::<_, Infallible>(Frame::data(bytes)), t))
-        });
-        http_body_util::StreamBody::new(stream).boxed_unsync()
+    /// The next batch: the events ready at once; the last one carries the end. `None` once
+    /// the end was handed out.
+    pub async fn next(&mut self) -> Option<Batch> {
+        let batch = self.next_batch().await?;
+        self.sent |= !batch.events.is_empty();
+        Some(batch)
     }
 
-    async fn next(&mut self) -> Option<Bytes> {
+    async fn next_batch(&mut self) -> Option<Batch> {
         if self.finished {
             return None;
         }
         let mut out = Vec::new();
+        let mut size = 0;
         loop {
             // Every event framed from what was read so far, in one adapter call (bounded).
             let mut batch = Vec::new();
@@ -190,11 +219,13 @@ impl Translation {
             };
             let pushed = !batch.is_empty();
             if pushed {
+                let before = out.len();
                 if let Some(done) = self.push(&mut out, batch).await {
                     return Some(done);
                 }
-                if out.len() >= FLUSH_AT {
-                    return Some(Bytes::from(out));
+                size += out[before..].iter().map(event_len).sum::<usize>();
+                if size >= FLUSH_AT {
+                    return Some(Batch { events: out, end: None });
                 }
             }
             if let Err(e) = framed {
@@ -206,7 +237,7 @@ impl Translation {
             }
             // Flush what is ready before waiting on the upstream again.
             if !out.is_empty() {
-                return Some(Bytes::from(out));
+                return Some(Batch { events: out, end: None });
             }
             let idle_at = (Instant::now() + self.bounds.idle).min(self.bounds.deadline);
             let frame = tokio::select! {
@@ -258,7 +289,7 @@ impl Translation {
 
     /// Events framed from one read through the adapter, in one call; `Some` when the
     /// stream is over.
-    async fn push(&mut self, out: &mut Vec<u8>, batch: Vec<crate::sse::Event>) -> Option<Bytes> {
+    async fn push(&mut self, out: &mut Vec<OutputEvent>, batch: Vec<crate::sse::Event>) -> Option<Batch> {
         let events = batch
             .into_iter()
             .map(|ev| StreamEvent {
@@ -267,13 +298,11 @@ impl Translation {
             })
             .collect();
         let pushed = self.session.push(events).await;
-        let pushed = pushed.and_then(|o| self.checked(o.events.as_slice()).map(|()| o));
+        let pushed = pushed.and_then(|o| self.checked(&o.events).map(|()| o));
         match pushed {
             Ok(o) => {
-                write_chunks(out, &o.events);
-                if let Some(u) = o.usage {
-                    self.log.usage = Some(usage(u));
-                }
+                out.extend(o.events);
+                self.used(o.usage);
                 if o.done { Some(self.end(std::mem::take(out)).await) } else { None }
             }
             Err(e) => {
@@ -284,24 +313,28 @@ impl Translation {
     }
 
     /// The output caps, as an adapter error of the stream's adapter.
-    fn checked(&self, chunks: &[OutputEvent]) -> Result<(), CallError> {
-        check_output(chunks, self.bounds.max_output, &self.metrics).map_err(|why| {
+    fn checked(&self, events: &[OutputEvent]) -> Result<(), CallError> {
+        check_output(events, self.bounds.max_output, &self.metrics).map_err(|why| {
             CallError::Adapter(AdapterError::Internal(format!("the adapter's stream output was refused: {why}")))
         })
     }
 
-    async fn end(&mut self, mut out: Vec<u8>) -> Bytes {
+    fn used(&mut self, usage: Option<Usage>) {
+        if let Some(u) = usage {
+            self.log.usage = Some(token_usage(&u));
+            self.usage = Some(u);
+        }
+    }
+
+    async fn end(&mut self, mut out: Vec<OutputEvent>) -> Batch {
         let finished = self.session.finish().await;
-        match finished.and_then(|end| self.checked(end.events.as_slice()).map(|()| end)) {
+        match finished.and_then(|end| self.checked(&end.events).map(|()| end)) {
             Ok(end) => {
-                write_chunks(&mut out, &end.events);
-                if let Some(u) = end.usage {
-                    self.log.usage = Some(usage(u));
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                out.extend(end.events);
+                self.used(end.usage);
                 self.finished = true;
                 self.log.finish(200);
-                Bytes::from(out)
+                Batch { events: out, end: Some(End::Done { usage: self.usage }) }
             }
             Err(e) => {
                 let e = e.into_relay(self.session.plugin().name());
@@ -310,67 +343,41 @@ impl Translation {
         }
     }
 
-    /// End the stream with one error event and no `[DONE]`, so clients can tell a cut
-    /// stream from a complete one.
-    fn fail(&mut self, mut out: Vec<u8>, e: RelayError) -> Bytes {
-        let e = self.redactor.error(e);
-        tracing::warn!(request_id = %self.log.request_id, channel = %self.channel, error = %e.message, "stream ended with an error");
-        out.extend_from_slice(&e.sse_event());
+    /// End the stream with an error, so consumers can tell a cut stream from a complete one.
+    fn fail(&mut self, out: Vec<OutputEvent>, e: RelayError) -> Batch {
+        let error = self.redactor.error(e);
+        tracing::warn!(request_id = %self.log.request_id, channel = %self.channel, error = %error.message, "stream ended with an error");
         self.finished = true;
-        self.log.error = Some(e.message.clone());
-        self.log.finish(e.status.as_u16());
-        Bytes::from(out)
+        self.log.error = Some(error.message.clone());
+        self.log.finish(error.status.as_u16());
+        let sent = self.sent || !out.is_empty();
+        Batch { events: out, end: Some(End::Failed { error, sent }) }
     }
 }
 
-/// Events as SSE: a named one (Responses, Messages) with its `event:` line, a chat chunk
-/// with `data:` alone.
-fn write_chunks(out: &mut Vec<u8>, chunks: &[OutputEvent]) {
-    for c in chunks {
-        if let Some(name) = &c.name {
-            out.extend_from_slice(b"event: ");
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\n");
-        }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(c.data.as_bytes());
-        out.extend_from_slice(b"\n\n");
-    }
-}
-
-pub fn usage(u: Usage) -> TokenUsage {
+/// The request record's token counts.
+pub fn token_usage(u: &Usage) -> TokenUsage {
     TokenUsage { prompt: u.input, completion: u.output, total: u.total }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn chunk(data: &str) -> OutputEvent {
-        OutputEvent { name: None, data: data.into() }
-    }
-
     #[test]
     fn output_caps() {
         let m = Metrics::default();
-        assert!(check_output(&[chunk("{}"), chunk("{}")], 16, &m).is_ok());
-        assert!(check_output(&vec![chunk(""); MAX_CHUNKS_PER_CALL + 1], 16, &m).unwrap_err().contains("chunks"));
-        assert!(check_output(&[chunk(&"x".repeat(17))], 16, &m).unwrap_err().contains("bytes"));
-        assert!(check_output(&[chunk("{}\n\ndata: [DONE]")], 64, &m).unwrap_err().contains("line break"));
-        assert!(check_output(&[chunk("{}\r")], 64, &m).is_err());
+        let ev = |data: &str| OutputEvent { name: None, data: data.to_string() };
+        assert!(check_output(&[ev("{}"), ev("{}")], 16, &m).is_ok());
+        assert!(check_output(&vec![ev(""); MAX_CHUNKS_PER_CALL + 1], 16, &m).unwrap_err().contains("chunks"));
+        assert!(check_output(&[ev(&"x".repeat(17))], 16, &m).unwrap_err().contains("bytes"));
+        assert!(check_output(&[ev("{}\n\ndata: [DONE]")], 64, &m).unwrap_err().contains("line break"));
+        assert!(check_output(&[ev("{}\r")], 64, &m).is_err());
         assert_eq!(m.plugin_output_refused.get(["line_break"]), 2);
-        // An event's name counts too: it is a line of its own.
-        let named = |name: &str| OutputEvent { name: Some(name.into()), data: "{}".into() };
-        assert!(check_output(&[named("response.created")], 64, &m).is_ok());
-        assert!(check_output(&[named("x\ndata: [DONE]")], 64, &m).unwrap_err().contains("line break"));
-        assert!(check_output(&[named(&"x".repeat(15))], 16, &m).unwrap_err().contains("bytes"));
-    }
-
-    #[test]
-    fn events_are_written_with_their_names() {
-        let mut out = Vec::new();
-        write_chunks(&mut out, &[chunk("{\"a\":1}"), OutputEvent { name: Some("ping".into()), data: "{}".into() }]);
-        assert_eq!(String::from_utf8(out).unwrap(), "data: {\"a\":1}\n\nevent: ping\ndata: {}\n\n");
+        // A named event (the next client APIs) is bounded the same way, name included.
+        let named = OutputEvent { name: Some("a\nb".into()), data: "{}".into() };
+        assert!(check_output(&[named], 64, &m).unwrap_err().contains("line break"));
+        let named = OutputEvent { name: Some("x".repeat(10)), data: "x".repeat(10) };
+        assert!(check_output(&[named], 16, &m).unwrap_err().contains("bytes"));
     }
 
     #[test]

@@ -61,13 +61,17 @@ impl Jobs {
         let owner = owner_of(&token.key);
         let request_id = request_id(req.headers());
         let (body, share) = self.relay.read_body_held(req, &snap).await?;
-        let checked = Relay::check(token, endpoint, &body, &snap).inspect_err(|e| {
+        let mut checked = Relay::check(token, endpoint, &body, &snap).inspect_err(|e| {
             if e.code == Some("invalid_model") {
                 self.relay.metrics.models_refused.inc();
             }
         })?;
         let body = match endpoint {
-            Endpoint::ChatCompletions => stream_body(&body)?,
+            Endpoint::ChatCompletions => {
+                // What the probe of the rewritten body would read.
+                (checked.stream, checked.include_usage) = (true, true);
+                stream_body(&body)?
+            }
             Endpoint::Embeddings | Endpoint::Responses | Endpoint::Messages => body,
         };
         let created = now_ms();
@@ -77,13 +81,13 @@ impl Jobs {
             owner: owner.clone(),
             token: token.name.clone(),
             endpoint: endpoint_name(endpoint).to_string(),
-            model: checked.model,
+            model: checked.model.clone(),
             request_id: request_id.clone(),
             status: Status::Queued,
             created_ms: created,
             ..Record::default()
         };
-        let pending = Pending { id: id.clone(), owner, endpoint, body, request_id, _share: share };
+        let pending = Pending { id: id.clone(), owner, endpoint, body, checked, request_id, _share: share };
         // Admission runs as its own task: once the record is being written, a client that
         // hangs up cannot leave a reservation or a stored job outside the queue.
         let Some(me) = self.me.upgrade() else { return Err(RelayError::unavailable("the relay is shutting down")) };
@@ -208,7 +212,9 @@ impl Jobs {
 }
 
 /// A chat request made to stream with usage, so the job's progress is live and its
-/// result can be assembled; everything else in the body is kept as sent.
+/// result can be assembled; everything else in the body is kept as sent. The body itself
+/// is rewritten (not only the call's flags) because adapters read `stream` and
+/// `stream_options` from it, and pass-through adapters send it to the vendor as it is.
 fn stream_body(body: &[u8]) -> Result<Bytes, RelayError> {
     let mut v: serde_json::Map<String, Value> = serde_json::from_slice(body)
         .map_err(|e| RelayError::bad_request(format!("We could not parse the JSON body of your request: {e}")))?;

@@ -15,6 +15,7 @@ use crate::error::RelayError;
 use crate::http::{Body, error_response};
 use crate::metrics::Metrics;
 use crate::model::Endpoint;
+use crate::probe::Checked;
 use crate::relay::Relay;
 
 use super::error::{interrupted_error, owner_quota, queue_full, retry_after, store_error};
@@ -40,6 +41,8 @@ pub(super) struct Pending {
     pub(super) owner: String,
     pub(super) endpoint: Endpoint,
     pub(super) body: Bytes,
+    /// The submission's probe of `body`: the run does not parse the body again.
+    pub(super) checked: Checked,
     pub(super) request_id: String,
     /// The body's share of `limits.max_inflight_body_bytes`, held while it waits and runs.
     pub(super) _share: crate::metrics::BodyPermit,

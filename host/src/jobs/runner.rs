@@ -5,15 +5,13 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use http::header;
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::access::RequestLog;
+use crate::answer::{Answer, End};
 use crate::error::RelayError;
-use crate::http::Body;
-use crate::sse::{Format, Framer};
+use crate::stream::Translation;
 
 use super::assemble::Assembler;
 use super::error::{aborted_error, error_object, interrupted_error, store_error};
@@ -95,80 +93,52 @@ impl Jobs {
             return JobEnd::Failed(error_object(&e));
         };
         let mut log = RequestLog::new(self.metrics.clone(), job.request_id.clone(), job.endpoint.as_str());
-        let resp = match self.relay.serve_body(token, job.endpoint, &job.body, &snap, &mut log).await {
-            Ok(r) => r,
+        let checked = job.checked.clone();
+        let answer = match self.relay.serve_checked(token, job.endpoint, checked, &job.body, &snap, &mut log).await {
+            Ok(a) => a,
             Err(e) => {
                 log.error = Some(e.message.clone());
                 log.finish(e.status.as_u16());
                 return JobEnd::Failed(error_object(&e));
             }
         };
-        let (parts, body) = resp.into_parts();
-        let is_stream = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == b"text/event-stream");
         let mut sink = Sink { jobs: self, id: &job.id, bytes: 0, seq: 0, tokens: 0 };
-        if !is_stream {
-            let bytes = match body.collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(never) => match never {},
-            };
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            if !parts.status.is_success() {
-                return JobEnd::Failed(v.get("error").cloned().unwrap_or(v));
-            }
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            if let Err(o) = sink.append(vec![text], v.pointer("/usage/completion_tokens").and_then(Value::as_u64)).await
-            {
-                return o;
-            }
-            return JobEnd::Succeeded(v);
+        let whole = match answer {
+            Answer::Stream(stream) => return consume_stream(stream, &mut sink).await,
+            Answer::Whole(w) => w,
+        };
+        let v: Value = serde_json::from_slice(&whole.body).unwrap_or(Value::Null);
+        if !whole.status.is_success() {
+            return JobEnd::Failed(v.get("error").cloned().unwrap_or(v));
         }
-        self.consume_stream(body, &mut sink).await
+        let text = String::from_utf8_lossy(&whole.body).into_owned();
+        if let Err(o) = sink.append(vec![text], v.pointer("/usage/completion_tokens").and_then(Value::as_u64)).await {
+            return o;
+        }
+        JobEnd::Succeeded(v)
     }
+}
 
-    /// The relay's own SSE answer, read back event by event: chunks are stored and
-    /// assembled; `[DONE]` is success, an error event is the job's error.
-    async fn consume_stream(&self, mut body: Body, sink: &mut Sink<'_>) -> JobEnd {
-        let mut framer = Framer::new(Format::Sse, usize::MAX);
-        let mut assembler = Assembler::default();
-        loop {
-            let Some(frame) = body.frame().await else {
-                let e = RelayError::bad_upstream("the stream ended without completing");
-                return JobEnd::Failed(error_object(&e));
-            };
-            let Ok(data) = (match frame {
-                Ok(f) => f.into_data(),
-                Err(never) => match never {},
-            }) else {
-                continue;
-            };
-            framer.push(&data);
-            let mut batch = Vec::new();
-            let mut done = false;
-            let mut failed = None;
-            while let Ok(Some(ev)) = framer.next_event() {
-                if ev.data == "[DONE]" {
-                    done = true;
-                    break;
-                }
-                let v: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
-                if let Some(err) = v.get("error").filter(|_| v.get("choices").is_none()) {
-                    failed = Some(JobEnd::Failed(err.clone()));
-                    break;
-                }
-                assembler.push(&v);
-                batch.push(ev.data);
-            }
-            if let Err(o) = sink.append(batch, assembler.completion_tokens()).await {
-                return o;
-            }
-            if let Some(o) = failed {
-                return o;
-            }
-            if done {
-                return JobEnd::Succeeded(assembler.finish());
-            }
+/// The typed stream, batch by batch: chunks are stored and assembled; its end is the job's.
+async fn consume_stream(mut stream: Box<Translation>, sink: &mut Sink<'_>) -> JobEnd {
+    let mut assembler = Assembler::default();
+    while let Some(batch) = stream.next().await {
+        let mut chunks = Vec::with_capacity(batch.events.len());
+        for ev in batch.events {
+            assembler.push(&serde_json::from_str(&ev.data).unwrap_or(Value::Null));
+            chunks.push(ev.data);
+        }
+        if let Err(o) = sink.append(chunks, assembler.completion_tokens()).await {
+            return o;
+        }
+        match batch.end {
+            None => {}
+            Some(End::Done { .. }) => return JobEnd::Succeeded(assembler.finish()),
+            Some(End::Failed { error, .. }) => return JobEnd::Failed(error_object(&error)),
         }
     }
+    // A stream hands out its end before it stops.
+    JobEnd::Failed(error_object(&RelayError::bad_upstream("the stream ended without completing")))
 }
 
 /// Ends a job's run whatever ends its task. `run` sets `done` after recording the end; a
@@ -263,7 +233,11 @@ mod tests {
     use crate::relay::Relay;
 
     fn start(dir: &Path, max_running: usize) -> Arc<Jobs> {
-        let text = format!("[jobs]\npath = \"{}\"\nmax_running = {max_running}\n", dir.display());
+        start_with(dir, max_running, "")
+    }
+
+    fn start_with(dir: &Path, max_running: usize, more: &str) -> Arc<Jobs> {
+        let text = format!("[jobs]\npath = \"{}\"\nmax_running = {max_running}\n{more}", dir.display());
         let cfg = crate::config::Config::parse(&text, Path::new("."), &HashMap::new()).unwrap();
         let metrics = Arc::new(Metrics::default());
         let jobs_cfg = cfg.jobs.clone();
@@ -274,12 +248,17 @@ mod tests {
     }
 
     async fn admit(jobs: &Jobs, id: &str, body: &'static [u8]) {
-        let record = Record { id: id.into(), owner: "o".into(), status: Status::Queued, ..Record::default() };
+        admit_as(jobs, id, "o", body).await;
+    }
+
+    async fn admit_as(jobs: &Jobs, id: &str, owner: &str, body: &'static [u8]) {
+        let record = Record { id: id.into(), owner: owner.into(), status: Status::Queued, ..Record::default() };
         let pending = Pending {
             id: id.into(),
-            owner: "o".into(),
+            owner: owner.into(),
             endpoint: Endpoint::ChatCompletions,
             body: Bytes::from_static(body),
+            checked: crate::probe::Checked { model: "m".into(), stream: true, include_usage: true },
             request_id: "r".into(),
             _share: crate::metrics::BodyPermit::empty(jobs.relay.metrics.clone()),
         };
@@ -328,5 +307,18 @@ mod tests {
         jobs.shutdown().await;
         wait_for(&jobs, "job_c", Status::Failed).await;
         assert!(jobs.lock().running.is_empty() && jobs.lock().live.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_runs_on_its_submission_probe_without_parsing_the_body_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "sk-job-owner-0123456789abcdef";
+        let jobs = start_with(dir.path(), 1, &format!("[[token]]\nname = \"t\"\nkey = \"{key}\"\nmodels = [\"*\"]\n"));
+        // Not JSON: a run that probed the body again would fail with a parse error (400).
+        // On the submission's probe (model "m") it goes on to routing, where no channel serves "m".
+        admit_as(&jobs, "job_p", &owner_of(key), b"{not json").await;
+        let r = wait_for(&jobs, "job_p", Status::Failed).await;
+        assert_eq!(r.error.unwrap()["code"], "model_not_found");
+        jobs.shutdown().await;
     }
 }

@@ -1,0 +1,136 @@
+//! The client's framing: a typed answer written as the HTTP response of the client API that
+//! asked. The stream path under it is one for every API; a client API adds an encoder here.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, header};
+use http_body::Frame;
+use http_body_util::BodyExt;
+
+use crate::answer::{Answer, Batch, End, Whole};
+use crate::error::RelayError;
+use crate::http::{Body, json_response, set_request_id};
+use crate::model::{Endpoint, OutputEvent, Usage};
+use crate::stream::Translation;
+
+/// How one client API frames a stream. One instance per response, so an encoder may keep
+/// state across events (a sequence number, an open content block).
+pub trait StreamEncoder: Send {
+    fn event(&mut self, out: &mut Vec<u8>, event: &OutputEvent);
+    /// The stream ended cleanly.
+    fn done(&mut self, out: &mut Vec<u8>, usage: Option<&Usage>);
+    /// The stream was cut after its head went out (`sent`: events reached the client too);
+    /// the client must be able to tell it from a complete one.
+    fn error(&mut self, out: &mut Vec<u8>, error: &RelayError, sent: bool);
+}
+
+/// Chat completions: `data: {chunk}` per chunk, `data: [DONE]` after the last; a cut stream
+/// ends with the error object as one more `data:` event and no `[DONE]`.
+pub struct Chat;
+
+impl StreamEncoder for Chat {
+    fn event(&mut self, out: &mut Vec<u8>, event: &OutputEvent) {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(event.data.as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+
+    fn done(&mut self, out: &mut Vec<u8>, _usage: Option<&Usage>) {
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+
+    fn error(&mut self, out: &mut Vec<u8>, error: &RelayError, _sent: bool) {
+        out.extend_from_slice(&error_event(error));
+    }
+}
+
+/// A chat stream's error event: the one place its bytes are made.
+fn error_event(e: &RelayError) -> Bytes {
+    e.sse_event()
+}
+
+/// The stream encoder of a client API.
+pub fn stream_encoder(endpoint: Endpoint) -> Box<dyn StreamEncoder> {
+    match endpoint {
+        // Embeddings never stream; their answers are whole. Responses and Messages are not
+        // served yet; their encoders come with their routes.
+        Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Responses | Endpoint::Messages => Box::new(Chat),
+    }
+}
+
+/// The answer as the HTTP response for `endpoint`'s client.
+pub fn respond(answer: Answer, endpoint: Endpoint, request_id: &str) -> Response<Body> {
+    match answer {
+        Answer::Whole(whole) => whole_response(whole, request_id),
+        Answer::Stream(stream) => stream_response(stream, stream_encoder(endpoint), request_id),
+    }
+}
+
+fn whole_response(w: Whole, request_id: &str) -> Response<Body> {
+    let mut resp = json_response(w.status, w.body);
+    let h = resp.headers_mut();
+    if let Some(v) = w.retry_after {
+        h.insert(header::RETRY_AFTER, v);
+    }
+    set_request_id(h, request_id);
+    resp
+}
+
+fn stream_response(stream: Box<Translation>, encoder: Box<dyn StreamEncoder>, request_id: &str) -> Response<Body> {
+    let mut resp = Response::new(stream_body(stream, encoder));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    set_request_id(h, request_id);
+    resp
+}
+
+/// The response body: one frame per batch. Hyper polls the stream through it and drops it
+/// (and the upstream with it) when the client goes away.
+fn stream_body(stream: Box<Translation>, encoder: Box<dyn StreamEncoder>) -> Body {
+    let body = futures_util::stream::unfold((stream, encoder), |(mut stream, mut encoder)| async move {
+        loop {
+            let batch = stream.next().await?;
+            let bytes = encode(encoder.as_mut(), &batch);
+            if !bytes.is_empty() {
+                return Some((Ok(Frame::data(bytes)), (stream, encoder)));
+            }
+        }
+    });
+    http_body_util::StreamBody::new(body).boxed_unsync()
+}
+
+/// One batch in the client's framing.
+fn encode(encoder: &mut dyn StreamEncoder, batch: &Batch) -> Bytes {
+    let mut out = Vec::new();
+    for ev in &batch.events {
+        encoder.event(&mut out, ev);
+    }
+    match &batch.end {
+        None => {}
+        Some(End::Done { usage }) => encoder.done(&mut out, usage.as_ref()),
+        Some(End::Failed { error, sent }) => encoder.error(&mut out, error, *sent),
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(data: &str) -> OutputEvent {
+        OutputEvent { name: None, data: data.into() }
+    }
+
+    #[test]
+    fn chat_frames_chunks_done_and_errors_as_before() {
+        let mut chat = Chat;
+        let batch = Batch { events: vec![chunk("{\"a\":1}"), chunk("{}")], end: Some(End::Done { usage: None }) };
+        assert_eq!(&encode(&mut chat, &batch)[..], b"data: {\"a\":1}\n\ndata: {}\n\ndata: [DONE]\n\n");
+        let error = RelayError::bad_upstream("cut");
+        let batch = Batch { events: vec![chunk("{}")], end: Some(End::Failed { error, sent: true }) };
+        let expected = "data: {}\n\ndata: {\"error\":{\"code\":\"bad_upstream_response\",\"message\":\"cut\",\"param\":null,\"type\":\"upstream_error\"}}\n\n";
+        assert_eq!(String::from_utf8_lossy(&encode(&mut chat, &batch)), expected);
+        assert!(encode(&mut chat, &Batch::default()).is_empty());
+    }
+}
