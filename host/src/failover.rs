@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::access::RequestLog;
 use crate::config::{Channel, Limits, Token, fmt_secs};
-use crate::error::RelayError;
+use crate::error::{ErrorKind, Failure, Fault, RelayError, Retry, Stage, policy};
 use crate::http::{Body, set_request_id};
 use crate::plugin::{CallContext, Endpoint, Header, StreamFormat, UpstreamResponse};
 use crate::probe::Checked;
@@ -19,12 +19,24 @@ use crate::stream::{Bounds, Redactor, Translation, usage};
 use crate::upstream::{ConnectError, HttpClient, connect_error};
 use crate::vendor_request::{adapter_may_read, build_request, refused_answer};
 
-/// What one channel attempt came to.
+/// What one channel attempt came to. Whether the next channel is tried instead is the
+/// retry policy's decision (`error::policy`), carried by both outcomes.
 enum Attempt {
-    Answer(Response<Body>),
-    /// A vendor error (5xx, 429) that another channel may not have.
-    RetryableAnswer(Response<Body>),
+    /// An answer for the client: a success, or a vendor error its adapter mapped.
+    Answer {
+        resp: Response<Body>,
+        retry: Retry,
+    },
     Failed(RelayError),
+}
+
+impl Attempt {
+    fn retry(&self) -> Retry {
+        match self {
+            Attempt::Answer { retry, .. } => *retry,
+            Attempt::Failed(e) => e.retry,
+        }
+    }
 }
 
 impl Relay {
@@ -40,7 +52,7 @@ impl Relay {
     ) -> Result<Response<Body>, RelayError> {
         log.token = token.name.clone();
         let Checked { model, stream, include_usage } = Self::probe(endpoint, body).inspect_err(|e| {
-            if e.code == Some("invalid_model") {
+            if e.kind == ErrorKind::InvalidModel {
                 self.metrics.models_refused.inc();
             }
         })?;
@@ -68,23 +80,23 @@ impl Relay {
             log.adapter = channel.adapter.clone();
             log.attempts += 1;
             ctx.settings.clone_from(&channel.settings);
-            match self.attempt(channel, client, &ctx, text, limits, log).await {
-                Attempt::Answer(resp) => return Ok(resp),
-                Attempt::RetryableAnswer(resp) if last => {
+            let attempt = self.attempt(channel, client, &ctx, text, limits, log).await;
+            let moving_on = !last && attempt.retry() == Retry::NextChannel;
+            match attempt {
+                Attempt::Answer { resp, retry: Retry::Never } => return Ok(resp),
+                Attempt::Answer { resp, .. } if !moving_on => {
                     log.finish(resp.status().as_u16());
                     log.first_byte();
                     return Ok(resp);
                 }
-                Attempt::Failed(e) if last || !e.retryable => return Err(e),
-                Attempt::RetryableAnswer(resp) => {
+                Attempt::Failed(e) if !moving_on => return Err(e),
+                Attempt::Answer { resp, .. } => {
                     // Not the client's answer: the request's record keeps only the attempt count.
-                    log.error = None;
+                    log.clear_error();
                     log.usage = None;
-                    tracing::warn!(request_id = %log.request_id, channel = %channel.name, status = resp.status().as_u16(), "vendor error, trying the next channel");
+                    tracing::warn!(request_id = %log.request_id, channel = %channel.name, status = resp.status().as_u16(), fault = Fault::Upstream.name(), "vendor error, trying the next channel");
                 }
-                Attempt::Failed(e) => {
-                    tracing::warn!(request_id = %log.request_id, channel = %channel.name, error = %e.message, "channel failed, trying the next channel");
-                }
+                Attempt::Failed(e) => moving_on_after(&e, &log.request_id, &channel.name),
             }
         }
         unreachable!("the last candidate always returns")
@@ -100,20 +112,16 @@ impl Relay {
         log: &mut RequestLog,
     ) -> Attempt {
         let Some(plugin) = self.registry.get(&channel.adapter) else {
-            return Attempt::Failed(
-                RelayError::unavailable(format!(
-                    "adapter '{}' of channel {} is not loaded",
-                    channel.adapter, channel.name
-                ))
-                .retryable(),
-            );
+            return Attempt::Failed(RelayError::new(
+                ErrorKind::AdapterMissing,
+                format!("adapter '{}' of channel {} is not loaded", channel.adapter, channel.name),
+            ));
         };
         if !plugin.supports(ctx.endpoint) {
-            return Attempt::Failed(
-                RelayError::bad_request(format!("adapter '{}' does not serve this endpoint", plugin.name()))
-                    .with_code("unsupported_endpoint")
-                    .retryable(),
-            );
+            return Attempt::Failed(RelayError::new(
+                ErrorKind::UnsupportedEndpoint,
+                format!("adapter '{}' does not serve this endpoint", plugin.name()),
+            ));
         }
         let t = &channel.timeouts;
         let deadline = Instant::from_std(log.start) + t.total;
@@ -140,11 +148,10 @@ impl Relay {
                     ("response_header", "upstream response header", t.response_header)
                 };
                 self.metrics.timeouts.inc([stage]);
-                return Attempt::Failed(RelayError::upstream_timeout(format!(
-                    "{what} timeout after {} on channel {}",
-                    fmt_secs(bound),
-                    channel.name
-                )));
+                return Attempt::Failed(RelayError::upstream_timeout(
+                    Stage::from_name(stage),
+                    format!("{what} timeout after {} on channel {}", fmt_secs(bound), channel.name),
+                ));
             }
             Ok(Err(e)) => return Attempt::Failed(redactor.error(self.send_error(&e, channel))),
             Ok(Ok(r)) => r,
@@ -193,18 +200,17 @@ impl Relay {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
             set_request_id(h, &ctx.request_id);
-            return Attempt::Answer(resp);
+            return Attempt::Answer { resp, retry: Retry::Never };
         }
 
         let limit = limits.max_response_body;
         let bytes = match tokio::time::timeout_at(deadline, Limited::new(incoming, limit as usize).collect()).await {
             Err(_) => {
                 self.metrics.timeouts.inc(["total"]);
-                return Attempt::Failed(RelayError::upstream_timeout(format!(
-                    "total request timeout after {} on channel {}",
-                    fmt_secs(t.total),
-                    channel.name
-                )));
+                return Attempt::Failed(RelayError::upstream_timeout(
+                    Stage::Total,
+                    format!("total request timeout after {} on channel {}", fmt_secs(t.total), channel.name),
+                ));
             }
             Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 return Attempt::Failed(RelayError::bad_upstream(format!(
@@ -257,15 +263,18 @@ impl Relay {
             h.insert(header::RETRY_AFTER, v.clone());
         }
         set_request_id(h, &ctx.request_id);
-        if upstream_status.is_server_error() || upstream_status == StatusCode::TOO_MANY_REQUESTS {
-            // Finished (and timed) by `serve_body` only if no channel is left to try.
-            log.error = Some(format!("vendor answered {upstream_status}"));
-            Attempt::RetryableAnswer(resp)
-        } else {
+        // A vendor error the adapter mapped: the same policy decides as for the relay's own
+        // errors. The adapter's reading of it (`class`) comes with the next contract.
+        let retry = policy(Failure::Vendor { status: upstream_status, class: None });
+        if upstream_status.is_client_error() || upstream_status.is_server_error() {
+            log.vendor_error(format!("vendor answered {upstream_status}"));
+        }
+        if retry == Retry::Never {
             log.finish(status.as_u16());
             log.first_byte();
-            Attempt::Answer(resp)
         }
+        // Otherwise finished (and timed) by `serve_body` only if no channel is left to try.
+        Attempt::Answer { resp, retry }
     }
 
     fn send_error(&self, e: &hyper_util::client::legacy::Error, channel: &Channel) -> RelayError {
@@ -284,12 +293,10 @@ impl Relay {
                     "dns" => "DNS lookup",
                     _ => "TLS handshake",
                 };
-                RelayError::upstream_timeout(format!(
-                    "upstream {what} timeout after {} on channel {}",
-                    fmt_secs(*after),
-                    channel.name
-                ))
-                .retryable()
+                RelayError::upstream_timeout(
+                    Stage::from_name(stage),
+                    format!("upstream {what} timeout after {} on channel {}", fmt_secs(*after), channel.name),
+                )
             }
             Some(c) => RelayError::upstream_unreachable(format!("cannot reach channel {}: {c}", channel.name)),
             None if e.is_connect() => {
@@ -299,6 +306,24 @@ impl Relay {
                 let cause = std::error::Error::source(e).map_or_else(|| e.to_string(), |s| s.to_string());
                 RelayError::bad_upstream(format!("channel {} failed before answering: {cause}", channel.name))
             }
+        }
+    }
+}
+
+/// A failed attempt that failover absorbs: logged at the level its fault calls for (the
+/// request's own record says how it ended).
+fn moving_on_after(e: &RelayError, request_id: &str, channel: &str) {
+    let fault = e.fault.name();
+    let kind = e.kind.name();
+    match e.fault {
+        Fault::Client => {
+            tracing::info!(request_id, channel, fault, kind, error = %e.message, "channel refused the request, trying the next channel")
+        }
+        Fault::Upstream => {
+            tracing::warn!(request_id, channel, fault, kind, error = %e.message, "channel failed, trying the next channel")
+        }
+        Fault::Adapter | Fault::Relay => {
+            tracing::error!(request_id, channel, fault, kind, error = %e.message, "channel failed, trying the next channel")
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::{RequestLog, TokenUsage};
 use crate::config::fmt_secs;
-use crate::error::RelayError;
+use crate::error::{RelayError, Stage};
 use crate::metrics::{Metrics, OwnedGaugeGuard};
 use crate::plugin::{AdapterError, CallError, StreamEvent, StreamSession, Usage};
 use crate::sse::Framer;
@@ -201,7 +201,7 @@ impl Translation {
                     };
                     self.metrics.timeouts.inc([stage]);
                     let msg = format!("{what} timeout after {} on channel {}", fmt_secs(bound), self.channel);
-                    return Some(self.fail(out, RelayError::upstream_timeout(msg)));
+                    return Some(self.fail(out, RelayError::upstream_timeout(Stage::from_name(stage), msg)));
                 }
                 Ok(None) => {
                     match self.framer.finish() {
@@ -286,8 +286,7 @@ impl Translation {
         tracing::warn!(request_id = %self.log.request_id, channel = %self.channel, error = %e.message, "stream ended with an error");
         out.extend_from_slice(&e.sse_event());
         self.finished = true;
-        self.log.error = Some(e.message.clone());
-        self.log.finish(e.status.as_u16());
+        self.log.fail(&e);
         Bytes::from(out)
     }
 }

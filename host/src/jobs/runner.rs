@@ -7,11 +7,11 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use http::header;
 use http_body_util::BodyExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::access::RequestLog;
-use crate::error::RelayError;
+use crate::error::{ErrorKind, RelayError};
 use crate::http::Body;
 use crate::plugin::Endpoint;
 use crate::sse::{Format, Framer};
@@ -68,9 +68,7 @@ impl Jobs {
             JobEnd::Cancelled => (
                 Status::Cancelled,
                 None,
-                Some(
-                    json!({"message": "the job was cancelled", "type": "cancelled", "param": null, "code": "job_cancelled"}),
-                ),
+                Some(error_object(&RelayError::new(ErrorKind::JobCancelled, "the job was cancelled"))),
             ),
         };
         let change = Change::End { status, at_ms: finished, result, error };
@@ -103,8 +101,7 @@ impl Jobs {
         let resp = match self.relay.serve_body(token, job.endpoint, &job.body, &snap, &mut log).await {
             Ok(r) => r,
             Err(e) => {
-                log.error = Some(e.message.clone());
-                log.finish(e.status.as_u16());
+                log.fail(&e);
                 return JobEnd::Failed(error_object(&e));
             }
         };
@@ -219,10 +216,10 @@ impl Sink<'_> {
         let size: u64 = batch.iter().map(|e| e.len() as u64).sum();
         let max = self.jobs.cfg.max_bytes_per_job;
         if self.bytes + size > max {
-            let e = RelayError::bad_upstream(format!(
-                "the job's output passed the limit of {max} bytes (jobs.max_bytes_per_job)"
-            ))
-            .with_code("job_too_large");
+            let e = RelayError::new(
+                ErrorKind::JobTooLarge,
+                format!("the job's output passed the limit of {max} bytes (jobs.max_bytes_per_job)"),
+            );
             return Err(JobEnd::Failed(error_object(&e)));
         }
         let cost = store::job_cost(size, batch.len() as u64) - store::JOB_OVERHEAD;
