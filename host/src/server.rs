@@ -323,13 +323,13 @@ mod tests {
                 async move {
                     let endpoint = route_name(req.method(), req.uri().path());
                     let handler = async {
-                        let log = RequestLog::new(m.clone(), "req_panic".into(), endpoint);
+                        let mut log = RequestLog::new(m.clone(), "req_panic".into(), endpoint);
                         // The record lives in the handler's state across an await, as in `handle`.
                         tokio::task::yield_now().await;
                         if req.uri().path() == "/v1/chat/completions" {
                             panic!("a test handler panics");
                         }
-                        drop(log);
+                        log.finish(200);
                         json_response(StatusCode::OK, "{}")
                     };
                     Ok::<_, std::convert::Infallible>(guarded(&m, endpoint, handler).await)

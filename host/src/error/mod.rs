@@ -24,8 +24,6 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 4] = [Fault::Client, Fault::Adapter, Fault::Upstream, Fault::Relay];
-
     /// The `fault` label and log field.
     pub fn name(self) -> &'static str {
         match self {

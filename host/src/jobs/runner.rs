@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::access::RequestLog;
-use crate::error::{ErrorKind, RelayError};
+use crate::error::{ErrorKind, Fault, RelayError};
 use crate::http::Body;
 use crate::plugin::Endpoint;
 use crate::sse::{Format, Framer};
@@ -46,6 +46,9 @@ impl Jobs {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 tracing::error!(job = %job.id, panic = %what, "a job panicked; recorded as failed");
+                // The run's record skips this count while unwinding (see `access`): a job's
+                // panic is counted here, as a server edge counts a request's.
+                self.metrics.errors.inc(["jobs", Fault::Relay.name(), ErrorKind::Internal.name()]);
                 JobEnd::Failed(aborted_error())
             }),
             s = &mut stop => match s {
@@ -307,6 +310,7 @@ mod tests {
         admit(&jobs, "job_a", b"test:panic").await;
         let r = wait_for(&jobs, "job_a", Status::Failed).await;
         assert_eq!(r.error.unwrap()["code"], "job_aborted");
+        assert_eq!(jobs.metrics.errors.get(["jobs", "relay", "internal"]), 1, "a job's panic is the relay's fault");
 
         // A task cancelled from outside (as a panic outside the caught part would end it):
         // the guard records the end and hands the slot to the next job.
@@ -317,6 +321,7 @@ mod tests {
         jobs.lock().running.get("job_b").unwrap().handle.abort();
         let r = wait_for(&jobs, "job_b", Status::Failed).await;
         assert_eq!(r.error.unwrap()["code"], "job_aborted");
+        assert_eq!(jobs.metrics.errors.get(["jobs", "relay", "internal"]), 1, "a job's panic is the relay's fault");
         wait_for(&jobs, "job_c", Status::Running).await;
         {
             let st = jobs.lock();
