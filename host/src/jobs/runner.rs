@@ -321,7 +321,7 @@ mod tests {
         jobs.lock().running.get("job_b").unwrap().handle.abort();
         let r = wait_for(&jobs, "job_b", Status::Failed).await;
         assert_eq!(r.error.unwrap()["code"], "job_aborted");
-        assert_eq!(jobs.metrics.errors.get(["jobs", "relay", "internal"]), 1, "a job's panic is the relay's fault");
+        assert_eq!(jobs.metrics.errors.get(["jobs", "relay", "internal"]), 1, "a cancelled task is not a panic");
         wait_for(&jobs, "job_c", Status::Running).await;
         {
             let st = jobs.lock();
