@@ -210,3 +210,42 @@ pub fn level(kind: ErrorKind, fault: Fault) -> tracing::Level {
         Fault::Adapter | Fault::Relay => tracing::Level::ERROR,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_counted_once_by_fault_and_kind() {
+        let m = Arc::new(Metrics::default());
+        let mut log = RequestLog::new(m.clone(), "r1".into(), "chat_completions");
+        log.fail(&RelayError::upstream_unreachable("cannot reach channel a"));
+        drop(log);
+        // A vendor error failover absorbed, then a success: no error.
+        let mut log = RequestLog::new(m.clone(), "r2".into(), "embeddings");
+        log.vendor_error("vendor answered 503".into());
+        log.clear_error();
+        log.finish(200);
+        drop(log);
+        // A client that went away is counted as such, not as an error.
+        drop(RequestLog::new(m.clone(), "r3".into(), "embeddings"));
+        assert_eq!(m.errors.get(["chat_completions", "upstream", "upstream_connect"]), 1);
+        assert_eq!(m.client_disconnects.get(), 1);
+        let text = m.render();
+        let counted: Vec<&str> =
+            text.lines().filter(|l| l.starts_with("relay_errors_total{") && !l.ends_with(" 0")).collect();
+        assert_eq!(counted.len(), 1, "{counted:?}");
+    }
+
+    #[test]
+    fn the_level_follows_the_fault() {
+        use tracing::Level;
+        assert_eq!(level(ErrorKind::InvalidRequest, Fault::Client), Level::INFO);
+        assert_eq!(level(ErrorKind::UpstreamStatus, Fault::Upstream), Level::WARN);
+        assert_eq!(level(ErrorKind::AdapterFailed, Fault::Adapter), Level::ERROR);
+        assert_eq!(level(ErrorKind::Internal, Fault::Relay), Level::ERROR);
+        // Refusing under load or while stopping is operation, not a defect.
+        assert_eq!(level(ErrorKind::Unavailable, Fault::Relay), Level::WARN);
+        assert_eq!(level(ErrorKind::BodyBudget, Fault::Relay), Level::WARN);
+    }
+}
