@@ -1,10 +1,12 @@
 //! One structured log line and one set of metrics per request, emitted when the request's
 //! record is dropped: whatever path the request took (answer, error, client gone, panic),
-//! it is accounted exactly once. Keys are never part of it.
+//! it is accounted exactly once. Keys are never part of it. A request that ended in an
+//! error is logged at the level its fault calls for and counted in `relay_errors_total`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::error::{ErrorKind, Fault, RelayError};
 use crate::metrics::{Metrics, OwnedGaugeGuard};
 
 /// HTTP has no status for "the client went away"; nginx's 499 is what operators know.
@@ -31,6 +33,8 @@ pub struct RequestLog {
     pub attempts: u32,
     pub usage: Option<TokenUsage>,
     pub error: Option<String>,
+    /// What the error was and whose fault, when the request ended in one.
+    failure: Option<(ErrorKind, Fault)>,
     /// Set when the answer was handed over whole; a record dropped without it is a
     /// client that went away.
     pub done: bool,
@@ -57,6 +61,7 @@ impl RequestLog {
             attempts: 0,
             usage: None,
             error: None,
+            failure: None,
             done: false,
             first_byte: false,
             inert: false,
@@ -81,6 +86,7 @@ impl RequestLog {
             attempts: self.attempts,
             usage: self.usage.take(),
             error: self.error.take(),
+            failure: self.failure.take(),
             done: self.done,
             first_byte: self.first_byte,
             inert: false,
@@ -100,6 +106,26 @@ impl RequestLog {
         self.status = status;
         self.done = true;
     }
+
+    /// The request ends with this error, answered with its status.
+    pub fn fail(&mut self, e: &RelayError) {
+        self.error = Some(e.message.clone());
+        self.failure = Some((e.kind, e.fault));
+        self.finish(e.status().as_u16());
+    }
+
+    /// The vendor answered an error, which goes to the client unless another channel is
+    /// tried (`clear_error`). The status is the adapter's, set by `finish`.
+    pub fn vendor_error(&mut self, message: String) {
+        self.error = Some(message);
+        self.failure = Some((ErrorKind::UpstreamStatus, Fault::Upstream));
+    }
+
+    /// A failed attempt was absorbed by failover: it is not how the request ended.
+    pub fn clear_error(&mut self) {
+        self.error = None;
+        self.failure = None;
+    }
 }
 
 impl Drop for RequestLog {
@@ -107,7 +133,15 @@ impl Drop for RequestLog {
         if self.inert {
             return;
         }
-        if !self.done {
+        if std::thread::panicking() {
+            // Dropped while a panic unwinds through the handler: the relay's fault, answered
+            // 500 by the server edge (which also counts it in `relay_errors_total`), never a
+            // client that went away.
+            self.status = 500;
+            self.done = true;
+            self.error = Some("the request's handler panicked".into());
+            self.failure = Some((ErrorKind::Internal, Fault::Relay));
+        } else if !self.done {
             self.status = CLIENT_CLOSED;
             self.metrics.client_disconnects.inc();
         }
@@ -123,23 +157,95 @@ impl Drop for RequestLog {
             m.tokens.add([channel, model, "prompt"], u.prompt);
             m.tokens.add([channel, model, "completion"], u.completion);
         }
-        tracing::info!(
-            target: "relay::access",
-            request_id = %self.request_id,
-            endpoint = self.endpoint,
-            token = %self.token,
-            model,
-            channel,
-            adapter = %self.adapter,
-            status = self.status,
-            stream = self.stream,
-            attempts = self.attempts,
-            latency_ms = latency.as_secs_f64() * 1000.0,
-            prompt_tokens = u.prompt,
-            completion_tokens = u.completion,
-            total_tokens = u.total,
-            error = self.error.as_deref().unwrap_or(""),
-            "request"
-        );
+        let (fault, kind) = match self.failure {
+            Some((kind, fault)) => {
+                if !std::thread::panicking() {
+                    m.errors.inc([self.endpoint, fault.name(), kind.name()]);
+                }
+                (fault.name(), kind.name())
+            }
+            None => ("", ""),
+        };
+        macro_rules! access {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "relay::access",
+                    $level,
+                    request_id = %self.request_id,
+                    endpoint = self.endpoint,
+                    token = %self.token,
+                    model,
+                    channel,
+                    adapter = %self.adapter,
+                    status = self.status,
+                    stream = self.stream,
+                    attempts = self.attempts,
+                    latency_ms = latency.as_secs_f64() * 1000.0,
+                    prompt_tokens = u.prompt,
+                    completion_tokens = u.completion,
+                    total_tokens = u.total,
+                    error = self.error.as_deref().unwrap_or(""),
+                    fault,
+                    kind,
+                    "request"
+                )
+            };
+        }
+        match self.failure.map(|(kind, fault)| level(kind, fault)) {
+            Some(tracing::Level::ERROR) => access!(tracing::Level::ERROR),
+            Some(tracing::Level::WARN) => access!(tracing::Level::WARN),
+            _ => access!(tracing::Level::INFO),
+        }
+    }
+}
+
+/// The level of a request's line, by whose fault its error was: a client's mistake is
+/// routine (info, like a success), a vendor's failure is worth a look (warn), an adapter's
+/// or the relay's is a defect (error) unless it is a refusal under load or while stopping.
+pub fn level(kind: ErrorKind, fault: Fault) -> tracing::Level {
+    match fault {
+        Fault::Client => tracing::Level::INFO,
+        Fault::Upstream => tracing::Level::WARN,
+        Fault::Adapter | Fault::Relay if kind.is_refusal() => tracing::Level::WARN,
+        Fault::Adapter | Fault::Relay => tracing::Level::ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_counted_once_by_fault_and_kind() {
+        let m = Arc::new(Metrics::default());
+        let mut log = RequestLog::new(m.clone(), "r1".into(), "chat_completions");
+        log.fail(&RelayError::upstream_unreachable("cannot reach channel a"));
+        drop(log);
+        // A vendor error failover absorbed, then a success: no error.
+        let mut log = RequestLog::new(m.clone(), "r2".into(), "embeddings");
+        log.vendor_error("vendor answered 503".into());
+        log.clear_error();
+        log.finish(200);
+        drop(log);
+        // A client that went away is counted as such, not as an error.
+        drop(RequestLog::new(m.clone(), "r3".into(), "embeddings"));
+        assert_eq!(m.errors.get(["chat_completions", "upstream", "upstream_connect"]), 1);
+        assert_eq!(m.client_disconnects.get(), 1);
+        let text = m.render();
+        let counted: Vec<&str> =
+            text.lines().filter(|l| l.starts_with("relay_errors_total{") && !l.ends_with(" 0")).collect();
+        assert_eq!(counted.len(), 1, "{counted:?}");
+    }
+
+    #[test]
+    fn the_level_follows_the_fault() {
+        use tracing::Level;
+        assert_eq!(level(ErrorKind::InvalidRequest, Fault::Client), Level::INFO);
+        assert_eq!(level(ErrorKind::UpstreamStatus, Fault::Upstream), Level::WARN);
+        assert_eq!(level(ErrorKind::AdapterFailed, Fault::Adapter), Level::ERROR);
+        assert_eq!(level(ErrorKind::Internal, Fault::Relay), Level::ERROR);
+        // Refusing under load or while stopping is operation, not a defect.
+        assert_eq!(level(ErrorKind::Unavailable, Fault::Relay), Level::WARN);
+        assert_eq!(level(ErrorKind::BodyBudget, Fault::Relay), Level::WARN);
     }
 }

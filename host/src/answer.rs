@@ -16,6 +16,16 @@ pub enum Answer {
     Stream(Box<Translation>),
 }
 
+impl Answer {
+    /// The HTTP status it answers with (a stream's head is always 200).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Answer::Whole(w) => w.status,
+            Answer::Stream(_) => StatusCode::OK,
+        }
+    }
+}
+
 /// A complete answer (success or a vendor's error), in the call's client API.
 pub struct Whole {
     pub status: StatusCode,

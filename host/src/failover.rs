@@ -9,22 +9,34 @@ use tokio::time::Instant;
 use crate::access::RequestLog;
 use crate::answer::{Answer, Whole};
 use crate::config::{Channel, Limits, Token, fmt_secs};
-use crate::error::RelayError;
+use crate::error::{ErrorKind, Failure, Fault, RelayError, Retry, Stage, policy};
 use crate::model::{CallContext, Endpoint, Header, StreamFormat, UpstreamResponse};
 use crate::probe::Checked;
 use crate::relay::Relay;
 use crate::route::Snapshot;
 use crate::sse::{Format, Framer};
-use crate::stream::{Bounds, Redactor, Translation, token_usage, usage};
+use crate::stream::{Bounds, Redactor, Translation, token_usage};
 use crate::upstream::{ConnectError, HttpClient, connect_error};
 use crate::vendor_request::{adapter_may_read, build_request, refused_answer};
 
-/// What one channel attempt came to.
+/// What one channel attempt came to. Whether the next channel is tried instead is the
+/// retry policy's decision (`error::policy`), carried by both outcomes.
 enum Attempt {
-    Answer(Answer),
-    /// A vendor error (5xx, 429) that another channel may not have.
-    RetryableAnswer(Whole),
+    /// An answer for the client: a success, or a vendor error its adapter mapped.
+    Answer {
+        answer: Answer,
+        retry: Retry,
+    },
     Failed(RelayError),
+}
+
+impl Attempt {
+    fn retry(&self) -> Retry {
+        match self {
+            Attempt::Answer { retry, .. } => *retry,
+            Attempt::Failed(e) => e.retry,
+        }
+    }
 }
 
 impl Relay {
@@ -40,7 +52,7 @@ impl Relay {
     ) -> Result<Answer, RelayError> {
         log.token = token.name.clone();
         let checked = Self::probe(endpoint, body).inspect_err(|e| {
-            if e.code == Some("invalid_model") {
+            if e.kind == ErrorKind::InvalidModel {
                 self.metrics.models_refused.inc();
             }
         })?;
@@ -84,23 +96,23 @@ impl Relay {
             log.adapter = channel.adapter.clone();
             log.attempts += 1;
             ctx.settings.clone_from(&channel.settings);
-            match self.attempt(channel, client, &ctx, text, limits, log).await {
-                Attempt::Answer(resp) => return Ok(resp),
-                Attempt::RetryableAnswer(whole) if last => {
-                    log.finish(whole.status.as_u16());
+            let attempt = self.attempt(channel, client, &ctx, text, limits, log).await;
+            let moving_on = !last && attempt.retry() == Retry::NextChannel;
+            match attempt {
+                Attempt::Answer { answer, retry: Retry::Never } => return Ok(answer),
+                Attempt::Answer { answer, .. } if !moving_on => {
+                    log.finish(answer.status().as_u16());
                     log.first_byte();
-                    return Ok(Answer::Whole(whole));
+                    return Ok(answer);
                 }
-                Attempt::Failed(e) if last || !e.retryable => return Err(e),
-                Attempt::RetryableAnswer(whole) => {
+                Attempt::Failed(e) if !moving_on => return Err(e),
+                Attempt::Answer { answer, .. } => {
                     // Not the client's answer: the request's record keeps only the attempt count.
-                    log.error = None;
+                    log.clear_error();
                     log.usage = None;
-                    tracing::warn!(request_id = %log.request_id, channel = %channel.name, status = whole.status.as_u16(), "vendor error, trying the next channel");
+                    tracing::warn!(request_id = %log.request_id, channel = %channel.name, status = answer.status().as_u16(), fault = Fault::Upstream.name(), "vendor error, trying the next channel");
                 }
-                Attempt::Failed(e) => {
-                    tracing::warn!(request_id = %log.request_id, channel = %channel.name, error = %e.message, "channel failed, trying the next channel");
-                }
+                Attempt::Failed(e) => moving_on_after(&e, &log.request_id, &channel.name),
             }
         }
         unreachable!("the last candidate always returns")
@@ -116,20 +128,16 @@ impl Relay {
         log: &mut RequestLog,
     ) -> Attempt {
         let Some(plugin) = self.registry.get(&channel.adapter) else {
-            return Attempt::Failed(
-                RelayError::unavailable(format!(
-                    "adapter '{}' of channel {} is not loaded",
-                    channel.adapter, channel.name
-                ))
-                .retryable(),
-            );
+            return Attempt::Failed(RelayError::new(
+                ErrorKind::AdapterMissing,
+                format!("adapter '{}' of channel {} is not loaded", channel.adapter, channel.name),
+            ));
         };
         if !plugin.supports(ctx.endpoint) {
-            return Attempt::Failed(
-                RelayError::bad_request(format!("adapter '{}' does not serve this endpoint", plugin.name()))
-                    .with_code("unsupported_endpoint")
-                    .retryable(),
-            );
+            return Attempt::Failed(RelayError::new(
+                ErrorKind::UnsupportedEndpoint,
+                format!("adapter '{}' does not serve this endpoint", plugin.name()),
+            ));
         }
         let t = &channel.timeouts;
         let deadline = Instant::from_std(log.start) + t.total;
@@ -156,11 +164,10 @@ impl Relay {
                     ("response_header", "upstream response header", t.response_header)
                 };
                 self.metrics.timeouts.inc([stage]);
-                return Attempt::Failed(RelayError::upstream_timeout(format!(
-                    "{what} timeout after {} on channel {}",
-                    fmt_secs(bound),
-                    channel.name
-                )));
+                return Attempt::Failed(RelayError::upstream_timeout(
+                    Stage::from_name(stage),
+                    format!("{what} timeout after {} on channel {}", fmt_secs(bound), channel.name),
+                ));
             }
             Ok(Err(e)) => return Attempt::Failed(redactor.error(self.send_error(&e, channel))),
             Ok(Ok(r)) => r,
@@ -203,18 +210,17 @@ impl Relay {
                 self.shutdown_signal(),
                 redactor,
             );
-            return Attempt::Answer(Answer::Stream(Box::new(translation)));
+            return Attempt::Answer { answer: Answer::Stream(Box::new(translation)), retry: Retry::Never };
         }
 
         let limit = limits.max_response_body;
         let bytes = match tokio::time::timeout_at(deadline, Limited::new(incoming, limit as usize).collect()).await {
             Err(_) => {
                 self.metrics.timeouts.inc(["total"]);
-                return Attempt::Failed(RelayError::upstream_timeout(format!(
-                    "total request timeout after {} on channel {}",
-                    fmt_secs(t.total),
-                    channel.name
-                )));
+                return Attempt::Failed(RelayError::upstream_timeout(
+                    Stage::Total,
+                    format!("total request timeout after {} on channel {}", fmt_secs(t.total), channel.name),
+                ));
             }
             Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
                 return Attempt::Failed(RelayError::bad_upstream(format!(
@@ -256,25 +262,27 @@ impl Relay {
                 answer.status
             )));
         };
-        let answer_usage = answer.usage.map(usage);
-        if let Some(u) = &answer_usage {
+        if let Some(u) = &answer.usage {
             log.usage = Some(token_usage(u));
         }
+        // A vendor error the adapter mapped: the same policy decides as for the relay's own
+        // errors, with the adapter's reading of it (`class`).
+        let retry = policy(Failure::Vendor { status: upstream_status, class: answer.error_class });
         let whole = Whole {
             status,
             body: Bytes::from(answer.body),
-            usage: answer_usage,
+            usage: answer.usage,
             retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
         };
-        if upstream_status.is_server_error() || upstream_status == StatusCode::TOO_MANY_REQUESTS {
-            // Finished (and timed) by `serve_body` only if no channel is left to try.
-            log.error = Some(format!("vendor answered {upstream_status}"));
-            Attempt::RetryableAnswer(whole)
-        } else {
+        if upstream_status.is_client_error() || upstream_status.is_server_error() {
+            log.vendor_error(format!("vendor answered {upstream_status}"));
+        }
+        if retry == Retry::Never {
             log.finish(status.as_u16());
             log.first_byte();
-            Attempt::Answer(Answer::Whole(whole))
         }
+        // Otherwise finished (and timed) by `serve_body` only if no channel is left to try.
+        Attempt::Answer { answer: Answer::Whole(whole), retry }
     }
 
     fn send_error(&self, e: &hyper_util::client::legacy::Error, channel: &Channel) -> RelayError {
@@ -293,12 +301,10 @@ impl Relay {
                     "dns" => "DNS lookup",
                     _ => "TLS handshake",
                 };
-                RelayError::upstream_timeout(format!(
-                    "upstream {what} timeout after {} on channel {}",
-                    fmt_secs(*after),
-                    channel.name
-                ))
-                .retryable()
+                RelayError::upstream_timeout(
+                    Stage::from_name(stage),
+                    format!("upstream {what} timeout after {} on channel {}", fmt_secs(*after), channel.name),
+                )
             }
             Some(c) => RelayError::upstream_unreachable(format!("cannot reach channel {}: {c}", channel.name)),
             None if e.is_connect() => {
@@ -308,6 +314,24 @@ impl Relay {
                 let cause = std::error::Error::source(e).map_or_else(|| e.to_string(), |s| s.to_string());
                 RelayError::bad_upstream(format!("channel {} failed before answering: {cause}", channel.name))
             }
+        }
+    }
+}
+
+/// A failed attempt that failover absorbs: logged at the level its fault calls for (the
+/// request's own record says how it ended).
+fn moving_on_after(e: &RelayError, request_id: &str, channel: &str) {
+    let fault = e.fault.name();
+    let kind = e.kind.name();
+    match e.fault {
+        Fault::Client => {
+            tracing::info!(request_id, channel, fault, kind, error = %e.message, "channel refused the request, trying the next channel")
+        }
+        Fault::Upstream => {
+            tracing::warn!(request_id, channel, fault, kind, error = %e.message, "channel failed, trying the next channel")
+        }
+        Fault::Adapter | Fault::Relay => {
+            tracing::error!(request_id, channel, fault, kind, error = %e.message, "channel failed, trying the next channel")
         }
     }
 }

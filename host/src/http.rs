@@ -10,17 +10,18 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::config::fmt_secs;
-use crate::error::RelayError;
+use crate::error::{ErrorKind, RelayError, openai};
 use crate::metrics::{BodyPermit, Metrics};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
+/// The error as OpenAI's API answers it (status, body, `WWW-Authenticate`, `Retry-After`).
 pub fn error_response(e: &RelayError, request_id: Option<&str>) -> Response<Body> {
-    let mut resp = json_response(e.status, e.body());
+    let mut resp = json_response(openai::status(e), openai::body(e));
     if let Some(id) = request_id {
         set_request_id(resp.headers_mut(), id);
     }
-    if e.status == StatusCode::UNAUTHORIZED {
+    if e.kind == ErrorKind::Authentication {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     if let Some(secs) = e.retry_after {

@@ -49,17 +49,13 @@ impl Relay {
             .map_err(|e| RelayError::bad_request(format!("We could not parse the JSON body of your request: {e}")))?;
         let model = match probe.model {
             Some(serde_json::Value::String(m)) if m.len() > MAX_MODEL_LEN => {
-                return Err(RelayError::bad_request(format!(
+                return Err(RelayError::invalid_model(format!(
                     "'model' is {} bytes long; the limit is {MAX_MODEL_LEN}",
                     m.len()
-                ))
-                .with_param("model")
-                .with_code("invalid_model"));
+                )));
             }
             Some(serde_json::Value::String(m)) if !m.is_empty() && !model_is_plain(&m) => {
-                return Err(RelayError::bad_request("'model' may only contain letters, digits and . _ : / @ + - =")
-                    .with_param("model")
-                    .with_code("invalid_model"));
+                return Err(RelayError::invalid_model("'model' may only contain letters, digits and . _ : / @ + - ="));
             }
             Some(serde_json::Value::String(m)) if !m.is_empty() => m,
             Some(_) => {
@@ -151,7 +147,7 @@ mod tests {
     fn probe_refuses_unfit_models_with_400() {
         let long = serde_json::json!({"model": "m".repeat(1 << 20), "messages": [{"role": "user", "content": "hi"}]});
         let Err(e) = Relay::probe(Endpoint::ChatCompletions, long.to_string().as_bytes()) else { panic!("accepted") };
-        assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, Some("invalid_model")));
+        assert_eq!((e.status(), crate::error::openai::code(e.kind)), (StatusCode::BAD_REQUEST, Some("invalid_model")));
         assert!(e.message.len() < 100, "{}", e.message);
         let odd = serde_json::json!({"model": "a\nb", "messages": [{"role": "user", "content": "hi"}]});
         assert!(Relay::probe(Endpoint::ChatCompletions, odd.to_string().as_bytes()).is_err());

@@ -109,8 +109,7 @@ fn configured(metrics: &Metrics, snap: &Snapshot) {
 }
 
 fn fail(log: &mut RequestLog, e: RelayError) -> Response<Body> {
-    log.error = Some(e.message.clone());
-    log.finish(e.status.as_u16());
+    log.fail(&e);
     log.first_byte();
     error_response(&e, Some(&log.request_id))
 }

@@ -1,9 +1,11 @@
 //! The HTTP server: accept loop, per-path dispatch, graceful shutdown.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -19,7 +21,7 @@ use crate::conn::{ClientIo, ConnState, IoBounds, TrackedBody};
 use crate::error::RelayError;
 use crate::http::{Body, error_response, json_response};
 use crate::jobs::{Jobs, wants_async};
-use crate::metrics::OwnedGaugeGuard;
+use crate::metrics::{Metrics, OwnedGaugeGuard};
 use crate::model::Endpoint;
 use crate::relay::Relay;
 
@@ -32,7 +34,7 @@ const RESERVE_LIFETIME: Duration = Duration::from_secs(5);
 /// A reserve connection's bound for its request head and for a stalled write.
 const RESERVE_IO_BOUND: Duration = Duration::from_secs(2);
 /// Seconds a client refused at the cap is told to wait (`Retry-After`).
-const RETRY_AFTER_FULL: &str = "1";
+const RETRY_AFTER_FULL: u32 = 1;
 /// An HTTP/2 peer that does not answer a keep-alive ping within this is gone.
 const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// TCP keepalive on client sockets: a peer that vanished (no FIN, no RST) is found in
@@ -79,6 +81,49 @@ pub async fn dispatch(relay: Arc<Relay>, jobs: Arc<Jobs>, req: Request<Incoming>
             None,
         ),
         _ => error_response(&RelayError::not_found(format!("no route for {} {path}", req.method())), None),
+    }
+}
+
+/// The `endpoint` label of a request in `relay_errors_total` (`metrics::ERROR_ENDPOINTS`).
+fn route_name(method: &Method, path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" if method == Method::POST => "chat_completions",
+        "/v1/embeddings" if method == Method::POST => "embeddings",
+        p if p == "/v1/jobs" || p.starts_with("/v1/jobs/") => "jobs",
+        p if p == "/v1/models" || p.starts_with("/v1/models/") => "models",
+        p if p.starts_with("/admin/") => "admin",
+        "/metrics" => "metrics",
+        "/healthz" => "healthz",
+        _ => "other",
+    }
+}
+
+/// The server edge around one request's handler: a panic in it is answered 500 in OpenAI's
+/// error shape, logged at error and counted as the relay's fault. Uncaught, it would end
+/// the connection's task: the client would get a reset instead of an answer, and the
+/// request's record would count a client that went away.
+///
+/// `AssertUnwindSafe`: the panicked handler future is dropped and never polled again, and
+/// the state it shares (the relay, the jobs) is behind locks that are not left half-written
+/// by a request (the request's own record is emitted as it unwinds, see `access`).
+pub(crate) async fn guarded(
+    metrics: &Metrics,
+    endpoint: &'static str,
+    handler: impl Future<Output = Response<Body>>,
+) -> Response<Body> {
+    match AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let e = RelayError::internal();
+            metrics.errors.inc([endpoint, e.fault.name(), e.kind.name()]);
+            tracing::error!(endpoint, fault = e.fault.name(), kind = e.kind.name(), panic = %what, "a request handler panicked; answered 500");
+            error_response(&e, None)
+        }
     }
 }
 
@@ -150,7 +195,9 @@ pub async fn serve(
             let busy = state.begin();
             let (relay, jobs) = (relay.clone(), jobs.clone());
             async move {
-                let resp = dispatch(relay, jobs, req).await;
+                let endpoint = route_name(req.method(), req.uri().path());
+                let metrics = relay.metrics.clone();
+                let resp = guarded(&metrics, endpoint, dispatch(relay, jobs, req)).await;
                 Ok::<_, std::convert::Infallible>(resp.map(|b| TrackedBody::new(b, busy)))
             }
         });
@@ -236,14 +283,11 @@ async fn serve_reserve(stream: TcpStream, relay: Arc<Relay>, linger: Duration) {
             } else if req.method() == Method::GET && req.uri().path() == "/metrics" {
                 metrics_response(&relay, req.headers())
             } else {
-                let mut r = error_response(
-                    &RelayError::unavailable(
-                        "the relay is at its connection limit (limits.max_connections); retry shortly",
-                    ),
-                    None,
-                );
-                r.headers_mut().insert(header::RETRY_AFTER, http::HeaderValue::from_static(RETRY_AFTER_FULL));
-                r
+                let e = RelayError::unavailable(
+                    "the relay is at its connection limit (limits.max_connections); retry shortly",
+                )
+                .with_retry_after(RETRY_AFTER_FULL);
+                error_response(&e, None)
             };
             resp.headers_mut().insert(header::CONNECTION, http::HeaderValue::from_static("close"));
             Ok::<_, std::convert::Infallible>(resp)
@@ -253,4 +297,86 @@ async fn serve_reserve(stream: TcpStream, relay: Arc<Relay>, linger: Duration) {
     builder.timer(TokioTimer::new()).header_read_timeout(RESERVE_IO_BOUND).keep_alive(false);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     let _ = tokio::time::timeout(RESERVE_LIFETIME, conn).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::access::RequestLog;
+
+    /// A handler that panics, behind the same edge and the same hyper connection as a real
+    /// one: the client gets a 500 in OpenAI's shape on a connection that stays usable, the
+    /// failure is the relay's, and the request's record is not a client that went away.
+    /// (No request path panics on purpose, so the handler here is the only way to make one.)
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_500_as_the_relays_fault() {
+        let metrics = Arc::new(Metrics::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let m = metrics.clone();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let m = m.clone();
+                async move {
+                    let endpoint = route_name(req.method(), req.uri().path());
+                    let handler = async {
+                        let mut log = RequestLog::new(m.clone(), "req_panic".into(), endpoint);
+                        // The record lives in the handler's state across an await, as in `handle`.
+                        tokio::task::yield_now().await;
+                        if req.uri().path() == "/v1/chat/completions" {
+                            panic!("a test handler panics");
+                        }
+                        log.finish(200);
+                        json_response(StatusCode::OK, "{}")
+                    };
+                    Ok::<_, std::convert::Infallible>(guarded(&m, endpoint, handler).await)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: relay\r\ncontent-length: 0\r\n\r\n";
+        client.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(
+            (v["error"]["type"].as_str(), v["error"]["code"].as_str()),
+            (Some("server_error"), Some("internal_error"))
+        );
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.contains("test handler")), "{v}");
+        assert_eq!(metrics.errors.get(["chat_completions", "relay", "internal"]), 1);
+        assert_eq!(metrics.client_disconnects.get(), 0, "a panic is not a client that went away");
+        assert_eq!(metrics.requests.get(["-", "-", "500"]), 1, "the record is emitted as a 500");
+        // The connection survived: the next request on it is answered.
+        client.write_all(b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n").await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 "));
+        assert_eq!(metrics.client_disconnects.get(), 0);
+        drop(client);
+        let _ = server.await;
+    }
+
+    #[test]
+    fn route_names_are_error_endpoints() {
+        for (m, p) in [
+            (Method::POST, "/v1/chat/completions"),
+            (Method::GET, "/v1/chat/completions"),
+            (Method::POST, "/v1/embeddings"),
+            (Method::GET, "/v1/jobs/job_1/events"),
+            (Method::GET, "/v1/models"),
+            (Method::GET, "/admin/plugins"),
+            (Method::GET, "/metrics"),
+            (Method::GET, "/healthz"),
+            (Method::GET, "/nope"),
+        ] {
+            assert!(crate::metrics::ERROR_ENDPOINTS.contains(&route_name(&m, p)), "{m} {p}");
+        }
+    }
 }

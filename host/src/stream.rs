@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::{RequestLog, TokenUsage};
 use crate::config::fmt_secs;
-use crate::error::RelayError;
+use crate::error::{RelayError, Stage};
 use crate::metrics::{Metrics, OwnedGaugeGuard};
 use crate::model::{AdapterError, OutputEvent, StreamEvent, Usage};
 use crate::plugin::{CallError, StreamSession};
@@ -256,7 +256,7 @@ impl Translation {
                     };
                     self.metrics.timeouts.inc([stage]);
                     let msg = format!("{what} timeout after {} on channel {}", fmt_secs(bound), self.channel);
-                    return Some(self.fail(out, RelayError::upstream_timeout(msg)));
+                    return Some(self.fail(out, RelayError::upstream_timeout(Stage::from_name(stage), msg)));
                 }
                 Ok(None) => {
                     match self.framer.finish() {
@@ -348,8 +348,7 @@ impl Translation {
         let error = self.redactor.error(e);
         tracing::warn!(request_id = %self.log.request_id, channel = %self.channel, error = %error.message, "stream ended with an error");
         self.finished = true;
-        self.log.error = Some(error.message.clone());
-        self.log.finish(error.status.as_u16());
+        self.log.fail(&error);
         let sent = self.sent || !out.is_empty();
         Batch { events: out, end: Some(End::Failed { error, sent }) }
     }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::auth::authenticate;
-use crate::error::RelayError;
+use crate::error::{ErrorKind, RelayError};
 use crate::http::{Body, error_response, json_response, request_id};
 use crate::model::Endpoint;
 use crate::relay::Relay;
@@ -62,7 +62,7 @@ impl Jobs {
         let request_id = request_id(req.headers());
         let (body, share) = self.relay.read_body_held(req, &snap).await?;
         let mut checked = Relay::check(token, endpoint, &body, &snap).inspect_err(|e| {
-            if e.code == Some("invalid_model") {
+            if e.kind == ErrorKind::InvalidModel {
                 self.relay.metrics.models_refused.inc();
             }
         })?;

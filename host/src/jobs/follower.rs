@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::RelayError;
+use crate::error::{RelayError, openai};
 
 use super::Status;
 use super::error::store_error;
@@ -69,7 +69,7 @@ impl Follow {
                         Ok(Some(r)) if r.status == Status::Succeeded => Bytes::from_static(b"data: [DONE]\n\n"),
                         Ok(Some(r)) => {
                             let err = r.error.unwrap_or(Value::Null);
-                            Bytes::from(format!("data: {}\n\n", json!({"error": err})))
+                            openai::sse_data(&openai::wrap(err))
                         }
                         Ok(None) => RelayError::not_found("the job was purged").sse_event(),
                         Err(e) => store_error(e).sse_event(),

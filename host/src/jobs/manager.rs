@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, header};
+use http::Response;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -18,7 +18,7 @@ use crate::model::Endpoint;
 use crate::probe::Checked;
 use crate::relay::Relay;
 
-use super::error::{interrupted_error, owner_quota, queue_full, retry_after, store_error};
+use super::error::{interrupted_error, owner_quota, queue_full, retry_after_secs, store_error};
 use super::now_ms;
 use super::runner::JobEnd;
 use super::{Cause, Record, Status, Store, StoreError};
@@ -211,10 +211,9 @@ impl Jobs {
         {
             let mut st = self.lock();
             if st.closed || st.draining {
-                let e = RelayError::unavailable("the relay is shutting down; submit the job again shortly");
-                let mut resp = error_response(&e, None);
-                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return Err(resp);
+                let e = RelayError::unavailable("the relay is shutting down; submit the job again shortly")
+                    .with_retry_after(1);
+                return Err(error_response(&e, None));
             }
             if st.running.len() + st.queue.len() + st.reserving >= self.cfg.max_running + self.cfg.max_queued {
                 self.metrics.job_refusals[Refusal::QueueFull as usize].inc();
@@ -226,10 +225,10 @@ impl Jobs {
             }
             if self.store.bytes() >= self.cfg.max_store_bytes {
                 self.store.unreserve(&owner);
-                let e = self.refused(Refusal::StoreFull, store_error(StoreError(Cause::OverBudget)));
-                let mut resp = error_response(&e, None);
-                resp.headers_mut().insert(header::RETRY_AFTER, retry_after(self.cfg.sweep_interval));
-                return Err(resp);
+                let e = self
+                    .refused(Refusal::StoreFull, store_error(StoreError(Cause::OverBudget)))
+                    .with_retry_after(retry_after_secs(self.cfg.sweep_interval));
+                return Err(error_response(&e, None));
             }
             st.reserving += 1;
         }

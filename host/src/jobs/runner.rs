@@ -5,12 +5,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::access::RequestLog;
 use crate::answer::{Answer, End};
-use crate::error::RelayError;
+use crate::error::{ErrorKind, Fault, RelayError};
 use crate::stream::Translation;
 
 use super::assemble::Assembler;
@@ -43,6 +43,9 @@ impl Jobs {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 tracing::error!(job = %job.id, panic = %what, "a job panicked; recorded as failed");
+                // The run's record skips this count while unwinding (see `access`): a job's
+                // panic is counted here, as a server edge counts a request's.
+                self.metrics.errors.inc(["jobs", Fault::Relay.name(), ErrorKind::Internal.name()]);
                 JobEnd::Failed(aborted_error())
             }),
             s = &mut stop => match s {
@@ -65,9 +68,7 @@ impl Jobs {
             JobEnd::Cancelled => (
                 Status::Cancelled,
                 None,
-                Some(
-                    json!({"message": "the job was cancelled", "type": "cancelled", "param": null, "code": "job_cancelled"}),
-                ),
+                Some(error_object(&RelayError::new(ErrorKind::JobCancelled, "the job was cancelled"))),
             ),
         };
         let change = Change::End { status, at_ms: finished, result, error };
@@ -97,8 +98,7 @@ impl Jobs {
         let answer = match self.relay.serve_checked(token, job.endpoint, checked, &job.body, &snap, &mut log).await {
             Ok(a) => a,
             Err(e) => {
-                log.error = Some(e.message.clone());
-                log.finish(e.status.as_u16());
+                log.fail(&e);
                 return JobEnd::Failed(error_object(&e));
             }
         };
@@ -184,10 +184,10 @@ impl Sink<'_> {
         let size: u64 = batch.iter().map(|e| e.len() as u64).sum();
         let max = self.jobs.cfg.max_bytes_per_job;
         if self.bytes + size > max {
-            let e = RelayError::bad_upstream(format!(
-                "the job's output passed the limit of {max} bytes (jobs.max_bytes_per_job)"
-            ))
-            .with_code("job_too_large");
+            let e = RelayError::new(
+                ErrorKind::JobTooLarge,
+                format!("the job's output passed the limit of {max} bytes (jobs.max_bytes_per_job)"),
+            );
             return Err(JobEnd::Failed(error_object(&e)));
         }
         let cost = store::job_cost(size, batch.len() as u64) - store::JOB_OVERHEAD;
@@ -285,6 +285,7 @@ mod tests {
         admit(&jobs, "job_a", b"test:panic").await;
         let r = wait_for(&jobs, "job_a", Status::Failed).await;
         assert_eq!(r.error.unwrap()["code"], "job_aborted");
+        assert_eq!(jobs.metrics.errors.get(["jobs", "relay", "internal"]), 1, "a job's panic is the relay's fault");
 
         // A task cancelled from outside (as a panic outside the caught part would end it):
         // the guard records the end and hands the slot to the next job.
@@ -295,6 +296,7 @@ mod tests {
         jobs.lock().running.get("job_b").unwrap().handle.abort();
         let r = wait_for(&jobs, "job_b", Status::Failed).await;
         assert_eq!(r.error.unwrap()["code"], "job_aborted");
+        assert_eq!(jobs.metrics.errors.get(["jobs", "relay", "internal"]), 1, "a cancelled task is not a panic");
         wait_for(&jobs, "job_c", Status::Running).await;
         {
             let st = jobs.lock();

@@ -9,6 +9,8 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use primitives::label_pairs;
+
+use crate::error::{ErrorKind, Fault};
 pub use primitives::{
     Counter, FOLDED_LABEL, Family, Gauge, GaugeGuard, Histogram, MAX_SERIES_PER_FAMILY, OwnedGaugeGuard,
 };
@@ -27,6 +29,11 @@ pub const JOB_REFUSALS: [&str; 4] = ["queue_full", "owner_quota", "store_full", 
 pub const UPSTREAM_OUTCOMES: [&str; 7] =
     ["ok", "status_4xx", "status_429", "status_5xx", "timeout", "connect_error", "error"];
 
+/// The `endpoint` labels of `relay_errors_total`: the relayed APIs (what the access record
+/// names) and, for a panic caught at the server edge, the route it came from.
+pub const ERROR_ENDPOINTS: [&str; 8] =
+    ["chat_completions", "embeddings", "jobs", "models", "admin", "metrics", "healthz", "other"];
+
 /// The `reason` labels of `relay_plugin_traps_total` (see `plugin::engine::trap_reason`).
 pub const PLUGIN_TRAP_REASONS: [&str; 8] =
     ["panic", "cpu_limit", "memory_limit", "stack_overflow", "wall_limit", "wasi_denied", "trap", "error"];
@@ -44,6 +51,9 @@ pub struct Metrics {
     /// result: ok, error, timeout (host names only; IP addresses need no lookup)
     pub dns_lookups: Family<1>,
     pub requests: Family<3>,
+    /// Requests that ended in an error, by (endpoint, fault, kind): `error::Fault::name`
+    /// and `error::ErrorKind::name`, both closed sets.
+    pub errors: Family<3>,
     pub tokens: Family<3>,
     pub plugin_calls: Family<2>,
     pub plugin_errors: Family<2>,
@@ -111,6 +121,7 @@ impl Default for Metrics {
             timeouts: Family::new(["stage"]),
             dns_lookups: Family::new(["result"]),
             requests: Family::new(["channel", "model", "status"]),
+            errors: Family::new(["endpoint", "fault", "kind"]),
             tokens: Family::new(["channel", "model", "kind"]),
             plugin_calls: Family::new(["plugin", "call"]),
             plugin_errors: Family::new(["plugin", "kind"]),
@@ -156,6 +167,10 @@ impl Default for Metrics {
         }
         for outcome in ["applied", "refused"] {
             m.config_reloads.add([outcome], 0);
+        }
+        // The relay's own defects, from start, so the first one is an increase.
+        for endpoint in ERROR_ENDPOINTS {
+            m.errors.add([endpoint, Fault::Relay.name(), ErrorKind::Internal.name()], 0);
         }
         m
     }
@@ -275,6 +290,7 @@ impl Metrics {
         );
         let folded = self.timeouts.folded()
             + self.requests.folded()
+            + self.errors.folded()
             + self.tokens.folded()
             + self.plugin_calls.folded()
             + self.plugin_errors.folded()
@@ -297,6 +313,12 @@ impl Metrics {
             "counter",
         );
         self.requests.render(&mut out, "relay_requests_total", "Answered relay requests.", "counter");
+        self.errors.render(
+            &mut out,
+            "relay_errors_total",
+            "Requests that ended in an error, by endpoint, whose fault and what happened.",
+            "counter",
+        );
         self.tokens.render(&mut out, "relay_tokens_total", "Tokens reported by vendors.", "counter");
         self.plugin_calls.render(&mut out, "relay_plugin_calls_total", "Adapter calls.", "counter");
         self.plugin_errors.render(
@@ -517,6 +539,8 @@ mod tests {
             "relay_upstream_attempts_total{channel=\"backup\",outcome=\"status_5xx\"} 0",
             "relay_upstream_attempts_total{channel=\"main\",outcome=\"ok\"} 0",
             "relay_upstream_idle_connections_max 128",
+            "relay_errors_total{endpoint=\"chat_completions\",fault=\"relay\",kind=\"internal\"} 0",
+            "relay_errors_total{endpoint=\"other\",fault=\"relay\",kind=\"internal\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
         }

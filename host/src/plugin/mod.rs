@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
-use crate::error::RelayError;
+use crate::error::{ErrorKind, Rejection, RelayError};
 use crate::metrics::{Metrics, OwnedGaugeGuard};
 
 pub use bindings::Contract;
@@ -42,8 +42,8 @@ pub enum CallError {
 impl CallError {
     pub fn into_relay(self, plugin: &str) -> RelayError {
         match self {
-            CallError::Adapter(AdapterError::InvalidRequest(m)) => RelayError::plugin_rejected(m, "invalid_request"),
-            CallError::Adapter(AdapterError::Unsupported(m)) => RelayError::plugin_rejected(m, "unsupported_parameter"),
+            CallError::Adapter(AdapterError::InvalidRequest(m)) => RelayError::plugin_rejected(m, Rejection::Invalid),
+            CallError::Adapter(AdapterError::Unsupported(m)) => RelayError::plugin_rejected(m, Rejection::Unsupported),
             CallError::Adapter(AdapterError::InvalidUpstream(m)) => {
                 RelayError::bad_upstream(format!("adapter '{plugin}' could not read the upstream response: {m}"))
             }
@@ -53,7 +53,9 @@ impl CallError {
             CallError::Trap { reason, message } => {
                 RelayError::plugin(format!("adapter '{plugin}' crashed ({reason}): {message}"))
             }
-            CallError::Capacity(m) => RelayError::unavailable(format!("adapter '{plugin}' is at capacity: {m}")),
+            CallError::Capacity(m) => {
+                RelayError::new(ErrorKind::Capacity, format!("adapter '{plugin}' is at capacity: {m}"))
+            }
         }
     }
 }

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::error::{ErrorKind, RelayError, openai};
+
 /// Store bytes are an estimate from what the relay wrote: per job, its record and index
 /// entries; per event, redb's key and page overhead; output bytes count twice, once as
 /// events and once in the assembled result.
@@ -181,10 +183,10 @@ impl Change {
                 status: Status::Failed,
                 at_ms: *at_ms,
                 result: None,
-                error: Some(json!({
-                    "message": "the job finished, but the job store failed while saving its result",
-                    "type": "service_unavailable", "param": null, "code": "job_store_failed",
-                })),
+                error: Some(openai::object(&RelayError::new(
+                    ErrorKind::JobStoreFailed,
+                    "the job finished, but the job store failed while saving its result",
+                ))),
             },
             c => c.clone(),
         }

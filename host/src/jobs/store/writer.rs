@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use serde::Serialize;
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Cause, Fail, StoreError};
 use super::record::{Change, EVENT_OVERHEAD, JOB_OVERHEAD, Record, Status, Summary, job_cost};
 use super::{Accounts, BY_OWNER, EVENTS, FILE, JOBS, QUARANTINE, Shared};
+use crate::error::{ErrorKind, RelayError, openai};
 
 /// Commands committed in one transaction at most, so one commit stays short.
 const GROUP_MAX: usize = 128;
@@ -395,12 +395,12 @@ fn recover(s: &Shared, db: &Database, now_ms: u64) -> Result<(), Fail> {
             let was = r.status.as_str();
             r.status = Status::Failed;
             r.finished_ms = Some(now_ms);
-            r.error = Some(json!({
-                "message": format!("the relay restarted while this job was {was}; it did not finish and its output may be partial"),
-                "type": "service_unavailable",
-                "param": null,
-                "code": "job_interrupted",
-            }));
+            r.error = Some(openai::object(&RelayError::new(
+                ErrorKind::JobInterrupted,
+                format!(
+                    "the relay restarted while this job was {was}; it did not finish and its output may be partial"
+                ),
+            )));
             jobs.insert(r.id.as_str(), encode(&r)?.as_slice())?;
             counts[Status::Failed.index()] += 1;
             tracing::warn!(job = %r.id, was, "job interrupted by a restart marked failed");
