@@ -374,32 +374,37 @@ mod tests {
 
     #[test]
     fn concurrent_updates_all_count_while_series_are_added_and_folded() {
-        // 64 label values against a bound of 50: threads race to add series, and to fold.
-        let f = std::sync::Arc::new(Family::bounded(["k"], 50));
-        let keys: Vec<String> = (0..64).map(|i| format!("k{i:02}")).collect();
-        let keys = std::sync::Arc::new(keys);
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                let (f, keys) = (f.clone(), keys.clone());
-                std::thread::spawn(move || {
-                    for i in 0..5000 {
-                        f.inc([keys[(i * 7 + t) % 64].as_str()]);
-                    }
+        use std::sync::{Arc, Barrier};
+        // 64 label values against a bound of 50: threads started together race to add
+        // series, and to fold; rounds of fresh families make a lost update likely to show.
+        let keys: Arc<Vec<String>> = Arc::new((0..64).map(|i| format!("k{i:02}")).collect());
+        for _ in 0..20 {
+            let f = Arc::new(Family::bounded(["k"], 50));
+            let start = Arc::new(Barrier::new(4));
+            let threads: Vec<_> = (0..4)
+                .map(|t| {
+                    let (f, keys, start) = (f.clone(), keys.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        for i in 0..1000 {
+                            f.inc([keys[(i * 7 + t) % 64].as_str()]);
+                        }
+                    })
                 })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let total: u64 = keys.iter().map(|k| f.get([k.as_str()])).sum::<u64>() + f.get([FOLDED_LABEL]);
+            assert_eq!(total, 4 * 1000, "no update lost");
+            let mut out = String::new();
+            f.render(&mut out, "x_total", "x", "counter");
+            let rows: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+            assert_eq!(rows.len(), 51, "50 series and _other: {out}");
+            let mut sorted = rows.clone();
+            sorted.sort();
+            assert_eq!(rows, sorted, "rendered in label order");
         }
-        let total: u64 = keys.iter().map(|k| f.get([k.as_str()])).sum::<u64>() + f.get([FOLDED_LABEL]);
-        assert_eq!(total, 4 * 5000, "no update lost");
-        let mut out = String::new();
-        f.render(&mut out, "x_total", "x", "counter");
-        let rows: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
-        assert_eq!(rows.len(), 51, "50 series and _other: {out}");
-        let mut sorted = rows.clone();
-        sorted.sort();
-        assert_eq!(rows, sorted, "rendered in label order");
     }
 
     #[test]
