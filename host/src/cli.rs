@@ -84,45 +84,48 @@ pub fn init_logging(format: LogFormat) {
 }
 
 pub async fn serve(config_path: PathBuf) -> Result<()> {
-    let config = Config::load(&config_path, &ProcessEnv)?;
-    crate::upstream::init_dns(&config.dns_servers);
-    raise_nofile_limit(config.limits.max_connections);
+    // The start-up part is read here once and kept for the life of the process; only the
+    // live part goes into the routing snapshot a reload replaces.
+    let Config { startup, live } = Config::load(&config_path, &ProcessEnv)?;
+    crate::upstream::init_dns(&startup.dns_servers);
+    raise_nofile_limit(live.limits.max_connections);
     let metrics = Arc::new(Metrics::default());
+    let a = startup.adapters;
     let engine = Engine::new(PluginLimits {
-        memory: config.limits.plugin_memory,
-        call_timeout: config.limits.plugin_call_timeout,
-        instances: config.limits.plugin_instances,
-        instance_uses: config.limits.plugin_instance_uses,
-        streams_per_instance: config.limits.plugin_streams_per_instance,
-        wall_timeout: config.limits.plugin_wall_timeout,
+        memory: a.memory,
+        call_timeout: a.call_timeout,
+        instances: a.instances,
+        instance_uses: a.instance_uses,
+        streams_per_instance: a.streams_per_instance,
+        wall_timeout: a.wall_timeout,
     })
     .context("cannot start the WebAssembly engine")?;
     let registry = Arc::new(Registry::default());
-    let loader = Loader::new(engine.clone(), Some(&config.data_dir.join("cache")), metrics.clone())?;
-    let report = registry.reconcile(&loader, &config.plugin_dir).await?;
+    let loader = Loader::new(engine.clone(), Some(&startup.data_dir.join("cache")), metrics.clone())?;
+    let report = registry.reconcile(&loader, &startup.plugin_dir).await?;
     if report.loaded.is_empty() {
-        tracing::warn!(dir = %config.plugin_dir.display(), "no adapter loaded: every request will get 503");
+        tracing::warn!(dir = %startup.plugin_dir.display(), "no adapter loaded: every request will get 503");
     }
-    for c in &config.channels {
+    for c in &live.channels {
         if registry.get(&c.adapter).is_none() {
             tracing::warn!(channel = %c.name, adapter = %c.adapter, "channel uses an adapter that is not loaded");
         }
     }
 
-    let listener = listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = listen(startup.listen).with_context(|| format!("cannot listen on {}", startup.listen))?;
     let addr = listener.local_addr()?;
-    let grace = config.limits.shutdown_grace;
+    let grace = startup.shutdown_grace;
     // Cancelled by the server once the grace is over: streams and event readers end on it.
     let streams_stop = CancellationToken::new();
     let tls = crate::upstream::tls_config();
-    let jobs_config = config.jobs.clone();
-    let snapshot = Snapshot::new(config, tls.clone(), metrics.clone());
+    let snapshot = Snapshot::new(live, tls.clone(), metrics.clone());
     let relay = Arc::new(Relay::new(snapshot, registry.clone(), metrics.clone(), streams_stop.clone()));
     // A job store that cannot open does not stop the relay: async routes answer 503 and
     // the store keeps trying to open (see the jobs module).
-    let jobs = Jobs::start(relay.clone(), jobs_config, metrics.clone());
+    let jobs = Jobs::start(relay.clone(), startup.jobs.clone(), metrics.clone());
     let reloader =
-        crate::reload::Reloader { relay: relay.clone(), registry, loader, config_path, tls, metrics }.spawn()?;
+        crate::reload::Reloader { relay: relay.clone(), registry, loader, config_path, startup, tls, metrics }
+            .spawn()?;
 
     tracing::info!(%addr, adapters = report.loaded.len(), "relay listening");
     // A fixed line on stdout for people and scripts (tests read the port from it).
@@ -144,9 +147,9 @@ pub fn check_config(config_path: &std::path::Path) -> Result<()> {
     println!(
         "ok: {} ({} channels, {} tokens, listen {})",
         config_path.display(),
-        config.channels.len(),
-        config.tokens.len(),
-        config.listen
+        config.live.channels.len(),
+        config.live.tokens.len(),
+        config.startup.listen
     );
     Ok(())
 }

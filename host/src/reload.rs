@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ProcessEnv};
+use crate::config::{Config, ProcessEnv, StartupConfig};
 use crate::metrics::Metrics;
 use crate::plugin::{Loader, Registry};
 use crate::relay::Relay;
@@ -109,6 +109,9 @@ pub struct Reloader {
     pub registry: Arc<Registry>,
     pub loader: Loader,
     pub config_path: PathBuf,
+    /// What the process started with. Nothing replaces it: a reload that changes one of
+    /// these keys names it as needing a restart.
+    pub startup: StartupConfig,
     pub tls: Arc<rustls::ClientConfig>,
     pub metrics: Arc<Metrics>,
 }
@@ -119,7 +122,7 @@ impl Reloader {
         let plugins_changed = Arc::new(Notify::new());
         let config_changed = Arc::new(Notify::new());
         // With `watch = false` nothing is watched: the notifies never fire, only SIGHUP reloads.
-        let watcher = if self.relay.snapshot().config.watch {
+        let watcher = if self.startup.watch {
             Some(Arc::new(self.watch_files(plugins_changed.clone(), config_changed.clone())?))
         } else {
             tracing::info!("watch = false: the config file and plugin_dir reload on SIGHUP only");
@@ -164,12 +167,11 @@ impl Reloader {
 
     /// Watch `plugin_dir` and the config file; an event wakes the matching notify.
     fn watch_files(&self, plugins_changed: Arc<Notify>, config_changed: Arc<Notify>) -> Result<Watching> {
-        let running = self.relay.snapshot();
-        let plugin_dir = running
-            .config
+        let plugin_dir = self
+            .startup
             .plugin_dir
             .canonicalize()
-            .with_context(|| format!("cannot watch plugin_dir {}", running.config.plugin_dir.display()))?;
+            .with_context(|| format!("cannot watch plugin_dir {}", self.startup.plugin_dir.display()))?;
         let config = Arc::new(ConfigFile::new(&self.config_path)?);
         let config_dir = config.dir.clone();
         let (pd, cd) = (plugins_changed, config_changed);
@@ -208,8 +210,7 @@ impl Reloader {
     }
 
     async fn reload_plugins(&self) {
-        let dir = self.relay.snapshot().config.plugin_dir.clone();
-        match self.registry.reconcile(&self.loader, &dir).await {
+        match self.registry.reconcile(&self.loader, &self.startup.plugin_dir).await {
             Ok(r) if r.loaded.is_empty() && r.failed.is_empty() && r.removed.is_empty() => {}
             Ok(r) => tracing::info!(
                 loaded = r.loaded.len(),
@@ -241,7 +242,7 @@ impl Reloader {
             return;
         }
         *seen = Some(digest);
-        let mut config = match Config::load_text(&self.config_path, &text, &ProcessEnv) {
+        let Config { startup, live } = match Config::load_text(&self.config_path, &text, &ProcessEnv) {
             Ok(c) => c,
             Err(e) => {
                 self.metrics.config_reloads.inc(["refused"]);
@@ -249,62 +250,26 @@ impl Reloader {
                 return;
             }
         };
-        let running = self.relay.snapshot();
-        let old = &running.config;
-        // What is bound at start-up stays as it runs, so the running config stays true.
-        let kept = keep_startup_keys(&mut config, old);
+        // What is bound at start-up stays as it runs; the file's start-up part is only
+        // compared, so the operator learns which edits wait for a restart.
+        let kept = self.startup.changed_keys(&startup);
         if !kept.is_empty() {
             tracing::warn!(
                 keys = %kept.join(", "),
                 "config keys that apply at start-up only changed; kept as they run until the next restart"
             );
         }
-        let channels = config.channels.len();
-        let tokens = config.tokens.len();
+        let channels = live.channels.len();
+        let tokens = live.tokens.len();
+        let running = self.relay.snapshot();
         // Channels whose connection settings are unchanged keep their pools.
-        let next = Snapshot::reusing(config, self.tls.clone(), self.metrics.clone(), &running);
+        let next = Snapshot::reusing(live, self.tls.clone(), self.metrics.clone(), &running);
         let pools_kept = next.pools_kept(&running);
         drop(running);
         self.relay.apply(next);
         self.metrics.config_reloads.inc(["applied"]);
         tracing::info!(channels, tokens, pools_kept, "config reloaded");
     }
-}
-
-/// Put back in `new` every key that only applies at start-up (what is bound, reserved or
-/// started once) and differs from the running config; returns the names of those keys.
-fn keep_startup_keys(new: &mut Config, old: &Config) -> Vec<&'static str> {
-    let mut kept = Vec::new();
-    macro_rules! keep {
-        ($($field:ident).+, $name:literal) => {
-            if new.$($field).+ != old.$($field).+ {
-                new.$($field).+.clone_from(&old.$($field).+);
-                kept.push($name);
-            }
-        };
-    }
-    keep!(listen, "listen");
-    keep!(plugin_dir, "plugin_dir");
-    keep!(data_dir, "data_dir");
-    keep!(watch, "watch");
-    keep!(dns_servers, "dns_servers");
-    keep!(limits.plugin_memory, "limits.plugin_memory_mib");
-    keep!(limits.plugin_call_timeout, "limits.plugin_call_timeout_ms");
-    keep!(limits.plugin_instances, "limits.plugin_instances");
-    keep!(limits.plugin_instance_uses, "limits.plugin_instance_uses");
-    keep!(limits.plugin_streams_per_instance, "limits.plugin_streams_per_instance");
-    keep!(limits.plugin_wall_timeout, "limits.plugin_wall_timeout_ms");
-    keep!(limits.shutdown_grace, "limits.shutdown_grace");
-    // The job store and its workers are started once; the running ones keep these.
-    keep!(jobs.path, "jobs.path");
-    keep!(jobs.retention, "jobs.retention");
-    keep!(jobs.sweep_interval, "jobs.sweep_interval");
-    keep!(jobs.max_running, "jobs.max_running");
-    keep!(jobs.max_queued, "jobs.max_queued");
-    keep!(jobs.max_bytes_per_job, "jobs.max_bytes_per_job");
-    keep!(jobs.max_per_owner, "jobs.max_per_owner");
-    keep!(jobs.max_store_bytes, "jobs.max_store_bytes");
-    kept
 }
 
 /// Wait until `changed` has been quiet for `DEBOUNCE`.

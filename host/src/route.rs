@@ -1,17 +1,19 @@
 //! The routing snapshot: tokens by key, channels by model, one pooled client per channel.
-//! Built whole from a `Config` and swapped whole, so a request sees one configuration.
+//! Built whole from a `LiveConfig` and swapped whole, so a request sees one configuration.
+//! It holds only the live part of the config: start-up keys stay with the process.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use rand::Rng;
 
-use crate::config::{Channel, Config, Token};
+use crate::config::{Channel, LiveConfig, Token};
 use crate::metrics::Metrics;
 use crate::upstream::{self, HttpClient, PoolKey};
 
 pub struct Snapshot {
-    pub config: Config,
+    /// The keys a reload applies; what the process started with is not here.
+    pub config: LiveConfig,
     tokens: crate::auth::KeyIndex,
     routes: HashMap<String, Vec<usize>>,
     clients: Vec<HttpClient>,
@@ -20,14 +22,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn new(config: Config, tls: Arc<rustls::ClientConfig>, metrics: Arc<Metrics>) -> Snapshot {
+    pub fn new(config: LiveConfig, tls: Arc<rustls::ClientConfig>, metrics: Arc<Metrics>) -> Snapshot {
         Self::build(config, tls, metrics, None)
     }
 
     /// A snapshot for a reloaded config: each channel whose `PoolKey` is unchanged keeps
     /// `previous`'s pooled client (its warm connections with it); the others get new ones.
     pub fn reusing(
-        config: Config,
+        config: LiveConfig,
         tls: Arc<rustls::ClientConfig>,
         metrics: Arc<Metrics>,
         previous: &Snapshot,
@@ -41,7 +43,7 @@ impl Snapshot {
     }
 
     fn build(
-        config: Config,
+        config: LiveConfig,
         tls: Arc<rustls::ClientConfig>,
         metrics: Arc<Metrics>,
         previous: Option<&Snapshot>,
@@ -111,10 +113,11 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use std::path::Path;
 
     fn snapshot(text: &str) -> Snapshot {
-        let cfg = Config::parse(text, Path::new("."), &HashMap::new()).unwrap();
+        let cfg = Config::parse(text, Path::new("."), &HashMap::new()).unwrap().live;
         Snapshot::new(cfg, upstream::tls_config(), Arc::new(Metrics::default()))
     }
 
@@ -168,7 +171,7 @@ weight = 1
         };
         let running = snapshot(&(chan("a", "http://127.0.0.1:1/v1", "") + &chan("b", "https://vendor.example", "")));
         let reload = |text: String| {
-            let cfg = Config::parse(&text, Path::new("."), &HashMap::new()).unwrap();
+            let cfg = Config::parse(&text, Path::new("."), &HashMap::new()).unwrap().live;
             Snapshot::reusing(cfg, upstream::tls_config(), Arc::new(Metrics::default()), &running)
         };
         // A path, a key or a header does not shape a connection; an explicit default port neither.

@@ -18,7 +18,8 @@ use http::{HeaderName, HeaderValue};
 
 use raw::RawConfig;
 use resolve::{
-    apply_env_timeouts, line_of, readable_secrets, resolve_jobs, resolve_limits, resolve_timeouts, validate_base_url,
+    apply_env_timeouts, line_of, readable_secrets, resolve_jobs, resolve_limits, resolve_startup_limits,
+    resolve_timeouts, validate_base_url,
 };
 
 /// The seed's defaults: fail fast while connecting, give a 10-minute response 5 minutes
@@ -130,12 +131,111 @@ pub const DEFAULT_JOB_MAX_STORE_BYTES: u64 = 1024 * 1024 * 1024;
 /// Longest retention accepted: a year.
 const MAX_RETENTION_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
-/// The resolved configuration the relay runs with.
+/// The resolved configuration, split by lifetime. A reload parses the whole file, compares
+/// its `startup` with the running one (`StartupConfig::changed_keys`) and swaps only its
+/// `live` part into the routing snapshot: nothing a reload builds can reach what was bound,
+/// reserved or started once.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub startup: StartupConfig,
+    pub live: LiveConfig,
+}
+
+/// Keys bound, reserved or started once: the running process keeps the ones it started
+/// with, and a reload that changes one names it as needing a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartupConfig {
     pub listen: SocketAddr,
     pub plugin_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// Whether the config file and `plugin_dir` are watched for changes; off, only SIGHUP
+    /// reloads them.
+    pub watch: bool,
+    /// Name servers for upstream host names (`ip` or `ip:port`); empty: the system's
+    /// (`/etc/resolv.conf`).
+    pub dns_servers: Vec<SocketAddr>,
+    /// The WebAssembly engine's bounds: its instance pool is reserved at start.
+    pub adapters: AdapterLimits,
+    pub shutdown_grace: Duration,
+    pub jobs: JobsConfig,
+}
+
+/// `[limits] plugin_*`: what the adapter engine is built with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdapterLimits {
+    pub memory: u64,
+    pub call_timeout: Duration,
+    pub instances: u32,
+    pub instance_uses: u32,
+    pub streams_per_instance: u32,
+    /// Host wall-clock bound on one adapter call (instantiation and `info()` included).
+    pub wall_timeout: Duration,
+}
+
+impl Default for AdapterLimits {
+    fn default() -> Self {
+        Self {
+            memory: DEFAULT_PLUGIN_MEMORY,
+            call_timeout: DEFAULT_PLUGIN_CALL_TIMEOUT,
+            instances: DEFAULT_PLUGIN_INSTANCES,
+            instance_uses: DEFAULT_PLUGIN_INSTANCE_USES,
+            streams_per_instance: DEFAULT_PLUGIN_STREAMS_PER_INSTANCE,
+            wall_timeout: DEFAULT_PLUGIN_CALL_TIMEOUT * DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR,
+        }
+    }
+}
+
+impl StartupConfig {
+    /// The keys (as `relay.toml` names them) whose value in `next` differs from this one.
+    pub fn changed_keys(&self, next: &StartupConfig) -> Vec<&'static str> {
+        // Destructured without `..`: a start-up key added to the struct does not compile
+        // until it is compared here.
+        let StartupConfig { listen, plugin_dir, data_dir, watch, dns_servers, adapters, shutdown_grace, jobs } = self;
+        let AdapterLimits { memory, call_timeout, instances, instance_uses, streams_per_instance, wall_timeout } =
+            adapters;
+        let JobsConfig {
+            path,
+            retention,
+            sweep_interval,
+            max_running,
+            max_queued,
+            max_bytes_per_job,
+            max_per_owner,
+            max_store_bytes,
+        } = jobs;
+        let (a, j) = (&next.adapters, &next.jobs);
+        [
+            (*listen != next.listen, "listen"),
+            (*plugin_dir != next.plugin_dir, "plugin_dir"),
+            (*data_dir != next.data_dir, "data_dir"),
+            (*watch != next.watch, "watch"),
+            (*dns_servers != next.dns_servers, "dns_servers"),
+            (*memory != a.memory, "limits.plugin_memory_mib"),
+            (*call_timeout != a.call_timeout, "limits.plugin_call_timeout_ms"),
+            (*instances != a.instances, "limits.plugin_instances"),
+            (*instance_uses != a.instance_uses, "limits.plugin_instance_uses"),
+            (*streams_per_instance != a.streams_per_instance, "limits.plugin_streams_per_instance"),
+            (*wall_timeout != a.wall_timeout, "limits.plugin_wall_timeout_ms"),
+            (*shutdown_grace != next.shutdown_grace, "limits.shutdown_grace"),
+            (*path != j.path, "jobs.path"),
+            (*retention != j.retention, "jobs.retention"),
+            (*sweep_interval != j.sweep_interval, "jobs.sweep_interval"),
+            (*max_running != j.max_running, "jobs.max_running"),
+            (*max_queued != j.max_queued, "jobs.max_queued"),
+            (*max_bytes_per_job != j.max_bytes_per_job, "jobs.max_bytes_per_job"),
+            (*max_per_owner != j.max_per_owner, "jobs.max_per_owner"),
+            (*max_store_bytes != j.max_store_bytes, "jobs.max_store_bytes"),
+        ]
+        .into_iter()
+        .filter_map(|(changed, key)| changed.then_some(key))
+        .collect()
+    }
+}
+
+/// Keys a reload applies: new requests (and, for the client-edge limits, new connections)
+/// use them; requests already running finish with the values they started with.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
     /// Bearer token for `/admin/*`; the admin API is off without one.
     pub admin_token: Option<Secret>,
     /// Bearer token for `/metrics`; without one `/metrics` is open (as before).
@@ -144,13 +244,6 @@ pub struct Config {
     pub limits: Limits,
     pub channels: Vec<Channel>,
     pub tokens: Vec<Token>,
-    pub jobs: JobsConfig,
-    /// Name servers for upstream host names (`ip` or `ip:port`); empty: the system's
-    /// (`/etc/resolv.conf`). Applies at start-up.
-    pub dns_servers: Vec<SocketAddr>,
-    /// Whether the config file and `plugin_dir` are watched for changes; off, only SIGHUP
-    /// reloads them. Applies at start-up.
-    pub watch: bool,
 }
 
 /// `[jobs]`: the async mode's store and bounds. Applies at start-up.
@@ -192,6 +285,8 @@ impl Default for Timeouts {
     }
 }
 
+/// `[limits]` a reload applies (the `plugin_*` ones and `shutdown_grace` are in
+/// `StartupConfig`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_request_body: u64,
@@ -199,14 +294,6 @@ pub struct Limits {
     pub max_stream_event: usize,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
-    pub plugin_memory: u64,
-    pub plugin_call_timeout: Duration,
-    pub plugin_instances: u32,
-    pub plugin_instance_uses: u32,
-    pub plugin_streams_per_instance: u32,
-    /// Host wall-clock bound on one adapter call (instantiation and `info()` included).
-    pub plugin_wall_timeout: Duration,
-    pub shutdown_grace: Duration,
     pub client_header_timeout: Duration,
     pub client_idle_timeout: Duration,
     pub client_write_timeout: Duration,
@@ -225,13 +312,6 @@ impl Default for Limits {
             max_stream_event: DEFAULT_MAX_STREAM_EVENT,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
             pool_max_idle_per_host: DEFAULT_POOL_MAX_IDLE_PER_HOST,
-            plugin_memory: DEFAULT_PLUGIN_MEMORY,
-            plugin_call_timeout: DEFAULT_PLUGIN_CALL_TIMEOUT,
-            plugin_instances: DEFAULT_PLUGIN_INSTANCES,
-            plugin_instance_uses: DEFAULT_PLUGIN_INSTANCE_USES,
-            plugin_streams_per_instance: DEFAULT_PLUGIN_STREAMS_PER_INSTANCE,
-            plugin_wall_timeout: DEFAULT_PLUGIN_CALL_TIMEOUT * DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             client_header_timeout: DEFAULT_CLIENT_HEADER_TIMEOUT,
             client_idle_timeout: DEFAULT_CLIENT_IDLE_TIMEOUT,
             client_write_timeout: DEFAULT_CLIENT_WRITE_TIMEOUT,
@@ -426,6 +506,7 @@ impl Config {
         let mut timeouts = resolve_timeouts(&raw.timeouts, Timeouts::default(), "timeouts", text)?;
         apply_env_timeouts(&mut timeouts, env)?;
         let limits = resolve_limits(&raw.limits, text)?;
+        let (adapters, shutdown_grace) = resolve_startup_limits(&raw.limits, text)?;
 
         let mut channels = Vec::with_capacity(raw.channels.len());
         for (i, sc) in raw.channels.iter().enumerate() {
@@ -562,18 +643,17 @@ impl Config {
             dns_servers.push(addr);
         }
         Ok(Config {
-            listen,
-            plugin_dir,
-            data_dir,
-            admin_token,
-            metrics_token,
-            timeouts,
-            limits,
-            channels,
-            tokens,
-            jobs,
-            dns_servers,
-            watch: raw.watch.unwrap_or(DEFAULT_WATCH),
+            startup: StartupConfig {
+                listen,
+                plugin_dir,
+                data_dir,
+                watch: raw.watch.unwrap_or(DEFAULT_WATCH),
+                dns_servers,
+                adapters,
+                shutdown_grace,
+                jobs,
+            },
+            live: LiveConfig { admin_token, metrics_token, timeouts, limits, channels, tokens },
         })
     }
 }

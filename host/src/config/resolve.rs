@@ -9,10 +9,10 @@ use toml::Spanned;
 
 use super::raw::{RawConfig, RawJobs, RawLimits, RawTimeouts};
 use super::{
-    DEFAULT_JOB_MAX_BYTES, DEFAULT_JOB_MAX_STORE_BYTES, DEFAULT_JOB_RETENTION, DEFAULT_JOB_SWEEP_INTERVAL,
-    DEFAULT_JOBS_DIR, DEFAULT_JOBS_MAX_PER_OWNER, DEFAULT_JOBS_MAX_QUEUED, DEFAULT_JOBS_MAX_RUNNING,
-    DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR, ENV_TIMEOUTS, Env, JobsConfig, Limits, MAX_RETENTION_SECS, MAX_TIMEOUT_SECS,
-    MIN_DURATION_SECS, Timeouts,
+    AdapterLimits, DEFAULT_JOB_MAX_BYTES, DEFAULT_JOB_MAX_STORE_BYTES, DEFAULT_JOB_RETENTION,
+    DEFAULT_JOB_SWEEP_INTERVAL, DEFAULT_JOBS_DIR, DEFAULT_JOBS_MAX_PER_OWNER, DEFAULT_JOBS_MAX_QUEUED,
+    DEFAULT_JOBS_MAX_RUNNING, DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR, DEFAULT_SHUTDOWN_GRACE, ENV_TIMEOUTS, Env,
+    JobsConfig, Limits, MAX_RETENTION_SECS, MAX_TIMEOUT_SECS, MIN_DURATION_SECS, Timeouts,
 };
 
 /// True when a config text holds a secret inline (not through `*_env`) and `mode` lets
@@ -82,14 +82,17 @@ pub(super) fn apply_env_timeouts(t: &mut Timeouts, env: &dyn Env) -> Result<()> 
     Ok(())
 }
 
+fn positive_limit(v: &Spanned<u64>, key: &str, text: &str) -> Result<u64> {
+    if *v.get_ref() == 0 {
+        bail!("limits.{key} (line {}): must be greater than 0", line_of(text, v.span().start));
+    }
+    Ok(*v.get_ref())
+}
+
+/// The `[limits]` keys a reload applies.
 pub(super) fn resolve_limits(raw: &RawLimits, text: &str) -> Result<Limits> {
     let mut l = Limits::default();
-    let positive = |v: &Spanned<u64>, key: &str| -> Result<u64> {
-        if *v.get_ref() == 0 {
-            bail!("limits.{key} (line {}): must be greater than 0", line_of(text, v.span().start));
-        }
-        Ok(*v.get_ref())
-    };
+    let positive = |v: &Spanned<u64>, key: &str| positive_limit(v, key, text);
     if let Some(v) = &raw.max_request_body {
         l.max_request_body = positive(v, "max_request_body")?;
     }
@@ -104,35 +107,6 @@ pub(super) fn resolve_limits(raw: &RawLimits, text: &str) -> Result<Limits> {
     }
     if let Some(v) = raw.pool_max_idle_per_host {
         l.pool_max_idle_per_host = v;
-    }
-    if let Some(v) = &raw.plugin_memory_mib {
-        l.plugin_memory = positive(v, "plugin_memory_mib")?.saturating_mul(1024 * 1024);
-    }
-    if let Some(v) = &raw.plugin_call_timeout_ms {
-        l.plugin_call_timeout = Duration::from_millis(positive(v, "plugin_call_timeout_ms")?);
-    }
-    if let Some(v) = &raw.plugin_instances {
-        l.plugin_instances = u32::try_from(positive(v, "plugin_instances")?).unwrap_or(u32::MAX);
-    }
-    if let Some(v) = &raw.plugin_instance_uses {
-        l.plugin_instance_uses = u32::try_from(positive(v, "plugin_instance_uses")?).unwrap_or(u32::MAX);
-    }
-    if let Some(v) = &raw.plugin_streams_per_instance {
-        l.plugin_streams_per_instance = u32::try_from(positive(v, "plugin_streams_per_instance")?).unwrap_or(u32::MAX);
-    }
-    l.plugin_wall_timeout = l.plugin_call_timeout.saturating_mul(DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR);
-    if let Some(v) = &raw.plugin_wall_timeout_ms {
-        l.plugin_wall_timeout = Duration::from_millis(positive(v, "plugin_wall_timeout_ms")?);
-        if l.plugin_wall_timeout < l.plugin_call_timeout {
-            bail!(
-                "limits.plugin_wall_timeout_ms (line {}): must be at least plugin_call_timeout_ms ({} ms)",
-                line_of(text, v.span().start),
-                l.plugin_call_timeout.as_millis()
-            );
-        }
-    }
-    if let Some(v) = &raw.shutdown_grace {
-        l.shutdown_grace = seconds(v, "limits.shutdown_grace", text)?;
     }
     let durations: [(&Option<Spanned<f64>>, &mut Duration, &str); 5] = [
         (&raw.client_header_timeout, &mut l.client_header_timeout, "limits.client_header_timeout"),
@@ -164,6 +138,44 @@ pub(super) fn resolve_limits(raw: &RawLimits, text: &str) -> Result<Limits> {
         );
     }
     Ok(l)
+}
+
+/// The `[limits]` keys the process starts with: the adapter engine's bounds and
+/// `shutdown_grace`.
+pub(super) fn resolve_startup_limits(raw: &RawLimits, text: &str) -> Result<(AdapterLimits, Duration)> {
+    let mut a = AdapterLimits::default();
+    let mut shutdown_grace = DEFAULT_SHUTDOWN_GRACE;
+    let positive = |v: &Spanned<u64>, key: &str| positive_limit(v, key, text);
+    if let Some(v) = &raw.plugin_memory_mib {
+        a.memory = positive(v, "plugin_memory_mib")?.saturating_mul(1024 * 1024);
+    }
+    if let Some(v) = &raw.plugin_call_timeout_ms {
+        a.call_timeout = Duration::from_millis(positive(v, "plugin_call_timeout_ms")?);
+    }
+    if let Some(v) = &raw.plugin_instances {
+        a.instances = u32::try_from(positive(v, "plugin_instances")?).unwrap_or(u32::MAX);
+    }
+    if let Some(v) = &raw.plugin_instance_uses {
+        a.instance_uses = u32::try_from(positive(v, "plugin_instance_uses")?).unwrap_or(u32::MAX);
+    }
+    if let Some(v) = &raw.plugin_streams_per_instance {
+        a.streams_per_instance = u32::try_from(positive(v, "plugin_streams_per_instance")?).unwrap_or(u32::MAX);
+    }
+    a.wall_timeout = a.call_timeout.saturating_mul(DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR);
+    if let Some(v) = &raw.plugin_wall_timeout_ms {
+        a.wall_timeout = Duration::from_millis(positive(v, "plugin_wall_timeout_ms")?);
+        if a.wall_timeout < a.call_timeout {
+            bail!(
+                "limits.plugin_wall_timeout_ms (line {}): must be at least plugin_call_timeout_ms ({} ms)",
+                line_of(text, v.span().start),
+                a.call_timeout.as_millis()
+            );
+        }
+    }
+    if let Some(v) = &raw.shutdown_grace {
+        shutdown_grace = seconds(v, "limits.shutdown_grace", text)?;
+    }
+    Ok((a, shutdown_grace))
 }
 
 pub(super) fn resolve_jobs(raw: &RawJobs, base: &Path, data_dir: &Path, text: &str) -> Result<JobsConfig> {

@@ -240,8 +240,8 @@ mod tests {
         let text = format!("[jobs]\npath = \"{}\"\nmax_running = {max_running}\n{more}", dir.display());
         let cfg = crate::config::Config::parse(&text, Path::new("."), &HashMap::new()).unwrap();
         let metrics = Arc::new(Metrics::default());
-        let jobs_cfg = cfg.jobs.clone();
-        let snap = crate::route::Snapshot::new(cfg, crate::upstream::tls_config(), metrics.clone());
+        let jobs_cfg = cfg.startup.jobs.clone();
+        let snap = crate::route::Snapshot::new(cfg.live, crate::upstream::tls_config(), metrics.clone());
         let registry = Arc::new(crate::plugin::Registry::default());
         let relay = Arc::new(Relay::new(snap, registry, metrics.clone(), CancellationToken::new()));
         Jobs::start(relay, jobs_cfg, metrics)

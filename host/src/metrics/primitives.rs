@@ -1,10 +1,14 @@
 //! The instruments the registry is built from: gauges, counters, label families, histograms.
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use super::Metrics;
 
@@ -90,14 +94,119 @@ pub const MAX_SERIES_PER_FAMILY: usize = 1_000;
 /// The label value every folded series is counted under.
 pub const FOLDED_LABEL: &str = "_other";
 
-/// A counter family keyed by label values. The lock is held for a map update only (and a
-/// clone when rendering). At most `MAX_SERIES_PER_FAMILY` (+1 for `_other`) series.
+/// A counter family keyed by label values. Updating a label set already seen takes no lock
+/// and allocates nothing: the series map is read through an `ArcSwap` and looked up with the
+/// caller's `&str`s, and each series is its own atomic. A new label set copies the map
+/// (handles only, no label text) under `grow` and swaps the copy in; label sets are few
+/// (tens) and new ones rare. At most `MAX_SERIES_PER_FAMILY` (+1 for `_other`) series.
 pub struct Family<const N: usize> {
     labels: [&'static str; N],
-    values: Mutex<BTreeMap<[String; N], u64>>,
+    series: ArcSwap<Series<N>>,
+    /// Held while a new series is added, so two additions cannot lose one another.
+    grow: Mutex<()>,
     max_series: usize,
     /// Updates whose label set was folded into `_other`.
     folded: AtomicU64,
+}
+
+type Series<const N: usize> = HashMap<LabelSet<N>, Arc<AtomicU64>, BuildHasherDefault<FxHasher>>;
+
+/// rustc's FxHash: a multiply and a rotate per word. Label values are the config's names
+/// (channels, admitted models, adapters) and closed sets of outcomes, not a client's choice,
+/// and the fold bound caps the map anyway; a keyed SipHash would cost more than the rest of
+/// the update.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    fn word(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.word(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            tail[..rest.len()].copy_from_slice(rest);
+            self.word(u64::from_le_bytes(tail));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.word(u64::from(i));
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.word(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A stored label set. The values are shared, so copying the map copies no text.
+#[derive(Clone)]
+struct LabelSet<const N: usize>([Arc<str>; N]);
+
+/// Label values as a key, stored or borrowed: both hash and compare by `values()`, so a
+/// lookup borrows the caller's `[&str; N]` (`Borrow<dyn LabelValues>`) instead of building
+/// an owned key.
+trait LabelValues<const N: usize> {
+    fn values(&self) -> [&str; N];
+}
+
+impl<const N: usize> LabelValues<N> for [&str; N] {
+    fn values(&self) -> [&str; N] {
+        *self
+    }
+}
+
+impl<const N: usize> LabelValues<N> for LabelSet<N> {
+    fn values(&self) -> [&str; N] {
+        self.0.each_ref().map(|v| &**v)
+    }
+}
+
+impl<const N: usize> Hash for dyn LabelValues<N> + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.values().hash(state);
+    }
+}
+
+impl<const N: usize> PartialEq for dyn LabelValues<N> + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.values() == other.values()
+    }
+}
+
+impl<const N: usize> Eq for dyn LabelValues<N> + '_ {}
+
+impl<const N: usize> Hash for LabelSet<N> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The same hash as the borrowed form, which `Borrow` requires.
+        (self as &dyn LabelValues<N>).hash(state);
+    }
+}
+
+impl<const N: usize> PartialEq for LabelSet<N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.values() == other.values()
+    }
+}
+
+impl<const N: usize> Eq for LabelSet<N> {}
+
+impl<'a, const N: usize> Borrow<dyn LabelValues<N> + 'a> for LabelSet<N> {
+    fn borrow(&self) -> &(dyn LabelValues<N> + 'a) {
+        self
+    }
 }
 
 impl<const N: usize> Family<N> {
@@ -106,22 +215,58 @@ impl<const N: usize> Family<N> {
     }
 
     pub fn bounded(labels: [&'static str; N], max_series: usize) -> Self {
-        Self { labels, values: Mutex::new(BTreeMap::new()), max_series, folded: AtomicU64::new(0) }
+        Self {
+            labels,
+            series: ArcSwap::from_pointee(HashMap::default()),
+            grow: Mutex::new(()),
+            max_series,
+            folded: AtomicU64::new(0),
+        }
     }
 
     pub fn add(&self, labels: [&str; N], n: u64) {
-        let key = labels.map(str::to_owned);
-        let mut map = self.values.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = map.get_mut(&key) {
-            *v += n;
+        let series = self.series.load();
+        if let Some(v) = series.get(&labels as &dyn LabelValues<N>) {
+            v.fetch_add(n, Ordering::Relaxed);
             return;
         }
-        if map.len() >= self.max_series {
+        // Full, and the fold series exists: no new series can come of this, no lock needed.
+        if series.len() >= self.max_series
+            && let Some(v) = series.get(&[FOLDED_LABEL; N] as &dyn LabelValues<N>)
+        {
             self.folded.fetch_add(1, Ordering::Relaxed);
-            *map.entry([(); N].map(|_| FOLDED_LABEL.to_owned())).or_insert(0) += n;
+            v.fetch_add(n, Ordering::Relaxed);
             return;
         }
-        map.insert(key, n);
+        drop(series);
+        self.add_series(labels, n);
+    }
+
+    /// `add` for a label set not seen yet: a new series, or the fold series past the bound.
+    #[cold]
+    fn add_series(&self, labels: [&str; N], n: u64) {
+        let _grow = self.grow.lock().unwrap_or_else(|e| e.into_inner());
+        // Another update may have added it since `add` looked.
+        let current = self.series.load_full();
+        if let Some(v) = current.get(&labels as &dyn LabelValues<N>) {
+            v.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        let key = if current.len() >= self.max_series {
+            self.folded.fetch_add(1, Ordering::Relaxed);
+            if let Some(v) = current.get(&[FOLDED_LABEL; N] as &dyn LabelValues<N>) {
+                v.fetch_add(n, Ordering::Relaxed);
+                return;
+            }
+            [FOLDED_LABEL; N]
+        } else {
+            labels
+        };
+        // The copy shares every series' counter: updates made through the old map while it
+        // is copied still count.
+        let mut next: Series<N> = HashMap::clone(&current);
+        next.insert(LabelSet(key.map(Arc::from)), Arc::new(AtomicU64::new(n)));
+        self.series.store(Arc::new(next));
     }
 
     /// Updates folded into `_other` since start.
@@ -134,27 +279,29 @@ impl<const N: usize> Family<N> {
     }
 
     pub fn get(&self, labels: [&str; N]) -> u64 {
-        let key = labels.map(str::to_owned);
-        self.values.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied().unwrap_or(0)
+        self.series.load().get(&labels as &dyn LabelValues<N>).map_or(0, |v| v.load(Ordering::Relaxed))
     }
 
     pub(super) fn render(&self, out: &mut String, name: &str, help: &str, kind: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        // Formatting happens outside the lock: request completion updates the same map.
-        let map = self.values.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for (values, n) in map.iter() {
-            let _ = writeln!(out, "{name}{{{}}} {n}", label_pairs(&self.labels, values));
+        let series = self.series.load_full();
+        // Sorted by label values, as a scrape has always listed them.
+        let mut rows: Vec<([&str; N], u64)> =
+            series.iter().map(|(k, v)| (k.values(), v.load(Ordering::Relaxed))).collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (values, n) in rows {
+            let _ = writeln!(out, "{name}{{{}}} {n}", label_pairs(&self.labels, &values));
         }
     }
 }
 
-pub(super) fn label_pairs(names: &[&str], values: &[String]) -> String {
+pub(super) fn label_pairs<S: AsRef<str>>(names: &[&str], values: &[S]) -> String {
     let mut s = String::new();
     for (i, (k, v)) in names.iter().zip(values).enumerate() {
         if i > 0 {
             s.push(',');
         }
-        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let v = v.as_ref().replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
         let _ = write!(s, "{k}=\"{v}\"");
     }
     s
@@ -223,6 +370,41 @@ mod tests {
         f.render(&mut out, "x_total", "x", "counter");
         assert_eq!(out.lines().filter(|l| !l.starts_with('#')).count(), 4, "{out}");
         assert!(out.contains("x_total{model=\"_other\"} 2"), "{out}");
+    }
+
+    #[test]
+    fn concurrent_updates_all_count_while_series_are_added_and_folded() {
+        use std::sync::{Arc, Barrier};
+        // 64 label values against a bound of 50: threads started together race to add
+        // series, and to fold; rounds of fresh families make a lost update likely to show.
+        let keys: Arc<Vec<String>> = Arc::new((0..64).map(|i| format!("k{i:02}")).collect());
+        for _ in 0..20 {
+            let f = Arc::new(Family::bounded(["k"], 50));
+            let start = Arc::new(Barrier::new(4));
+            let threads: Vec<_> = (0..4)
+                .map(|t| {
+                    let (f, keys, start) = (f.clone(), keys.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        for i in 0..1000 {
+                            f.inc([keys[(i * 7 + t) % 64].as_str()]);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let total: u64 = keys.iter().map(|k| f.get([k.as_str()])).sum::<u64>() + f.get([FOLDED_LABEL]);
+            assert_eq!(total, 4 * 1000, "no update lost");
+            let mut out = String::new();
+            f.render(&mut out, "x_total", "x", "counter");
+            let rows: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+            assert_eq!(rows.len(), 51, "50 series and _other: {out}");
+            let mut sorted = rows.clone();
+            sorted.sort();
+            assert_eq!(rows, sorted, "rendered in label order");
+        }
     }
 
     #[test]
