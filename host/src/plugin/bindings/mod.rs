@@ -70,7 +70,7 @@ impl Contract {
 
     /// The newest linked version whose adapter export the component has, or why none.
     pub fn of(component: &Component, engine: &wasmtime::Engine) -> Result<Contract, String> {
-        if let Some(c) = Contract::ALL.into_iter().find(|c| component.get_export_index(None, &c.export()).is_some()) {
+        if let Some(c) = Contract::ALL.into_iter().find(|c| component.get_export_index(None, c.export()).is_some()) {
             return Ok(c);
         }
         let unversioned = Contract::V0_2.export();
