@@ -70,13 +70,21 @@ fn two_read_stream() -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_events_of_one_read_reach_the_adapter_in_one_call() {
+    // A 0.1 adapter (the host loops over the batch inside the call) and a 0.2 one (the
+    // batch crosses the boundary once) give the same stream from the same reads.
+    for adapter in ["contract-v0-1", "openai"] {
+        events_of_one_read_in_one_call(adapter).await;
+    }
+}
+
+async fn events_of_one_read_in_one_call(adapter: &str) {
     let vendor = RecordingVendor::start(|_| async { two_read_stream() }).await;
     let config = format!(
-        "[[channel]]\nname = \"batch\"\nadapter = \"contract-v0-1\"\nbase_url = \"{}\"\napi_key = \"{UPSTREAM_KEY}\"\nmodels = [\"demo-gpt\"]\n{}",
+        "[[channel]]\nname = \"batch\"\nadapter = \"{adapter}\"\nbase_url = \"{}\"\napi_key = \"{UPSTREAM_KEY}\"\nmodels = [\"demo-gpt\"]\n{}",
         vendor.base_url(),
         token_block(CLIENT_KEY, "*")
     );
-    let relay = TestRelay::start(Setup { config: &config, adapters: &["contract-v0-1"], env: &[] }).await;
+    let relay = TestRelay::start(Setup { config: &config, adapters: &[adapter], env: &[] }).await;
     let a = relay.chat(&chat_body("demo-gpt", "batch me", true)).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let events = a.sse_data();
@@ -86,22 +94,32 @@ async fn the_events_of_one_read_reach_the_adapter_in_one_call() {
     // 11 events in two reads: a call per read (for a 0.1 adapter the host hands the events
     // over one by one inside that call), never one per event.
     let metrics = relay.wait_metrics(Duration::from_secs(5), |m| m.gauge("relay_active_streams") == 0.0).await;
-    let pushes = metrics.value("relay_plugin_calls_total", &[("plugin", "contract-v0-1"), ("call", "stream_push")]);
-    assert!((1.0..=3.0).contains(&pushes), "{pushes} push calls for 11 events in two reads");
+    let pushes = metrics.value("relay_plugin_calls_total", &[("plugin", adapter), ("call", "stream_push")]);
+    assert!((1.0..=3.0).contains(&pushes), "{adapter}: {pushes} push calls for 11 events in two reads");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_names_the_contract_of_each_adapter() {
     let m = Mock::start(Options::default()).await.expect("mock starts");
-    let relay = TestRelay::start(Setup { config: &config(&m), adapters: &["contract-v0-1"], env: &[] }).await;
+    let relay = TestRelay::start(Setup { config: &config(&m), adapters: &["contract-v0-1", "openai"], env: &[] }).await;
     let a = relay.request(Method::GET, "/admin/plugins", Some(ADMIN), "").await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let v = a.json();
-    let p = &v["data"][0];
-    assert_eq!(p["name"], "contract-v0-1");
+    let by_name = |name: &str| {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name}: {v}"))
+    };
+    let p = by_name("contract-v0-1");
     assert_eq!(p["contract"], "0.1.0");
     assert_eq!(p["endpoints"], json!(["chat_completions"]));
     assert_eq!(p["native"], json!([]), "0.1 has no native APIs");
+    let p = by_name("openai");
+    assert_eq!(p["contract"], "0.2.0", "the shipped adapters are built against the current contract");
     let logs = relay.expect_log("adapter loaded").await;
     assert!(logs.contains("contract=0.1.0"), "{logs}");
 }
@@ -131,4 +149,6 @@ async fn a_component_of_neither_version_is_refused_naming_both() {
     assert!(!ok && text.contains("relay:adapter/adapter@0.2.0 or relay:adapter/adapter@0.1.0"), "{text}");
     let (ok, text) = check(&adapter_wasm("contract-v0-1"));
     assert!(ok && text.contains("contract:      relay:adapter@0.1.0"), "{text}");
+    let (ok, text) = check(&adapter_wasm("anthropic"));
+    assert!(ok && text.contains("contract:      relay:adapter@0.2.0"), "{text}");
 }

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use relay::adapter::{Adapter, Engine, EngineLimits, Loader};
 use relay::metrics::Metrics;
 use relay::model::{CallContext, Endpoint, StreamEvent, UpstreamResponse};
-use relay::plugin::{Engine, Loader, Plugin, PluginLimits};
 
 const BATCHES: usize = 15;
 
@@ -144,8 +144,8 @@ const STRATEGIES: [Strategy; 2] = [
     Strategy { name: "warm instances, 32 streams per instance", uses: 1000, streams: 32 },
 ];
 
-async fn load(strategy: &Strategy, name: &str) -> Arc<Plugin> {
-    let engine = Engine::new(PluginLimits {
+async fn load(strategy: &Strategy, name: &str) -> Arc<Adapter> {
+    let engine = Engine::new(EngineLimits {
         memory: relay::config::DEFAULT_PLUGIN_MEMORY,
         call_timeout: relay::config::DEFAULT_PLUGIN_CALL_TIMEOUT,
         instances: 12_000,

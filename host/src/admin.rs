@@ -5,7 +5,7 @@ use http::{HeaderMap, Response, StatusCode, header};
 use crate::error::RelayError;
 use crate::http::{Body, constant_time_eq, error_response, json_response};
 use crate::model::StreamFormat;
-use crate::relay::Relay;
+use crate::service::Relay;
 
 impl Relay {
     /// `GET /admin/plugins`: the adapters in service, behind the admin token.

@@ -8,12 +8,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::adapter::{Engine, EngineLimits, Loader, Registry};
 use crate::config::{Config, ProcessEnv};
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
-use crate::plugin::{Engine, Loader, PluginLimits, Registry};
-use crate::relay::Relay;
 use crate::route::Snapshot;
+use crate::service::Relay;
 
 #[derive(Parser)]
 #[command(name = "relay", version, about = "OpenAI-compatible LLM API relay with WebAssembly vendor adapters")]
@@ -91,7 +91,7 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     raise_nofile_limit(live.limits.max_connections);
     let metrics = Arc::new(Metrics::default());
     let a = startup.adapters;
-    let engine = Engine::new(PluginLimits {
+    let engine = Engine::new(EngineLimits {
         memory: a.memory,
         call_timeout: a.call_timeout,
         instances: a.instances,
@@ -255,7 +255,7 @@ pub async fn status(url: &str, metrics_token: Option<&str>) -> Result<()> {
 pub async fn plugin_check(file: &std::path::Path) -> Result<()> {
     use crate::model::{AuthScheme, CallContext, Endpoint, StreamFormat};
     let metrics = Arc::new(Metrics::default());
-    let engine = Engine::new(PluginLimits {
+    let engine = Engine::new(EngineLimits {
         memory: crate::config::DEFAULT_PLUGIN_MEMORY,
         call_timeout: crate::config::DEFAULT_PLUGIN_CALL_TIMEOUT,
         // One file, one smoke call: no pool worth reserving.
@@ -322,7 +322,7 @@ pub async fn plugin_check(file: &std::path::Path) -> Result<()> {
         // A stream that ends before any event: an adapter may call that an error, but it
         // must answer, not trap.
         match session.finish().await {
-            Ok(_) | Err(crate::plugin::CallError::Adapter(_)) => {
+            Ok(_) | Err(crate::adapter::CallError::Adapter(_)) => {
                 println!("smoke:         stream-transformer opens and finishes")
             }
             Err(e) => bail!("the stream transformer trapped: {}", e.into_relay(&info.name).message),

@@ -12,8 +12,8 @@ use crate::config::{Channel, Limits, Token, fmt_secs};
 use crate::error::{ErrorKind, Failure, Fault, RelayError, Retry, Stage, policy};
 use crate::model::{CallContext, Endpoint, Header, StreamFormat, UpstreamResponse};
 use crate::probe::Checked;
-use crate::relay::Relay;
 use crate::route::Snapshot;
+use crate::service::Relay;
 use crate::sse::{Format, Framer};
 use crate::stream::{Bounds, Redactor, Translation, token_usage};
 use crate::upstream::{ConnectError, HttpClient, connect_error};
@@ -267,7 +267,11 @@ impl Relay {
         }
         // A vendor error the adapter mapped: the same policy decides as for the relay's own
         // errors, with the adapter's reading of it (`class`).
-        let retry = policy(Failure::Vendor { status: upstream_status, class: answer.error_class });
+        let retry = if upstream_status.is_success() {
+            Retry::Never
+        } else {
+            policy(Failure::Vendor { status: upstream_status, class: answer.error_class })
+        };
         let whole = Whole {
             status,
             body: Bytes::from(answer.body),

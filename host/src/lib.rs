@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod access;
+pub mod adapter;
 pub mod admin;
 pub mod answer;
 pub mod auth;
@@ -19,12 +20,11 @@ pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod models;
-pub mod plugin;
 pub mod probe;
-pub mod relay;
 pub mod reload;
 pub mod route;
 pub mod server;
+pub mod service;
 pub mod sse;
 pub mod stream;
 pub mod upstream;

@@ -1,6 +1,6 @@
 //! The host's own model of a call: what the request path, streams, jobs and accounting speak.
 //!
-//! The adapter contract's generated types stay inside `plugin/` and are converted at its edge
+//! The adapter contract's generated types stay inside `adapter/` and are converted at its edge
 //! (one conversion per contract version), so a new contract version, or a second one linked
 //! beside it, touches only that layer.
 
@@ -47,7 +47,7 @@ pub enum AuthScheme {
 
 /// What an adapter says about itself when it loads.
 #[derive(Debug, Clone)]
-pub struct PluginInfo {
+pub struct AdapterInfo {
     pub name: String,
     pub version: String,
     pub description: String,

@@ -5,7 +5,7 @@ use http::{HeaderMap, Response, StatusCode};
 use crate::auth::authenticate;
 use crate::error::RelayError;
 use crate::http::{Body, error_response, json_response};
-use crate::relay::Relay;
+use crate::service::Relay;
 
 impl Relay {
     /// `GET /v1/models`: the models this token may use.

@@ -7,8 +7,8 @@ use serde::de::IgnoredAny;
 use crate::config::Token;
 use crate::error::RelayError;
 use crate::model::Endpoint;
-use crate::relay::Relay;
 use crate::route::Snapshot;
+use crate::service::Relay;
 
 /// What `Relay::check` learnt from a request body: the rest of the path reads these
 /// instead of parsing the body again.

@@ -24,11 +24,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::adapter::{Loader, Registry};
 use crate::config::{Config, ProcessEnv, StartupConfig};
 use crate::metrics::Metrics;
-use crate::plugin::{Loader, Registry};
-use crate::relay::Relay;
 use crate::route::Snapshot;
+use crate::service::Relay;
 
 /// Quiet time after the last file event before a reload: editors and `cp` write in bursts,
 /// and a half-written file must not be loaded more than necessary.

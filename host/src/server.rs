@@ -23,7 +23,7 @@ use crate::http::{Body, error_response, json_response};
 use crate::jobs::{Jobs, wants_async};
 use crate::metrics::{Metrics, OwnedGaugeGuard};
 use crate::model::Endpoint;
-use crate::relay::Relay;
+use crate::service::Relay;
 
 /// Connections past `limits.max_connections` still accepted, to answer `/healthz` (so a
 /// probe does not restart a relay that is only full) and a 503 to everything else; past

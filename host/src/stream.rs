@@ -13,11 +13,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{RequestLog, TokenUsage};
+use crate::adapter::{CallError, StreamSession};
 use crate::config::fmt_secs;
 use crate::error::{RelayError, Stage};
 use crate::metrics::{Metrics, OwnedGaugeGuard};
 use crate::model::{AdapterError, OutputEvent, StreamEvent, Usage};
-use crate::plugin::{CallError, StreamSession};
 use crate::sse::Framer;
 
 /// The output events ready at once, and the stream's end if it came with them.

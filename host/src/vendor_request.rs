@@ -5,11 +5,11 @@ use http::{HeaderValue, Method, Request, header};
 use http_body_util::Full;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use crate::adapter::Adapter;
 use crate::config::Channel;
 use crate::error::RelayError;
 use crate::metrics::Metrics;
 use crate::model::{AuthScheme, Header};
-use crate::plugin::Plugin;
 
 /// Headers an adapter may add to a vendor request: vendors need two or three.
 pub const MAX_ADAPTER_HEADERS: usize = 64;
@@ -60,12 +60,12 @@ fn unsafe_path(path: &str) -> Option<&'static str> {
 /// the credential placed as the adapter's auth scheme says.
 pub(crate) fn build_request(
     channel: &Channel,
-    plugin: &Plugin,
+    plugin: &Adapter,
     ureq: crate::model::UpstreamRequest,
     metrics: &Metrics,
 ) -> Result<Request<Full<Bytes>>, RelayError> {
     let bad = |why: String| {
-        let why = crate::plugin::truncate(why, 512);
+        let why = crate::adapter::truncate(why, 512);
         RelayError::plugin(format!("adapter '{}' built an invalid request: {why}", plugin.name()))
     };
     let refuse = |limit: &str, why: String| {

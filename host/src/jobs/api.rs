@@ -15,7 +15,7 @@ use crate::auth::authenticate;
 use crate::error::{ErrorKind, RelayError};
 use crate::http::{Body, error_response, json_response, request_id};
 use crate::model::Endpoint;
-use crate::relay::Relay;
+use crate::service::Relay;
 
 use super::error::store_error;
 use super::follower::Follow;

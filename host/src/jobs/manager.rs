@@ -16,7 +16,7 @@ use crate::http::{Body, error_response};
 use crate::metrics::Metrics;
 use crate::model::Endpoint;
 use crate::probe::Checked;
-use crate::relay::Relay;
+use crate::service::Relay;
 
 use super::error::{interrupted_error, owner_quota, queue_full, retry_after_secs, store_error};
 use super::now_ms;

@@ -230,7 +230,7 @@ mod tests {
     use crate::jobs::Record;
     use crate::metrics::Metrics;
     use crate::model::Endpoint;
-    use crate::relay::Relay;
+    use crate::service::Relay;
 
     fn start(dir: &Path, max_running: usize) -> Arc<Jobs> {
         start_with(dir, max_running, "")
@@ -242,7 +242,7 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let jobs_cfg = cfg.startup.jobs.clone();
         let snap = crate::route::Snapshot::new(cfg.live, crate::upstream::tls_config(), metrics.clone());
-        let registry = Arc::new(crate::plugin::Registry::default());
+        let registry = Arc::new(crate::adapter::Registry::default());
         let relay = Arc::new(Relay::new(snap, registry, metrics.clone(), CancellationToken::new()));
         Jobs::start(relay, jobs_cfg, metrics)
     }

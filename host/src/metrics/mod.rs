@@ -34,7 +34,7 @@ pub const UPSTREAM_OUTCOMES: [&str; 7] =
 pub const ERROR_ENDPOINTS: [&str; 8] =
     ["chat_completions", "embeddings", "jobs", "models", "admin", "metrics", "healthz", "other"];
 
-/// The `reason` labels of `relay_plugin_traps_total` (see `plugin::engine::trap_reason`).
+/// The `reason` labels of `relay_plugin_traps_total` (see `adapter::engine::trap_reason`).
 pub const PLUGIN_TRAP_REASONS: [&str; 8] =
     ["panic", "cpu_limit", "memory_limit", "stack_overflow", "wall_limit", "wasi_denied", "trap", "error"];
 

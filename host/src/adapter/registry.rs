@@ -1,6 +1,6 @@
 //! The adapters in service, by name. Readers take a snapshot without locking; a load
 //! builds a new map and swaps it in whole, so a request sees one consistent version and
-//! keeps the `Arc<Plugin>` it started with until it ends.
+//! keeps the `Arc<Adapter>` it started with until it ends.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,11 +14,11 @@ use wasmtime::component::Component;
 
 use super::bindings::{Contract, Mismatch, Pre};
 use super::cache::Cache;
-use super::{Engine, Plugin};
+use super::{Adapter, Engine};
 use crate::metrics::Metrics;
 use crate::model::AuthScheme;
 
-/// Builds `Plugin`s from files: hash, compile (or take from the cache), pre-instantiate,
+/// Builds `Adapter`s from files: hash, compile (or take from the cache), pre-instantiate,
 /// smoke-call `info()`.
 pub struct Loader {
     pub engine: Engine,
@@ -38,12 +38,12 @@ impl Loader {
     }
 
     /// Load one file. A file that fails any step never reaches the request path.
-    pub async fn load(&self, path: &Path) -> Result<Plugin> {
+    pub async fn load(&self, path: &Path) -> Result<Adapter> {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         self.load_bytes(path, bytes).await
     }
 
-    async fn load_bytes(&self, path: &Path, bytes: Vec<u8>) -> Result<Plugin> {
+    async fn load_bytes(&self, path: &Path, bytes: Vec<u8>) -> Result<Adapter> {
         let sha256 = hex(&Sha256::digest(&bytes));
         if !bytes.starts_with(b"\0asm") {
             bail!("not a WebAssembly file");
@@ -113,7 +113,7 @@ impl Loader {
         if info.endpoints.is_empty() && info.native.is_empty() {
             bail!("info() lists no endpoints");
         }
-        Ok(Plugin {
+        Ok(Adapter {
             from_cache,
             prepare_ms: started.elapsed().as_secs_f64() * 1000.0,
             info,
@@ -129,7 +129,7 @@ impl Loader {
 }
 
 pub struct Registry {
-    plugins: ArcSwap<HashMap<String, Arc<Plugin>>>,
+    plugins: ArcSwap<HashMap<String, Arc<Adapter>>>,
 }
 
 /// What a directory scan did.
@@ -150,11 +150,11 @@ impl Default for Registry {
 }
 
 impl Registry {
-    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+    pub fn get(&self, name: &str) -> Option<Arc<Adapter>> {
         self.plugins.load().get(name).cloned()
     }
 
-    pub fn all(&self) -> Vec<Arc<Plugin>> {
+    pub fn all(&self) -> Vec<Arc<Adapter>> {
         let mut v: Vec<_> = self.plugins.load().values().cloned().collect();
         v.sort_by(|a, b| a.name().cmp(b.name()));
         v
@@ -172,9 +172,9 @@ impl Registry {
         files.sort();
 
         let current = self.plugins.load_full();
-        let by_path: HashMap<&Path, &Arc<Plugin>> = current.values().map(|p| (p.path.as_path(), p)).collect();
+        let by_path: HashMap<&Path, &Arc<Adapter>> = current.values().map(|p| (p.path.as_path(), p)).collect();
         let mut report = LoadReport::default();
-        let mut next: HashMap<String, Arc<Plugin>> = HashMap::new();
+        let mut next: HashMap<String, Arc<Adapter>> = HashMap::new();
         let m = &loader.metrics;
         for path in &files {
             let file = path.display().to_string();

@@ -12,13 +12,13 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::RequestLog;
+use crate::adapter::Registry;
 use crate::auth::authenticate;
 use crate::encode::respond;
 use crate::error::RelayError;
 use crate::http::{Body, BodyBudget, error_response, read_client_body, request_id};
 use crate::metrics::{BodyPermit, Metrics};
 use crate::model::Endpoint;
-use crate::plugin::Registry;
 use crate::route::Snapshot;
 
 pub struct Relay {

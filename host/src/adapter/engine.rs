@@ -30,7 +30,7 @@ const MAX_LOG_LINE: usize = 4096;
 const MAX_LOG_LINES_PER_STORE: u32 = 64;
 
 #[derive(Debug, Clone, Copy)]
-pub struct PluginLimits {
+pub struct EngineLimits {
     pub memory: u64,
     pub call_timeout: Duration,
     /// Adapter instances alive at once (warm transform instances and stream hosts); the
@@ -58,7 +58,7 @@ const POOL_MEMORY_GUARD: u64 = 64 * 1024;
 
 /// What each adapter store carries: an empty WASI context (no files, network, env, args
 /// or clocks beyond the defaults Rust std needs to link), the limits, and log context.
-pub struct PluginState {
+pub struct AdapterState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: Limiter,
@@ -71,7 +71,7 @@ pub struct PluginState {
     cpu_mark: Option<(Duration, Instant)>,
 }
 
-impl PluginState {
+impl AdapterState {
     /// Linear memory the instance has grown to: warm instances past a bound are replaced,
     /// so one large request does not keep its memory resident.
     pub fn memory(&self) -> usize {
@@ -127,14 +127,14 @@ fn thread_cpu() -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
-impl WasiView for PluginState {
+impl WasiView for AdapterState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
-impl bindings::v0_2::relay::adapter::types::Host for PluginState {}
-impl bindings::v0_1::relay::adapter::types::Host for PluginState {}
+impl bindings::v0_2::relay::adapter::types::Host for AdapterState {}
+impl bindings::v0_1::relay::adapter::types::Host for AdapterState {}
 
 /// An adapter's log line, whatever the contract version it logs through.
 #[derive(Clone, Copy)]
@@ -145,7 +145,7 @@ enum Level {
     Error,
 }
 
-impl bindings::v0_2::relay::adapter::log::Host for PluginState {
+impl bindings::v0_2::relay::adapter::log::Host for AdapterState {
     fn log(&mut self, level: bindings::v0_2::relay::adapter::log::Level, message: String) {
         use bindings::v0_2::relay::adapter::log::Level as L;
         let level = match level {
@@ -158,7 +158,7 @@ impl bindings::v0_2::relay::adapter::log::Host for PluginState {
     }
 }
 
-impl bindings::v0_1::relay::adapter::log::Host for PluginState {
+impl bindings::v0_1::relay::adapter::log::Host for AdapterState {
     fn log(&mut self, level: bindings::v0_1::relay::adapter::log::Level, message: String) {
         use bindings::v0_1::relay::adapter::log::Level as L;
         let level = match level {
@@ -171,7 +171,7 @@ impl bindings::v0_1::relay::adapter::log::Host for PluginState {
     }
 }
 
-impl PluginState {
+impl AdapterState {
     fn log_line(&mut self, level: Level, message: String) {
         if self.log_lines >= MAX_LOG_LINES_PER_STORE {
             return;
@@ -198,8 +198,8 @@ impl PluginState {
 
 struct Shared {
     engine: wasmtime::Engine,
-    linker: Linker<PluginState>,
-    limits: PluginLimits,
+    linker: Linker<AdapterState>,
+    limits: EngineLimits,
     deadline_ticks: u64,
     stop: Arc<AtomicBool>,
 }
@@ -215,7 +215,7 @@ impl Drop for Shared {
 pub struct Engine(Arc<Shared>);
 
 impl Engine {
-    pub fn new(limits: PluginLimits) -> Result<Engine> {
+    pub fn new(limits: EngineLimits) -> Result<Engine> {
         let mut cfg = wasmtime::Config::new();
         cfg.wasm_component_model(true);
         cfg.epoch_interruption(true);
@@ -258,7 +258,7 @@ impl Engine {
 
     /// An engine whose instances come from a pre-reserved pool: instantiation is a slot
     /// reuse instead of mmap/munmap per request.
-    fn pooled(cfg: &mut wasmtime::Config, limits: &PluginLimits) -> Result<wasmtime::Engine> {
+    fn pooled(cfg: &mut wasmtime::Config, limits: &EngineLimits) -> Result<wasmtime::Engine> {
         let n = limits.instances.max(1);
         let mut pool = wasmtime::PoolingAllocationConfig::new();
         pool.total_component_instances(n)
@@ -286,7 +286,7 @@ impl Engine {
     /// made of functions that trap. wasmtime's `define_unknown_imports_as_traps` cannot be
     /// used: it matches names exactly, so it would also stub a linked interface the guest
     /// imports at an older patch version (`@0.2.6`) instead of letting semver match it.
-    pub fn linker_for(&self, component: &Component) -> Result<Linker<PluginState>> {
+    pub fn linker_for(&self, component: &Component) -> Result<Linker<AdapterState>> {
         use wasmtime::component::types::ComponentItem;
         let engine = &self.0.engine;
         let mut linker = self.0.linker.clone();
@@ -321,12 +321,12 @@ impl Engine {
         self.0.limits.wall_timeout
     }
 
-    pub fn limits(&self) -> PluginLimits {
+    pub fn limits(&self) -> EngineLimits {
         self.0.limits
     }
 
-    pub fn store(&self, plugin: &str, request_id: &str) -> Store<PluginState> {
-        let state = PluginState {
+    pub fn store(&self, plugin: &str, request_id: &str) -> Store<AdapterState> {
+        let state = AdapterState {
             // Belt and braces: sockets are not linked at all (see `link_wasi`).
             wasi: WasiCtx::builder().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build(),
             table: {
@@ -387,7 +387,7 @@ impl Engine {
 
     /// Start a call: the full CPU budget from now, a fresh log allowance, and the request
     /// the adapter's log lines belong to.
-    pub fn begin_call(&self, store: &mut Store<PluginState>, request_id: &Arc<str>) {
+    pub fn begin_call(&self, store: &mut Store<AdapterState>, request_id: &Arc<str>) {
         store.set_epoch_deadline(self.0.deadline_ticks);
         let s = store.data_mut();
         s.log_lines = 0;
@@ -450,7 +450,7 @@ impl HasData for Io {
     type Data<'a> = &'a mut ResourceTable;
 }
 
-fn io_table(s: &mut PluginState) -> &mut ResourceTable {
+fn io_table(s: &mut AdapterState) -> &mut ResourceTable {
     &mut s.table
 }
 
@@ -462,36 +462,36 @@ fn io_table(s: &mut PluginState) -> &mut ResourceTable {
 /// monotonic clock's timers (so `std::thread::sleep` traps at once). Sockets are refused:
 /// creating one answers `access-denied` without making an OS socket, and every other
 /// socket or name-lookup import traps (`Engine::linker_for`).
-fn link_wasi(l: &mut Linker<PluginState>) -> Result<()> {
+fn link_wasi(l: &mut Linker<AdapterState>) -> Result<()> {
     use wasmtime_wasi::cli::{WasiCli, WasiCliView};
     use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
     use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
     use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
     use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 
-    io::error::add_to_linker::<PluginState, Io>(l, io_table)?;
-    io::poll::add_to_linker::<PluginState, Io>(l, io_table)?;
-    io::streams::add_to_linker::<PluginState, Io>(l, io_table)?;
-    clocks::wall_clock::add_to_linker::<PluginState, WasiClocks>(l, <PluginState as WasiClocksView>::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<PluginState, WasiClocks>(l, <PluginState as WasiClocksView>::clocks)?;
-    let rnd = <PluginState as WasiRandomView>::random;
-    random::random::add_to_linker::<PluginState, WasiRandom>(l, rnd)?;
-    random::insecure::add_to_linker::<PluginState, WasiRandom>(l, rnd)?;
-    random::insecure_seed::add_to_linker::<PluginState, WasiRandom>(l, rnd)?;
-    let c = <PluginState as WasiCliView>::cli;
-    cli::exit::add_to_linker::<PluginState, WasiCli>(l, c)?;
-    cli::environment::add_to_linker::<PluginState, WasiCli>(l, c)?;
-    cli::stdin::add_to_linker::<PluginState, WasiCli>(l, c)?;
-    cli::stdout::add_to_linker::<PluginState, WasiCli>(l, c)?;
-    cli::stderr::add_to_linker::<PluginState, WasiCli>(l, c)?;
-    cli::terminal_input::add_to_linker::<PluginState, WasiCli>(l, c)?;
-    cli::terminal_output::add_to_linker::<PluginState, WasiCli>(l, c)?;
-    cli::terminal_stdin::add_to_linker::<PluginState, WasiCli>(l, c)?;
-    cli::terminal_stdout::add_to_linker::<PluginState, WasiCli>(l, c)?;
-    cli::terminal_stderr::add_to_linker::<PluginState, WasiCli>(l, c)?;
-    let fs = <PluginState as WasiFilesystemView>::filesystem;
-    filesystem::preopens::add_to_linker::<PluginState, WasiFilesystem>(l, fs)?;
-    filesystem::types::add_to_linker::<PluginState, WasiFilesystem>(l, fs)?;
+    io::error::add_to_linker::<AdapterState, Io>(l, io_table)?;
+    io::poll::add_to_linker::<AdapterState, Io>(l, io_table)?;
+    io::streams::add_to_linker::<AdapterState, Io>(l, io_table)?;
+    clocks::wall_clock::add_to_linker::<AdapterState, WasiClocks>(l, <AdapterState as WasiClocksView>::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<AdapterState, WasiClocks>(l, <AdapterState as WasiClocksView>::clocks)?;
+    let rnd = <AdapterState as WasiRandomView>::random;
+    random::random::add_to_linker::<AdapterState, WasiRandom>(l, rnd)?;
+    random::insecure::add_to_linker::<AdapterState, WasiRandom>(l, rnd)?;
+    random::insecure_seed::add_to_linker::<AdapterState, WasiRandom>(l, rnd)?;
+    let c = <AdapterState as WasiCliView>::cli;
+    cli::exit::add_to_linker::<AdapterState, WasiCli>(l, c)?;
+    cli::environment::add_to_linker::<AdapterState, WasiCli>(l, c)?;
+    cli::stdin::add_to_linker::<AdapterState, WasiCli>(l, c)?;
+    cli::stdout::add_to_linker::<AdapterState, WasiCli>(l, c)?;
+    cli::stderr::add_to_linker::<AdapterState, WasiCli>(l, c)?;
+    cli::terminal_input::add_to_linker::<AdapterState, WasiCli>(l, c)?;
+    cli::terminal_output::add_to_linker::<AdapterState, WasiCli>(l, c)?;
+    cli::terminal_stdin::add_to_linker::<AdapterState, WasiCli>(l, c)?;
+    cli::terminal_stdout::add_to_linker::<AdapterState, WasiCli>(l, c)?;
+    cli::terminal_stderr::add_to_linker::<AdapterState, WasiCli>(l, c)?;
+    let fs = <AdapterState as WasiFilesystemView>::filesystem;
+    filesystem::preopens::add_to_linker::<AdapterState, WasiFilesystem>(l, fs)?;
+    filesystem::types::add_to_linker::<AdapterState, WasiFilesystem>(l, fs)?;
 
     l.allow_shadowing(true);
     let mut trap = |instance: &'static str, funcs: &[&'static str]| -> Result<()> {

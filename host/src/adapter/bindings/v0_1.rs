@@ -38,9 +38,9 @@ fn endpoint(e: m::Endpoint) -> Result<t::Endpoint, m::AdapterError> {
     }
 }
 
-impl From<t::PluginInfo> for m::PluginInfo {
+impl From<t::PluginInfo> for m::AdapterInfo {
     fn from(i: t::PluginInfo) -> Self {
-        m::PluginInfo {
+        m::AdapterInfo {
             name: i.name,
             version: i.version,
             description: i.description,

@@ -35,9 +35,9 @@ impl From<m::Endpoint> for t::Endpoint {
     }
 }
 
-impl From<t::PluginInfo> for m::PluginInfo {
+impl From<t::PluginInfo> for m::AdapterInfo {
     fn from(i: t::PluginInfo) -> Self {
-        m::PluginInfo {
+        m::AdapterInfo {
             name: i.name,
             version: i.version,
             description: i.description,

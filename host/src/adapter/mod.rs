@@ -6,7 +6,7 @@ mod cache;
 mod engine;
 mod registry;
 
-pub use engine::{Engine, PluginLimits};
+pub use engine::{Engine, EngineLimits};
 pub use registry::{LoadReport, Loader, Registry};
 
 use std::path::PathBuf;
@@ -22,11 +22,11 @@ use crate::metrics::{Metrics, OwnedGaugeGuard};
 pub use bindings::Contract;
 
 use crate::model::{
-    AdapterError, CallContext, Endpoint, PluginInfo, RelayResponse, StreamEnd, StreamEvent, StreamOutput,
+    AdapterError, AdapterInfo, CallContext, Endpoint, RelayResponse, StreamEnd, StreamEvent, StreamOutput,
     UpstreamRequest, UpstreamResponse,
 };
 use bindings::{Instance, Pre};
-use engine::PluginState;
+use engine::AdapterState;
 
 /// A failed adapter call, split the way callers branch on it.
 #[derive(Debug)]
@@ -90,15 +90,15 @@ fn truncate_error(e: AdapterError) -> AdapterError {
     }
 }
 
-/// One loaded adapter version. Requests hold an `Arc<Plugin>` for their whole life, so a
+/// One loaded adapter version. Requests hold an `Arc<Adapter>` for their whole life, so a
 /// reload never pulls a version out from under a running stream.
 ///
 /// Instances are reused (see docs/architecture.md, "Adapter instances"): transforms take
 /// a warm instance from `idle` and give it back; streams share a [`StreamHost`]. A trap, an
 /// adapter error, `instance_uses` calls or growth past [`RECYCLE_MEMORY`] retires a
 /// transform instance; a trap, `instance_uses` streams or that growth retires a stream host.
-pub struct Plugin {
-    pub info: PluginInfo,
+pub struct Adapter {
+    pub info: AdapterInfo,
     pub path: PathBuf,
     pub sha256: String,
     pub loaded_at: std::time::SystemTime,
@@ -131,14 +131,14 @@ impl Pools {
 
 /// An instantiated adapter and its store, counted in `relay_plugin_instances`.
 struct Warm {
-    store: Store<PluginState>,
+    store: Store<AdapterState>,
     instance: Instance,
     /// Calls served (a request is two: transform-request and transform-response).
     uses: u32,
     _live: OwnedGaugeGuard,
 }
 
-impl Plugin {
+impl Adapter {
     pub fn name(&self) -> &str {
         &self.info.name
     }
@@ -332,7 +332,7 @@ struct StreamHost {
 }
 
 struct Live {
-    store: Store<PluginState>,
+    store: Store<AdapterState>,
     instance: Instance,
     _live: OwnedGaugeGuard,
 }
@@ -353,7 +353,7 @@ impl StreamHost {
         }
     }
 
-    fn admits(&self, limits: &PluginLimits) -> bool {
+    fn admits(&self, limits: &EngineLimits) -> bool {
         self.lost.get().is_none()
             && self.members.load(Ordering::Relaxed) < limits.streams_per_instance
             && self.opened.load(Ordering::Relaxed) < limits.instance_uses
@@ -365,14 +365,14 @@ impl StreamHost {
 /// gone, timeout) frees the resource at the host's next call, and the instance with the last
 /// session of a retired host.
 pub struct StreamSession {
-    plugin: Arc<Plugin>,
+    plugin: Arc<Adapter>,
     host: Arc<StreamHost>,
     resource: Option<ResourceAny>,
     request_id: Arc<str>,
 }
 
 impl StreamSession {
-    pub fn plugin(&self) -> &Arc<Plugin> {
+    pub fn plugin(&self) -> &Arc<Adapter> {
         &self.plugin
     }
 

@@ -1,6 +1,6 @@
 //! The adapter contract versions this host links, and the one seam between them and the
 //! host: [`Pre`] and [`Instance`] call an adapter of either version in host model types
-//! (`crate::model`), converting at this edge. The generated types never leave `plugin/`.
+//! (`crate::model`), converting at this edge. The generated types never leave `adapter/`.
 //!
 //! Versioning rule: a change that breaks an adapter built against the current contract is
 //! a new version. The host links the current version and the previous one; adding a version
@@ -16,9 +16,9 @@ use anyhow::Result;
 use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre, ResourceAny};
 
-use super::engine::PluginState;
+use super::engine::AdapterState;
 use crate::model::{
-    AdapterError, CallContext, PluginInfo, RelayResponse, StreamEnd, StreamEvent, StreamOutput, UpstreamRequest,
+    AdapterError, AdapterInfo, CallContext, RelayResponse, StreamEnd, StreamEvent, StreamOutput, UpstreamRequest,
     UpstreamResponse,
 };
 
@@ -91,8 +91,8 @@ impl Contract {
 
 /// A component linked for one contract version, ready to instantiate.
 pub enum Pre {
-    V0_2(InstancePre<PluginState>, v0_2::AdapterPluginIndices),
-    V0_1(InstancePre<PluginState>, v0_1::AdapterPluginIndices),
+    V0_2(InstancePre<AdapterState>, v0_2::AdapterPluginIndices),
+    V0_1(InstancePre<AdapterState>, v0_1::AdapterPluginIndices),
 }
 
 /// The component's adapter export has the contract's name but not its types (wasmtime
@@ -103,7 +103,7 @@ pub struct Mismatch(String);
 
 impl Pre {
     /// Find the exports `contract` names in the linked component.
-    pub fn new(contract: Contract, pre: InstancePre<PluginState>) -> Result<Pre> {
+    pub fn new(contract: Contract, pre: InstancePre<AdapterState>) -> Result<Pre> {
         Ok(match contract {
             Contract::V0_2 => {
                 let indices = v0_2::AdapterPluginIndices::new(&pre)?;
@@ -124,7 +124,7 @@ impl Pre {
     }
 
     /// A new instance; a [`Mismatch`] if the exports do not have the contract's types.
-    pub async fn instantiate_async(&self, store: &mut Store<PluginState>) -> wasmtime::Result<Instance> {
+    pub async fn instantiate_async(&self, store: &mut Store<AdapterState>) -> wasmtime::Result<Instance> {
         let mismatch = |e: wasmtime::Error| wasmtime::Error::new(Mismatch(e.root_cause().to_string()));
         Ok(match self {
             Pre::V0_2(pre, indices) => {
@@ -149,7 +149,7 @@ pub enum Instance {
 pub type Answer<T> = wasmtime::Result<Result<T, AdapterError>>;
 
 impl Instance {
-    pub async fn info(&self, store: &mut Store<PluginState>) -> wasmtime::Result<PluginInfo> {
+    pub async fn info(&self, store: &mut Store<AdapterState>) -> wasmtime::Result<AdapterInfo> {
         Ok(match self {
             Instance::V0_2(i) => i.relay_adapter_adapter().call_info(store).await?.into(),
             Instance::V0_1(i) => i.relay_adapter_adapter().call_info(store).await?.into(),
@@ -158,7 +158,7 @@ impl Instance {
 
     pub async fn transform_request(
         &self,
-        store: &mut Store<PluginState>,
+        store: &mut Store<AdapterState>,
         ctx: &CallContext,
         body: &str,
     ) -> Answer<UpstreamRequest> {
@@ -187,7 +187,7 @@ impl Instance {
 
     pub async fn transform_response(
         &self,
-        store: &mut Store<PluginState>,
+        store: &mut Store<AdapterState>,
         ctx: &CallContext,
         response: &UpstreamResponse,
     ) -> Answer<RelayResponse> {
@@ -210,7 +210,7 @@ impl Instance {
     }
 
     /// A new stream transformer: its resource in this instance.
-    pub async fn stream_open(&self, store: &mut Store<PluginState>, ctx: &CallContext) -> Answer<ResourceAny> {
+    pub async fn stream_open(&self, store: &mut Store<AdapterState>, ctx: &CallContext) -> Answer<ResourceAny> {
         Ok(match self {
             Instance::V0_2(i) => {
                 let ctx = ctx.into();
@@ -230,7 +230,7 @@ impl Instance {
     /// terminal one (0.1, its outputs merged: the host sees one answer either way).
     pub async fn stream_push(
         &self,
-        store: &mut Store<PluginState>,
+        store: &mut Store<AdapterState>,
         resource: ResourceAny,
         events: Vec<StreamEvent>,
     ) -> Answer<StreamOutput> {
@@ -261,7 +261,7 @@ impl Instance {
         }
     }
 
-    pub async fn stream_finish(&self, store: &mut Store<PluginState>, resource: ResourceAny) -> Answer<StreamEnd> {
+    pub async fn stream_finish(&self, store: &mut Store<AdapterState>, resource: ResourceAny) -> Answer<StreamEnd> {
         Ok(match self {
             Instance::V0_2(i) => {
                 let r = i.relay_adapter_adapter().stream_transformer().call_finish(store, resource).await?;
