@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relay::adapter::{Adapter, Engine, EngineLimits, Loader};
+use relay::adapter::{Adapter, AdapterLimits, Engine, Loader};
 use relay::metrics::Metrics;
 use relay::model::{CallContext, Endpoint, StreamEvent, UpstreamResponse};
 
@@ -145,13 +145,11 @@ const STRATEGIES: [Strategy; 2] = [
 ];
 
 async fn load(strategy: &Strategy, name: &str) -> Arc<Adapter> {
-    let engine = Engine::new(EngineLimits {
-        memory: relay::config::DEFAULT_PLUGIN_MEMORY,
-        call_timeout: relay::config::DEFAULT_PLUGIN_CALL_TIMEOUT,
+    let engine = Engine::new(AdapterLimits {
         instances: 12_000,
         instance_uses: strategy.uses,
         streams_per_instance: strategy.streams,
-        wall_timeout: relay::config::DEFAULT_PLUGIN_CALL_TIMEOUT * relay::config::DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR,
+        ..AdapterLimits::default()
     })
     .expect("engine");
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins.d");

@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::adapter::{Engine, EngineLimits, Loader, Registry};
+use crate::adapter::{Engine, Loader, Registry};
+use crate::config::AdapterLimits;
 use crate::config::{Config, ProcessEnv};
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
@@ -90,16 +91,7 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     crate::upstream::init_dns(&startup.dns_servers);
     raise_nofile_limit(live.limits.max_connections);
     let metrics = Arc::new(Metrics::default());
-    let a = startup.adapters;
-    let engine = Engine::new(EngineLimits {
-        memory: a.memory,
-        call_timeout: a.call_timeout,
-        instances: a.instances,
-        instance_uses: a.instance_uses,
-        streams_per_instance: a.streams_per_instance,
-        wall_timeout: a.wall_timeout,
-    })
-    .context("cannot start the WebAssembly engine")?;
+    let engine = Engine::new(startup.adapters).context("cannot start the WebAssembly engine")?;
     let registry = Arc::new(Registry::default());
     let loader = Loader::new(engine.clone(), Some(&startup.data_dir.join("cache")), metrics.clone())?;
     let report = registry.reconcile(&loader, &startup.plugin_dir).await?;
@@ -255,14 +247,12 @@ pub async fn status(url: &str, metrics_token: Option<&str>) -> Result<()> {
 pub async fn plugin_check(file: &std::path::Path) -> Result<()> {
     use crate::model::{AuthScheme, CallContext, Endpoint, StreamFormat};
     let metrics = Arc::new(Metrics::default());
-    let engine = Engine::new(EngineLimits {
-        memory: crate::config::DEFAULT_PLUGIN_MEMORY,
-        call_timeout: crate::config::DEFAULT_PLUGIN_CALL_TIMEOUT,
+    let engine = Engine::new(AdapterLimits {
         // One file, one smoke call: no pool worth reserving.
         instances: 4,
         instance_uses: 1,
         streams_per_instance: 1,
-        wall_timeout: crate::config::DEFAULT_PLUGIN_CALL_TIMEOUT * crate::config::DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR,
+        ..AdapterLimits::default()
     })?;
     let loader = Loader::new(engine, None, metrics)?;
     let plugin =

@@ -214,10 +214,11 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(grace_s = grace.as_secs_f64(), "shutting down: no new connections or jobs; draining");
     // Async jobs have no connection to wait on: the grace is for them as much as for
-    // requests in flight, so the drain waits for both.
+    // requests in flight, so the drain waits for both. Submissions are refused before the
+    // line below says so.
     jobs.drain();
+    tracing::info!(grace_s = grace.as_secs_f64(), "shutting down: no new connections or jobs; draining");
     let all_closed = graceful.shutdown();
     tokio::pin!(all_closed);
     let deadline = tokio::time::sleep(grace);

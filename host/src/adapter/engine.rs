@@ -12,6 +12,7 @@ use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDe
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings;
+use crate::config::AdapterLimits;
 
 /// Granularity of the CPU bound: a call is checked once per tick after its budget could
 /// have run out. 10 ms keeps the idle relay at 100 wake-ups a second.
@@ -28,24 +29,6 @@ const MAX_WASI_RESOURCES: usize = 64;
 const MAX_LOG_LINE: usize = 4096;
 /// Log lines one call may emit; more are dropped.
 const MAX_LOG_LINES_PER_STORE: u32 = 64;
-
-#[derive(Debug, Clone, Copy)]
-pub struct EngineLimits {
-    pub memory: u64,
-    pub call_timeout: Duration,
-    /// Adapter instances alive at once (warm transform instances and stream hosts); the
-    /// pooling allocator reserves address space for this many up front.
-    pub instances: u32,
-    /// Calls one instance serves (streams, for a stream host) before it is replaced by a
-    /// fresh one (1: a fresh instance per call and per stream).
-    pub instance_uses: u32,
-    /// Streams that share one instance at a time (1: an instance per stream).
-    pub streams_per_instance: u32,
-    /// Host wall-clock bound on one call (and on instantiation and `info()` at load): a
-    /// call suspended in the host, where the epoch never fires, is cut at this and its
-    /// instance retired.
-    pub wall_timeout: Duration,
-}
 
 /// Core instances, memories and tables one adapter component may hold: a Rust guest built
 /// for wasm32-wasip2 uses one module with one memory, plus small shims.
@@ -199,7 +182,7 @@ impl AdapterState {
 struct Shared {
     engine: wasmtime::Engine,
     linker: Linker<AdapterState>,
-    limits: EngineLimits,
+    limits: AdapterLimits,
     deadline_ticks: u64,
     stop: Arc<AtomicBool>,
 }
@@ -215,7 +198,7 @@ impl Drop for Shared {
 pub struct Engine(Arc<Shared>);
 
 impl Engine {
-    pub fn new(limits: EngineLimits) -> Result<Engine> {
+    pub fn new(limits: AdapterLimits) -> Result<Engine> {
         let mut cfg = wasmtime::Config::new();
         cfg.wasm_component_model(true);
         cfg.epoch_interruption(true);
@@ -258,7 +241,7 @@ impl Engine {
 
     /// An engine whose instances come from a pre-reserved pool: instantiation is a slot
     /// reuse instead of mmap/munmap per request.
-    fn pooled(cfg: &mut wasmtime::Config, limits: &EngineLimits) -> Result<wasmtime::Engine> {
+    fn pooled(cfg: &mut wasmtime::Config, limits: &AdapterLimits) -> Result<wasmtime::Engine> {
         let n = limits.instances.max(1);
         let mut pool = wasmtime::PoolingAllocationConfig::new();
         pool.total_component_instances(n)
@@ -321,7 +304,7 @@ impl Engine {
         self.0.limits.wall_timeout
     }
 
-    pub fn limits(&self) -> EngineLimits {
+    pub fn limits(&self) -> AdapterLimits {
         self.0.limits
     }
 

@@ -6,7 +6,8 @@ mod cache;
 mod engine;
 mod registry;
 
-pub use engine::{Engine, EngineLimits};
+pub use crate::config::AdapterLimits;
+pub use engine::Engine;
 pub use registry::{LoadReport, Loader, Registry};
 
 use std::path::PathBuf;
@@ -353,7 +354,7 @@ impl StreamHost {
         }
     }
 
-    fn admits(&self, limits: &EngineLimits) -> bool {
+    fn admits(&self, limits: &AdapterLimits) -> bool {
         self.lost.get().is_none()
             && self.members.load(Ordering::Relaxed) < limits.streams_per_instance
             && self.opened.load(Ordering::Relaxed) < limits.instance_uses

@@ -163,12 +163,21 @@ pub struct StartupConfig {
 /// `[limits] plugin_*`: what the adapter engine is built with.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdapterLimits {
+    /// Linear memory one instance may grow to.
     pub memory: u64,
+    /// CPU budget of one call (epoch ticks).
     pub call_timeout: Duration,
+    /// Adapter instances alive at once (warm transform instances and stream hosts); the
+    /// pooling allocator reserves address space for this many up front.
     pub instances: u32,
+    /// Calls one instance serves (streams, for a stream host) before it is replaced by a
+    /// fresh one (1: a fresh instance per call and per stream).
     pub instance_uses: u32,
+    /// Streams that share one instance at a time (1: an instance per stream).
     pub streams_per_instance: u32,
-    /// Host wall-clock bound on one adapter call (instantiation and `info()` included).
+    /// Host wall-clock bound on one call (and on instantiation and `info()` at load): a
+    /// call suspended in the host, where the epoch never fires, is cut at this and its
+    /// instance retired.
     pub wall_timeout: Duration,
 }
 
