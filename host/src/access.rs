@@ -8,16 +8,10 @@ use std::time::Instant;
 
 use crate::error::{ErrorKind, Fault, RelayError};
 use crate::metrics::{Metrics, OwnedGaugeGuard};
+use crate::model::Usage;
 
 /// HTTP has no status for "the client went away"; nginx's 499 is what operators know.
 pub const CLIENT_CLOSED: u16 = 499;
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TokenUsage {
-    pub prompt: u64,
-    pub completion: u64,
-    pub total: u64,
-}
 
 pub struct RequestLog {
     metrics: Arc<Metrics>,
@@ -31,7 +25,7 @@ pub struct RequestLog {
     pub status: u16,
     pub stream: bool,
     pub attempts: u32,
-    pub usage: Option<TokenUsage>,
+    pub usage: Option<Usage>,
     pub error: Option<String>,
     /// What the error was and whose fault, when the request ended in one.
     failure: Option<(ErrorKind, Fault)>,
@@ -154,8 +148,8 @@ impl Drop for RequestLog {
         m.requests.inc([channel, model, &status]);
         let u = self.usage.unwrap_or_default();
         if let Some(u) = self.usage {
-            m.tokens.add([channel, model, "prompt"], u.prompt);
-            m.tokens.add([channel, model, "completion"], u.completion);
+            m.tokens.add([channel, model, "prompt"], u.input);
+            m.tokens.add([channel, model, "completion"], u.output);
         }
         let (fault, kind) = match self.failure {
             Some((kind, fault)) => {
@@ -181,8 +175,8 @@ impl Drop for RequestLog {
                     stream = self.stream,
                     attempts = self.attempts,
                     latency_ms = latency.as_secs_f64() * 1000.0,
-                    prompt_tokens = u.prompt,
-                    completion_tokens = u.completion,
+                    prompt_tokens = u.input,
+                    completion_tokens = u.output,
                     total_tokens = u.total,
                     error = self.error.as_deref().unwrap_or(""),
                     fault,

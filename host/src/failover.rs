@@ -15,7 +15,7 @@ use crate::probe::Checked;
 use crate::route::Snapshot;
 use crate::service::Relay;
 use crate::sse::{Format, Framer};
-use crate::stream::{Bounds, Redactor, Translation, token_usage};
+use crate::stream::{Bounds, Redactor, Translation};
 use crate::upstream::{ConnectError, HttpClient, connect_error};
 use crate::vendor_request::{adapter_may_read, build_request, refused_answer};
 
@@ -262,8 +262,8 @@ impl Relay {
                 answer.status
             )));
         };
-        if let Some(u) = &answer.usage {
-            log.usage = Some(token_usage(u));
+        if answer.usage.is_some() {
+            log.usage = answer.usage;
         }
         // A vendor error the adapter mapped: the same policy decides as for the relay's own
         // errors, with the adapter's reading of it (`class`).

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{RequestLog, TokenUsage};
+use crate::access::RequestLog;
 use crate::adapter::{CallError, StreamSession};
 use crate::config::fmt_secs;
 use crate::error::{RelayError, Stage};
@@ -321,7 +321,7 @@ impl Translation {
 
     fn used(&mut self, usage: Option<Usage>) {
         if let Some(u) = usage {
-            self.log.usage = Some(token_usage(&u));
+            self.log.usage = Some(u);
             self.usage = Some(u);
         }
     }
@@ -354,10 +354,6 @@ impl Translation {
     }
 }
 
-/// The request record's token counts.
-pub fn token_usage(u: &Usage) -> TokenUsage {
-    TokenUsage { prompt: u.input, completion: u.output, total: u.total }
-}
 #[cfg(test)]
 mod tests {
     use super::*;
