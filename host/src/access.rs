@@ -25,6 +25,9 @@ pub struct RequestLog {
     pub status: u16,
     pub stream: bool,
     pub attempts: u32,
+    /// The attempts that were not the answer, and channels skipped while cooling down, in
+    /// order: `channel:reason` (`error::retry_reason`, or `cooling`).
+    pub tried: Vec<String>,
     pub usage: Option<Usage>,
     pub error: Option<String>,
     /// What the error was and whose fault, when the request ended in one.
@@ -53,6 +56,7 @@ impl RequestLog {
             status: 0,
             stream: false,
             attempts: 0,
+            tried: Vec::new(),
             usage: None,
             error: None,
             failure: None,
@@ -78,6 +82,7 @@ impl RequestLog {
             status: self.status,
             stream: self.stream,
             attempts: self.attempts,
+            tried: std::mem::take(&mut self.tried),
             usage: self.usage.take(),
             error: self.error.take(),
             failure: self.failure.take(),
@@ -140,6 +145,7 @@ impl Drop for RequestLog {
             self.metrics.client_disconnects.inc();
         }
         let latency = self.start.elapsed();
+        let tried = self.tried.join(",");
         let m = &self.metrics;
         m.request_duration.observe(latency);
         let status = self.status.to_string();
@@ -174,6 +180,7 @@ impl Drop for RequestLog {
                     status = self.status,
                     stream = self.stream,
                     attempts = self.attempts,
+                    tried = tried.as_str(),
                     latency_ms = latency.as_secs_f64() * 1000.0,
                     prompt_tokens = u.input,
                     completion_tokens = u.output,

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod cooldown;
 pub mod encode;
 pub mod error;
 pub mod failover;

@@ -91,6 +91,23 @@ impl Snapshot {
         self.routes.contains_key(model)
     }
 
+    /// Every (from, to) a request may fail over along: channels serving a common model,
+    /// `to` of the same or a lower priority. Each pair once.
+    pub fn failover_pairs(&self) -> Vec<(&str, &str)> {
+        let mut pairs = std::collections::BTreeSet::new();
+        for idx in self.routes.values() {
+            for &a in idx {
+                for &b in idx {
+                    let (from, to) = (&self.config.channels[a], &self.config.channels[b]);
+                    if a != b && to.priority <= from.priority {
+                        pairs.insert((from.name.as_str(), to.name.as_str()));
+                    }
+                }
+            }
+        }
+        pairs.into_iter().collect()
+    }
+
     /// The channels to try for `model`: highest priority first, weighted-random among
     /// equal priorities, so load spreads by weight and failover follows priority.
     pub fn candidates(&self, model: &str) -> Vec<(&Channel, &HttpClient)> {

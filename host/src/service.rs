@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access::RequestLog;
 use crate::adapter::Registry;
 use crate::auth::authenticate;
+use crate::cooldown::{Cooldowns, LocalCooldowns};
 use crate::encode::respond;
 use crate::error::RelayError;
 use crate::http::{Body, BodyBudget, error_response, read_client_body, request_id};
@@ -28,6 +29,8 @@ pub struct Relay {
     shutdown: CancellationToken,
     /// Unix time of start-up, the `created` of every listed model.
     pub(crate) started: u64,
+    /// Channels a vendor asked to stay away from (`Retry-After`), skipped by failover.
+    pub cooldowns: Arc<dyn Cooldowns>,
 }
 
 impl Relay {
@@ -39,7 +42,14 @@ impl Relay {
     ) -> Self {
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         configured(&metrics, &snapshot);
-        Self { metrics, registry, snapshot: ArcSwap::from_pointee(snapshot), shutdown, started }
+        Self {
+            metrics,
+            registry,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            shutdown,
+            started,
+            cooldowns: Arc::new(LocalCooldowns::default()),
+        }
     }
 
     /// Cancelled when shutdown's grace period is over; long-lived bodies end on it.
@@ -106,6 +116,7 @@ impl Relay {
 fn configured(metrics: &Metrics, snap: &Snapshot) {
     let channels = snap.config.channels.iter().map(|c| c.name.as_str());
     metrics.channels_configured(channels, snap.config.limits.pool_max_idle_per_host);
+    metrics.failover_pairs_configured(snap.failover_pairs());
 }
 
 fn fail(log: &mut RequestLog, e: RelayError) -> Response<Body> {

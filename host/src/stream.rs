@@ -104,7 +104,18 @@ pub struct Translation {
     finished: bool,
     /// Events were handed out: an error now cuts an answer the consumer has begun.
     sent: bool,
+    /// The first batch, read by `prime` before the answer was committed; `next` hands it out.
+    primed: Option<Batch>,
     _active: OwnedGaugeGuard,
+}
+
+/// What waiting for a stream's first batch came to (`Translation::prime`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Primed {
+    /// The first batch is held for `next`: output events, or the stream's end.
+    Ready,
+    /// No output event came within the bound.
+    TimedOut,
 }
 
 /// Takes a channel key out of upstream data before an adapter sees it, and out of error
@@ -182,6 +193,7 @@ impl Translation {
             usage: None,
             finished: false,
             sent: false,
+            primed: None,
             _active: active,
         }
     }
@@ -189,9 +201,48 @@ impl Translation {
     /// The next batch: the events ready at once; the last one carries the end. `None` once
     /// the end was handed out.
     pub async fn next(&mut self) -> Option<Batch> {
-        let batch = self.next_batch().await?;
+        let batch = match self.primed.take() {
+            Some(b) => b,
+            None => self.next_batch().await?,
+        };
         self.sent |= !batch.events.is_empty();
         Some(batch)
+    }
+
+    /// Read the first batch before the answer is committed, so failover can still try
+    /// another channel when it is late (`by`, `timeouts.first_token`) or the stream fails
+    /// before its first event. After `TimedOut` the translation is only good for
+    /// `into_log`: a read was cut.
+    pub async fn prime(&mut self, by: Option<Instant>) -> Primed {
+        let batch = match by {
+            Some(at) => match tokio::time::timeout_at(at, self.next_batch()).await {
+                Ok(b) => b,
+                Err(_) => return Primed::TimedOut,
+            },
+            None => self.next_batch().await,
+        };
+        self.primed = batch;
+        Primed::Ready
+    }
+
+    /// The response head is leaving: the request's time to first byte.
+    pub fn first_byte(&mut self) {
+        self.log.first_byte();
+    }
+
+    /// The error the stream failed with before any output event, once primed.
+    pub fn failed_at_start(&self) -> Option<&RelayError> {
+        match &self.primed {
+            Some(Batch { events, end: Some(End::Failed { error, .. }) }) if events.is_empty() => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The request's record back, for the next attempt; the rest is dropped here: the
+    /// upstream connection (closed, not pooled: its body was not read to the end), the
+    /// adapter's stream instance, the stream gauge.
+    pub fn into_log(mut self) -> RequestLog {
+        self.log.hand_over()
     }
 
     async fn next_batch(&mut self) -> Option<Batch> {

@@ -10,7 +10,17 @@
 //! - `x-mock-body-delay-ms: N` sends a non-stream head at once and its body N ms later;
 //! - `x-mock-chunks: N`, `x-mock-chunk-delay-ms: N` shape a stream;
 //! - `x-mock-fault: stall-after:N | drop-after:N | no-done | not-json | garbage-chunk`
-//!   (`no-done` drops the vendor's terminal event, whatever the vendor).
+//!   (`no-done` drops the vendor's terminal event, whatever the vendor);
+//! - `x-mock-fault: reset` reads the request and closes the connection without answering
+//!   (a vendor that dies after the request was sent, before its response head);
+//! - `x-mock-retry-after: V` is the `Retry-After` of an error status (seconds or an HTTP
+//!   date; a 429 sends `7` without it), `x-mock-retry-after-ms: N` adds `retry-after-ms`;
+//! - `x-mock-error-code: C` is the `code` of an OpenAI-shaped 4xx error (e.g.
+//!   `context_length_exceeded`, `content_filter`), with type `invalid_request_error`;
+//! - `x-mock-fail-first: N` applies the fault knobs above (status, fault, header delay)
+//!   only to the first N requests that carry it, and `x-mock-fail-every: K` only to every
+//!   K-th (the 1st, the K+1-th, ...): a vendor that fails once and recovers, or flaps.
+//!   Each mock counts these requests apart from the others (`Stats::knobbed`).
 
 mod anthropic;
 mod azure;
@@ -92,6 +102,8 @@ pub struct Received {
 pub struct Stats {
     pub open_connections: AtomicI64,
     pub requests: AtomicU64,
+    /// Requests that carried `x-mock-fail-first` or `x-mock-fail-every`.
+    pub knobbed: AtomicU64,
     received: Mutex<Vec<Received>>,
 }
 
@@ -142,7 +154,8 @@ impl Mock {
                     let svc_st = st.clone();
                     let svc = service_fn(move |req| {
                         let (st, options) = (svc_st.clone(), options.clone());
-                        async move { Ok::<_, Infallible>(handle(req, &st, &options).await) }
+                        // No response: the service fails, and hyper closes the connection.
+                        async move { handle(req, &st, &options).await.ok_or_else(|| std::io::Error::other("mock reset")) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
@@ -235,7 +248,8 @@ pub(crate) fn pieces(text: &str, n: usize) -> Vec<String> {
 
 /// A streaming response of already-framed events (each a complete SSE event or NDJSON
 /// line), paced by `x-mock-chunk-delay-ms` and broken as `x-mock-fault` says:
-/// `stall-after:N` goes silent before event N, `drop-after:N` aborts the connection there,
+/// `stall-after:N` goes silent before event N, `drop-after:N` aborts the connection there
+/// (`drop-after:0` just after the response head),
 /// `no-done` leaves out the last event (the vendor's terminal one), `garbage-chunk` puts an
 /// unparseable event second.
 pub(crate) fn event_stream(req: &Req<'_>, mut events: Vec<String>, content_type: &'static str) -> Response<Body> {
@@ -261,6 +275,10 @@ pub(crate) fn event_stream(req: &Req<'_>, mut events: Vec<String>, content_type:
                 std::future::pending::<()>().await;
             }
             if drop_after == Some(i) {
+                if i == 0 {
+                    // Let the head go out first: a vendor that dies right after its head.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 return Some((Err(std::io::Error::other("mock drops the connection")), (it, delay)));
             }
             Some((Ok(Frame::data(Bytes::from(ev))), (it, delay)))
@@ -273,12 +291,39 @@ pub(crate) fn event_stream(req: &Req<'_>, mut events: Vec<String>, content_type:
     r
 }
 
-async fn handle(req: Request<Incoming>, stats: &Stats, options: &Options) -> Response<Body> {
+/// The knobs that make a request fail, which `x-mock-fail-first` / `x-mock-fail-every` gate.
+const FAULT_KNOBS: [&str; 6] = [
+    "x-mock-status",
+    "x-mock-fault",
+    "x-mock-header-delay-ms",
+    "x-mock-retry-after",
+    "x-mock-retry-after-ms",
+    "x-mock-error-code",
+];
+
+/// Whether this request's fault knobs apply, by `x-mock-fail-first` / `x-mock-fail-every`
+/// (always, without either).
+fn faulty(headers: &HeaderMap, stats: &Stats) -> bool {
+    let num = |name: &str| knob(headers, name).and_then(|v| v.parse::<u64>().ok());
+    let (first, every) = (num("x-mock-fail-first"), num("x-mock-fail-every"));
+    if first.is_none() && every.is_none() {
+        return true;
+    }
+    let n = stats.knobbed.fetch_add(1, Ordering::SeqCst) + 1;
+    first.is_none_or(|f| n <= f) && every.is_none_or(|k| k > 0 && (n - 1).is_multiple_of(k))
+}
+
+async fn handle(req: Request<Incoming>, stats: &Stats, options: &Options) -> Option<Response<Body>> {
     stats.requests.fetch_add(1, Ordering::Relaxed);
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
-        return json_response(StatusCode::BAD_REQUEST, r#"{"error":"could not read body"}"#.into());
+        return Some(json_response(StatusCode::BAD_REQUEST, r#"{"error":"could not read body"}"#.into()));
     };
+    if !faulty(&parts.headers, stats) {
+        for k in FAULT_KNOBS {
+            parts.headers.remove(k);
+        }
+    }
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     if options.record {
         stats.received.lock().unwrap_or_else(|e| e.into_inner()).push(Received {
@@ -294,6 +339,9 @@ async fn handle(req: Request<Incoming>, stats: &Stats, options: &Options) -> Res
     {
         tokio::time::sleep(d).await;
     }
+    if knob(&parts.headers, "x-mock-fault").as_deref() == Some("reset") {
+        return None;
+    }
     let req = Req {
         method: &parts.method,
         path: parts.uri.path(),
@@ -302,12 +350,20 @@ async fn handle(req: Request<Incoming>, stats: &Stats, options: &Options) -> Res
         body: &json,
         options,
     };
-    match options.vendor {
+    let mut r = match options.vendor {
         Vendor::OpenAi => openai::handle(&req).await,
         Vendor::Anthropic => anthropic::handle(&req).await,
         Vendor::Gemini => gemini::handle(&req).await,
         Vendor::Azure => azure::handle(&req).await,
+    };
+    if !r.status().is_success() {
+        for (name, knob_name) in [("retry-after", "x-mock-retry-after"), ("retry-after-ms", "x-mock-retry-after-ms")] {
+            if let Some(v) = knob(&parts.headers, knob_name).and_then(|v| http::HeaderValue::from_str(&v).ok()) {
+                r.headers_mut().insert(name, v);
+            }
+        }
     }
+    Some(r)
 }
 
 /// Small tool-call arguments a model might fill in from the tool's JSON schema: strings get

@@ -10,7 +10,9 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{Value, json};
 
-use crate::{Body, Req, chunk_count, event_stream, json_response, knob_ms, not_json, pieces, tool_arguments, words};
+use crate::{
+    Body, Req, chunk_count, event_stream, json_response, knob, knob_ms, not_json, pieces, tool_arguments, words,
+};
 
 /// The parameters OpenAI's chat completions endpoint accepts; anything else is refused
 /// with "Unrecognized request argument supplied", as OpenAI does.
@@ -83,8 +85,11 @@ pub(crate) async fn handle(req: &Req<'_>) -> Response<Body> {
         );
     }
     if let Some(status) = req.mock_status() {
+        let custom = knob(req.headers, "x-mock-error-code");
         let (kind, code) = if status == StatusCode::TOO_MANY_REQUESTS {
             ("requests", "rate_limit_exceeded")
+        } else if let Some(code) = custom.as_deref() {
+            ("invalid_request_error", code)
         } else {
             ("server_error", "server_error")
         };

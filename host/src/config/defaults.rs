@@ -20,6 +20,22 @@ pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Longest accepted bound: a week is already far past any sane request.
 pub(super) const MAX_TIMEOUT_SECS: f64 = 7.0 * 24.0 * 3600.0;
+/// Tries of one channel per request (`[retry] attempts`): 1, so a failed attempt moves
+/// on to the next channel at once, as before retries existed; set 2-3 to ride out a
+/// one-off 5xx, 429 or dropped connection on the same channel.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 1;
+/// Most tries of one channel accepted: more only hammers a vendor that is down.
+pub(super) const MAX_RETRY_ATTEMPTS: u32 = 10;
+/// First wait before a same-channel retry; doubled each time up to `backoff_max`, each
+/// wait drawn between half and all of it (jitter), so retries of many requests spread out.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(250);
+pub const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// Waiting between attempts one request may spend in all (backoffs and honoured
+/// `Retry-After`s); a wait is never taken past the request's `timeouts.total` either.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(10);
+/// Longest vendor cooldown (`Retry-After`, rate-limit reset headers) honoured: a vendor
+/// asking for an hour gets a minute, then is tried again.
+pub const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(60);
 /// Shortest accepted duration: 1 ms, the timers' resolution.
 pub(super) const MIN_DURATION_SECS: f64 = 0.001;
 

@@ -20,7 +20,7 @@ use http::{HeaderName, HeaderValue};
 pub use defaults::*;
 use raw::RawConfig;
 use resolve::{
-    apply_env_timeouts, line_of, readable_secrets, resolve_jobs, resolve_limits, resolve_startup_limits,
+    apply_env_timeouts, line_of, readable_secrets, resolve_jobs, resolve_limits, resolve_retry, resolve_startup_limits,
     resolve_timeouts, validate_base_url,
 };
 
@@ -171,6 +171,9 @@ pub struct Timeouts {
     pub stream_idle: Duration,
     pub total: Duration,
     pub client_body: Duration,
+    /// A stream's first output event must come within this, or the request fails over
+    /// (while no byte reached the client); off when `None`.
+    pub first_token: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -183,6 +186,7 @@ impl Default for Timeouts {
             stream_idle: DEFAULT_STREAM_IDLE_TIMEOUT,
             total: DEFAULT_TOTAL_TIMEOUT,
             client_body: DEFAULT_CLIENT_BODY_TIMEOUT,
+            first_token: None,
         }
     }
 }
@@ -226,6 +230,32 @@ impl Default for Limits {
     }
 }
 
+/// `[retry]`, overridden per channel by `[channel.retry]`: how often one channel is tried
+/// per request, the backoff between tries, what waiting a request may spend, and the
+/// longest vendor cooldown honoured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryConfig {
+    /// Tries of the channel per request (1: no retry on the same channel).
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    /// Total waiting between attempts per request, whatever the channels.
+    pub budget: Duration,
+    pub max_cooldown: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: DEFAULT_RETRY_ATTEMPTS,
+            backoff: DEFAULT_RETRY_BACKOFF,
+            backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
+            budget: DEFAULT_RETRY_BUDGET,
+            max_cooldown: DEFAULT_MAX_COOLDOWN,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Channel {
     pub name: String,
@@ -239,6 +269,7 @@ pub struct Channel {
     pub settings: Vec<(String, String)>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeouts: Timeouts,
+    pub retry: RetryConfig,
 }
 
 // Hand-written so a credential can never reach a log line through `{:?}`.
@@ -408,6 +439,7 @@ impl Config {
         let mut timeouts = resolve_timeouts(&raw.timeouts, Timeouts::default(), "timeouts", text)?;
         apply_env_timeouts(&mut timeouts, env)?;
         let limits = resolve_limits(&raw.limits, text)?;
+        let retry = resolve_retry(&raw.retry, RetryConfig::default(), "retry", text)?;
         let (adapters, shutdown_grace) = resolve_startup_limits(&raw.limits, text)?;
 
         let mut channels = Vec::with_capacity(raw.channels.len());
@@ -485,6 +517,7 @@ impl Config {
                 );
             }
             let timeouts = resolve_timeouts(&c.timeouts, timeouts, &format!("channel[{i}].timeouts"), text)?;
+            let retry = resolve_retry(&c.retry, retry, &format!("channel[{i}].retry"), text)?;
             channels.push(Channel {
                 name: c.name.clone(),
                 adapter: c.adapter.clone(),
@@ -496,6 +529,7 @@ impl Config {
                 settings,
                 headers,
                 timeouts,
+                retry,
             });
         }
 

@@ -20,6 +20,8 @@ pub(super) struct RawConfig {
     pub(super) timeouts: RawTimeouts,
     #[serde(default)]
     pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) retry: RawRetry,
     #[serde(default, rename = "channel")]
     pub(super) channels: Vec<Spanned<RawChannel>>,
     #[serde(default, rename = "token")]
@@ -53,6 +55,18 @@ pub(super) struct RawTimeouts {
     pub(super) stream_idle: Option<Spanned<f64>>,
     pub(super) total: Option<Spanned<f64>>,
     pub(super) client_body: Option<Spanned<f64>>,
+    pub(super) first_token: Option<Spanned<f64>>,
+}
+
+/// `[retry]` and `[channel.retry]`.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetry {
+    pub(super) attempts: Option<Spanned<i64>>,
+    pub(super) backoff: Option<Spanned<f64>>,
+    pub(super) backoff_max: Option<Spanned<f64>>,
+    pub(super) budget: Option<Spanned<f64>>,
+    pub(super) max_cooldown: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -98,6 +112,8 @@ pub(super) struct RawChannel {
     pub(super) headers: BTreeMap<String, String>,
     #[serde(default)]
     pub(super) timeouts: RawTimeouts,
+    #[serde(default)]
+    pub(super) retry: RawRetry,
 }
 
 #[derive(Deserialize)]

@@ -7,12 +7,13 @@ use anyhow::{Result, anyhow, bail};
 use http::Uri;
 use toml::Spanned;
 
-use super::raw::{RawConfig, RawJobs, RawLimits, RawTimeouts};
+use super::raw::{RawConfig, RawJobs, RawLimits, RawRetry, RawTimeouts};
 use super::{
     AdapterLimits, DEFAULT_JOB_MAX_BYTES, DEFAULT_JOB_MAX_STORE_BYTES, DEFAULT_JOB_RETENTION,
     DEFAULT_JOB_SWEEP_INTERVAL, DEFAULT_JOBS_DIR, DEFAULT_JOBS_MAX_PER_OWNER, DEFAULT_JOBS_MAX_QUEUED,
     DEFAULT_JOBS_MAX_RUNNING, DEFAULT_PLUGIN_WALL_TIMEOUT_FACTOR, DEFAULT_SHUTDOWN_GRACE, ENV_TIMEOUTS, Env,
-    JobsConfig, Limits, MAX_RETENTION_SECS, MAX_TIMEOUT_SECS, MIN_DURATION_SECS, Timeouts,
+    JobsConfig, Limits, MAX_RETENTION_SECS, MAX_RETRY_ATTEMPTS, MAX_TIMEOUT_SECS, MIN_DURATION_SECS, RetryConfig,
+    Timeouts,
 };
 
 /// True when a config text holds a secret inline (not through `*_env`) and `mode` lets
@@ -64,7 +65,41 @@ pub(super) fn resolve_timeouts(raw: &RawTimeouts, base: Timeouts, table: &str, t
             *slot = seconds(v, &format!("{table}.{key}"), text)?;
         }
     }
+    if let Some(v) = &raw.first_token {
+        t.first_token = Some(seconds(v, &format!("{table}.first_token"), text)?);
+    }
     Ok(t)
+}
+
+/// `[retry]` (or `[channel.retry]` over the top-level one as `base`).
+pub(super) fn resolve_retry(raw: &RawRetry, base: RetryConfig, table: &str, text: &str) -> Result<RetryConfig> {
+    let mut r = base;
+    if let Some(v) = &raw.attempts {
+        let n = *v.get_ref();
+        if !(1..=i64::from(MAX_RETRY_ATTEMPTS)).contains(&n) {
+            bail!(
+                "{table}.attempts (line {}): must be from 1 to {MAX_RETRY_ATTEMPTS}, got {n}",
+                line_of(text, v.span().start)
+            );
+        }
+        r.attempts = u32::try_from(n).unwrap_or(1);
+    }
+    let fields: [(&Option<Spanned<f64>>, &mut Duration, &str); 4] = [
+        (&raw.backoff, &mut r.backoff, "backoff"),
+        (&raw.backoff_max, &mut r.backoff_max, "backoff_max"),
+        (&raw.budget, &mut r.budget, "budget"),
+        (&raw.max_cooldown, &mut r.max_cooldown, "max_cooldown"),
+    ];
+    for (value, slot, key) in fields {
+        if let Some(v) = value {
+            *slot = seconds(v, &format!("{table}.{key}"), text)?;
+        }
+    }
+    if r.backoff_max < r.backoff {
+        let line = raw.backoff_max.as_ref().or(raw.backoff.as_ref()).map_or(0, |v| line_of(text, v.span().start));
+        bail!("{table}.backoff_max (line {line}): must be at least backoff ({})", crate::config::fmt_secs(r.backoff));
+    }
+    Ok(r)
 }
 
 pub(super) fn apply_env_timeouts(t: &mut Timeouts, env: &dyn Env) -> Result<()> {

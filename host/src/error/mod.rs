@@ -42,6 +42,9 @@ pub enum Retry {
     Never,
     /// Another channel may succeed where this one failed.
     NextChannel,
+    /// This channel may answer on another try (after a backoff, within the retry budget);
+    /// once its attempts are spent, the next channel.
+    SameChannel,
 }
 
 /// The bound that expired on the way to the vendor.
@@ -52,6 +55,8 @@ pub enum Stage {
     TlsHandshake,
     ResponseHeader,
     StreamIdle,
+    /// `timeouts.first_token`: a stream's first output event did not come in time.
+    FirstToken,
     Total,
 }
 
@@ -64,6 +69,7 @@ impl Stage {
             "tls_handshake" => Stage::TlsHandshake,
             "response_header" => Stage::ResponseHeader,
             "stream_idle" => Stage::StreamIdle,
+            "first_token" => Stage::FirstToken,
             _ => Stage::Total,
         }
     }
@@ -99,6 +105,9 @@ pub enum ErrorKind {
     UpstreamTimeout(Stage),
     /// The vendor could not be reached (refused, reset, DNS, TLS).
     UpstreamConnect,
+    /// Every channel for the model is cooling down after its vendor's `Retry-After`: no
+    /// vendor was called.
+    UpstreamCoolingDown,
     /// The vendor answered something unusable (not JSON, too large, cut short, redirected).
     BadUpstream,
     /// The vendor answered an error, mapped by its adapter; the adapter's body and status
@@ -131,7 +140,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for zero samples and tests.
-    pub const ALL: [ErrorKind; 36] = [
+    pub const ALL: [ErrorKind; 38] = [
         ErrorKind::InvalidRequest,
         ErrorKind::InvalidModel,
         ErrorKind::UnsupportedEndpoint,
@@ -149,8 +158,10 @@ impl ErrorKind {
         ErrorKind::UpstreamTimeout(Stage::TlsHandshake),
         ErrorKind::UpstreamTimeout(Stage::ResponseHeader),
         ErrorKind::UpstreamTimeout(Stage::StreamIdle),
+        ErrorKind::UpstreamTimeout(Stage::FirstToken),
         ErrorKind::UpstreamTimeout(Stage::Total),
         ErrorKind::UpstreamConnect,
+        ErrorKind::UpstreamCoolingDown,
         ErrorKind::BadUpstream,
         ErrorKind::UpstreamStatus,
         ErrorKind::AdapterFailed,
@@ -188,6 +199,7 @@ impl ErrorKind {
             K::AdapterRejected(_) => "adapter_rejected",
             K::UpstreamTimeout(_) => "upstream_timeout",
             K::UpstreamConnect => "upstream_connect",
+            K::UpstreamCoolingDown => "upstream_cooling_down",
             K::BadUpstream => "bad_upstream",
             K::UpstreamStatus => "upstream_status",
             K::AdapterFailed => "adapter_failed",
@@ -221,7 +233,7 @@ impl ErrorKind {
             K::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             K::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             K::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            K::JobQueueFull | K::JobQuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+            K::JobQueueFull | K::JobQuotaExceeded | K::UpstreamCoolingDown => StatusCode::TOO_MANY_REQUESTS,
             K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             K::UpstreamConnect | K::BadUpstream | K::UpstreamStatus | K::AdapterFailed | K::JobTooLarge => {
                 StatusCode::BAD_GATEWAY
@@ -259,7 +271,11 @@ impl ErrorKind {
             | K::JobQuotaExceeded
             | K::JobTooLarge
             | K::JobCancelled => Fault::Client,
-            K::UpstreamTimeout(_) | K::UpstreamConnect | K::BadUpstream | K::UpstreamStatus => Fault::Upstream,
+            K::UpstreamTimeout(_)
+            | K::UpstreamConnect
+            | K::UpstreamCoolingDown
+            | K::BadUpstream
+            | K::UpstreamStatus => Fault::Upstream,
             K::AdapterFailed => Fault::Adapter,
             K::AdapterMissing
             | K::Capacity
@@ -295,34 +311,80 @@ impl ErrorKind {
 pub enum Failure {
     /// The relay's own error for the attempt.
     Error(ErrorKind),
+    /// The connection failed after the request was sent and before the response head (a
+    /// reset, a close): the vendor may or may not have seen it.
+    Dropped,
+    /// A stream failed before its first output event, for a reason that is the vendor's
+    /// (`fault`): nothing reached the client yet.
+    StreamStart { fault: Fault },
     /// The vendor answered an error status and the adapter mapped it; `class` is the
     /// adapter's reading of it, where the contract carries one.
     Vendor { status: StatusCode, class: Option<ErrorClass> },
 }
 
-/// The retry policy: the one place that decides whether a failed attempt moves on.
+/// The retry policy: the one place that decides what a failed attempt comes to: the
+/// client's answer (`Never`), another try of the same channel (`SameChannel`, bounded by
+/// `[retry]`), or the next channel (`NextChannel`). Only before any byte reached the client.
 pub fn policy(failure: Failure) -> Retry {
     match failure {
-        // The vendor was never reached: another channel may be.
+        // Refused or reset while connecting: a restart or a blip, worth another try.
+        Failure::Error(ErrorKind::UpstreamConnect) | Failure::Dropped => Retry::SameChannel,
+        // A bound expired on the way: trying the same vendor again would wait as long.
         Failure::Error(
-            ErrorKind::UpstreamConnect
-            | ErrorKind::UpstreamTimeout(Stage::Dns | Stage::Connect | Stage::TlsHandshake)
+            ErrorKind::UpstreamTimeout(
+                Stage::Dns | Stage::Connect | Stage::TlsHandshake | Stage::ResponseHeader | Stage::FirstToken,
+            )
             | ErrorKind::AdapterMissing
             | ErrorKind::UnsupportedEndpoint,
         ) => Retry::NextChannel,
         Failure::Error(_) => Retry::Never,
-        // The status decides: 5xx and 429 move on, other 4xx are the client's answer. The
-        // adapter's `class` (contract 0.2) is carried here but not read yet: deciding by it
-        // (a context-length 400 moves on, a content-filter 400 does not) is failover work.
-        Failure::Vendor { status, class: _ } => {
+        Failure::StreamStart { fault: Fault::Upstream } => Retry::NextChannel,
+        Failure::StreamStart { .. } => Retry::Never,
+        // A prompt too long for this model may fit another channel's; every other 4xx
+        // (a content filter's included) is the client's answer.
+        Failure::Vendor { class: Some(ErrorClass::ContextLengthExceeded), .. } => Retry::NextChannel,
+        Failure::Vendor { status, .. } => {
             if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                Retry::NextChannel
+                Retry::SameChannel
             } else {
                 Retry::Never
             }
         }
     }
 }
+
+/// The `reason` label of `relay_retries_total` and `relay_failovers_total`, and the access
+/// record's word for why an attempt was not the answer: a closed set.
+pub fn retry_reason(failure: Failure) -> &'static str {
+    match failure {
+        Failure::Error(ErrorKind::UpstreamConnect) => "connect",
+        Failure::Error(ErrorKind::UpstreamTimeout(Stage::FirstToken)) => "first_token",
+        Failure::Error(ErrorKind::UpstreamTimeout(_)) => "timeout",
+        Failure::Error(ErrorKind::AdapterMissing | ErrorKind::UnsupportedEndpoint) => "adapter",
+        Failure::Error(_) => "error",
+        Failure::Dropped => "dropped",
+        Failure::StreamStart { .. } => "stream_start",
+        Failure::Vendor { class: Some(ErrorClass::ContextLengthExceeded), .. } => "context_length",
+        Failure::Vendor { status, .. } if status == StatusCode::TOO_MANY_REQUESTS => "status_429",
+        Failure::Vendor { status, .. } if status.is_server_error() => "status_5xx",
+        Failure::Vendor { .. } => "status_4xx",
+    }
+}
+
+/// Every `retry_reason`, for zero samples.
+pub const RETRY_REASONS: [&str; 11] = [
+    "connect",
+    "first_token",
+    "timeout",
+    "adapter",
+    "error",
+    "dropped",
+    "stream_start",
+    "context_length",
+    "status_429",
+    "status_5xx",
+    "status_4xx",
+];
 
 /// An error on its way to the client.
 #[derive(Debug, Clone)]
@@ -356,6 +418,13 @@ impl RelayError {
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
         self.param = Some(param.into());
+        self
+    }
+
+    /// The policy's decision for a failure the kind alone does not tell (`Failure::Dropped`,
+    /// `Failure::StreamStart`).
+    pub fn with_retry(mut self, failure: Failure) -> Self {
+        self.retry = policy(failure);
         self
     }
 
@@ -471,24 +540,57 @@ mod tests {
 
     #[test]
     fn retry_policy() {
-        assert_eq!(RelayError::upstream_unreachable("x").retry, Retry::NextChannel);
-        for stage in [Stage::Dns, Stage::Connect, Stage::TlsHandshake] {
+        // Issue 14 changed three rows: a refused connection is retried on the same channel
+        // first, a silent vendor (response_header) fails over, a 5xx or 429 is retried on
+        // the same channel within `[retry]` before failing over.
+        assert_eq!(RelayError::upstream_unreachable("x").retry, Retry::SameChannel);
+        for stage in [Stage::Dns, Stage::Connect, Stage::TlsHandshake, Stage::ResponseHeader, Stage::FirstToken] {
             assert_eq!(RelayError::upstream_timeout(stage, "x").retry, Retry::NextChannel, "{stage:?}");
         }
-        for stage in [Stage::ResponseHeader, Stage::Total, Stage::StreamIdle] {
+        for stage in [Stage::Total, Stage::StreamIdle] {
             assert_eq!(RelayError::upstream_timeout(stage, "x").retry, Retry::Never, "{stage:?}");
         }
         assert_eq!(RelayError::bad_upstream("x").retry, Retry::Never);
+        assert_eq!(RelayError::bad_upstream("x").with_retry(Failure::Dropped).retry, Retry::SameChannel);
+        assert_eq!(policy(Failure::StreamStart { fault: Fault::Upstream }), Retry::NextChannel);
+        assert_eq!(policy(Failure::StreamStart { fault: Fault::Adapter }), Retry::Never);
         assert_eq!(RelayError::plugin("x").retry, Retry::Never);
         assert_eq!(RelayError::unavailable("x").retry, Retry::Never);
+        assert_eq!(RelayError::new(ErrorKind::UpstreamCoolingDown, "x").retry, Retry::Never);
         assert_eq!(RelayError::new(ErrorKind::AdapterMissing, "x").retry, Retry::NextChannel);
-        for (status, retry) in [(500, Retry::NextChannel), (503, Retry::NextChannel), (429, Retry::NextChannel)]
+        for (status, retry) in [(500, Retry::SameChannel), (503, Retry::SameChannel), (429, Retry::SameChannel)]
             .into_iter()
             .chain([(400, Retry::Never), (401, Retry::Never), (404, Retry::Never)])
         {
             let status = StatusCode::from_u16(status).unwrap();
             assert_eq!(policy(Failure::Vendor { status, class: None }), retry, "{status}");
         }
+        // By the adapter's class: a context-length 400 moves on, a content-filter 400 is the answer.
+        let bad = StatusCode::BAD_REQUEST;
+        let context = Failure::Vendor { status: bad, class: Some(ErrorClass::ContextLengthExceeded) };
+        assert_eq!(policy(context), Retry::NextChannel);
+        assert_eq!(retry_reason(context), "context_length");
+        let filtered = Failure::Vendor { status: bad, class: Some(ErrorClass::ContentFiltered) };
+        assert_eq!(policy(filtered), Retry::Never);
+    }
+
+    #[test]
+    fn every_reason_is_listed() {
+        let failures = [
+            Failure::Error(ErrorKind::UpstreamConnect),
+            Failure::Error(ErrorKind::UpstreamTimeout(Stage::FirstToken)),
+            Failure::Error(ErrorKind::UpstreamTimeout(Stage::ResponseHeader)),
+            Failure::Error(ErrorKind::AdapterMissing),
+            Failure::Error(ErrorKind::Internal),
+            Failure::Dropped,
+            Failure::StreamStart { fault: Fault::Upstream },
+            Failure::Vendor { status: StatusCode::BAD_REQUEST, class: Some(ErrorClass::ContextLengthExceeded) },
+            Failure::Vendor { status: StatusCode::TOO_MANY_REQUESTS, class: None },
+            Failure::Vendor { status: StatusCode::BAD_GATEWAY, class: None },
+            Failure::Vendor { status: StatusCode::NOT_FOUND, class: None },
+        ];
+        let reasons: Vec<&str> = failures.iter().map(|f| retry_reason(*f)).collect();
+        assert_eq!(reasons, RETRY_REASONS);
     }
 
     #[test]
@@ -499,7 +601,7 @@ mod tests {
             assert!(k.name().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{}", k.name());
             names.insert(k.name());
         }
-        // Stage and rejection detail share a name: 36 kinds, 30 names.
-        assert_eq!(names.len(), 30);
+        // Stage and rejection detail share a name: 38 kinds, 31 names.
+        assert_eq!(names.len(), 31);
     }
 }

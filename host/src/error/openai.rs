@@ -32,6 +32,7 @@ pub fn error_type(kind: ErrorKind) -> &'static str {
         K::UpstreamTimeout(_) | K::UpstreamConnect | K::BadUpstream | K::UpstreamStatus | K::JobTooLarge => {
             "upstream_error"
         }
+        K::UpstreamCoolingDown => "rate_limit_error",
         K::AdapterFailed => "adapter_error",
         K::AdapterMissing
         | K::Capacity
@@ -66,6 +67,7 @@ pub fn code(kind: ErrorKind) -> Option<&'static str> {
         K::AdapterRejected(Rejection::Unsupported) => "unsupported_parameter",
         K::UpstreamTimeout(_) => "upstream_timeout",
         K::UpstreamConnect => "upstream_unreachable",
+        K::UpstreamCoolingDown => "upstream_rate_limited",
         K::BadUpstream => "bad_upstream_response",
         K::UpstreamStatus => "upstream_error",
         K::AdapterFailed => "adapter_error",

@@ -103,7 +103,28 @@ pub struct Metrics {
     pub upstream_attempts: Family<2>,
     /// The most idle vendor connections the pools keep: channels × `pool_max_idle_per_host`.
     pub upstream_idle_max: Gauge,
+    /// Same-channel retries, by (channel, `error::retry_reason`).
+    pub retries: Family<2>,
+    /// Moves from one channel to the next within a request, by (from, to, reason).
+    pub failovers: Family<3>,
+    /// Requests answered 429 without calling a vendor: every channel was cooling down.
+    pub cooling_refused: Counter,
 }
+
+/// The reasons a channel is retried (`error::policy` answers `SameChannel`), for zero samples.
+pub const RETRY_REASONS_SAME_CHANNEL: [&str; 4] = ["connect", "dropped", "status_429", "status_5xx"];
+/// The reasons a request moves on to another channel, for zero samples.
+pub const FAILOVER_REASONS: [&str; 9] = [
+    "connect",
+    "dropped",
+    "status_429",
+    "status_5xx",
+    "timeout",
+    "first_token",
+    "stream_start",
+    "context_length",
+    "adapter",
+];
 
 /// The host-side caps on adapter output, the labels of `relay_plugin_output_refused_total`.
 pub const PLUGIN_OUTPUT_LIMITS: [&str; 7] =
@@ -156,6 +177,9 @@ impl Default for Metrics {
             upstream_key_redactions: Counter::default(),
             upstream_attempts: Family::new(["channel", "outcome"]),
             upstream_idle_max: Gauge::default(),
+            retries: Family::new(["channel", "reason"]),
+            failovers: Family::new(["from", "to", "reason"]),
+            cooling_refused: Counter::default(),
         };
         // A zero sample from start, so `increase()` sees the first failure.
         for result in ["ok", "error", "timeout"] {
@@ -186,8 +210,27 @@ impl Metrics {
             for outcome in UPSTREAM_OUTCOMES {
                 self.upstream_attempts.add([channel, outcome], 0);
             }
+            for reason in RETRY_REASONS_SAME_CHANNEL {
+                self.retries.add([channel, reason], 0);
+            }
         }
         self.upstream_idle_max.set(i64::try_from(n.saturating_mul(idle_per_host)).unwrap_or(i64::MAX));
+    }
+
+    /// The channel pairs failover may move between (`route::Snapshot::failover_pairs`): zero
+    /// samples for each reason, up to half the family's series bound (a larger mesh gets
+    /// its series as they happen).
+    pub fn failover_pairs_configured<'a>(&self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut n = 0;
+        for (from, to) in pairs {
+            n += FAILOVER_REASONS.len();
+            if n > MAX_SERIES_PER_FAMILY / 2 {
+                return;
+            }
+            for reason in FAILOVER_REASONS {
+                self.failovers.add([from, to, reason], 0);
+            }
+        }
     }
 
     /// An adapter file was loaded: counted, and zero samples for its traps and later
@@ -298,7 +341,9 @@ impl Metrics {
             + self.plugin_instantiations.folded()
             + self.plugin_reloads.folded()
             + self.config_reloads.folded()
-            + self.upstream_attempts.folded();
+            + self.upstream_attempts.folded()
+            + self.retries.folded()
+            + self.failovers.folded();
         counter(
             &mut out,
             "relay_metric_series_folded_total",
@@ -357,6 +402,24 @@ impl Metrics {
             "relay_upstream_attempts_total",
             "Vendor attempts by channel and outcome, including those failover absorbed.",
             "counter",
+        );
+        self.retries.render(
+            &mut out,
+            "relay_retries_total",
+            "Same-channel retries after a failed attempt, by channel and reason ([retry] attempts).",
+            "counter",
+        );
+        self.failovers.render(
+            &mut out,
+            "relay_failovers_total",
+            "Moves to the next channel within a request, by the channel left, the one tried next and why.",
+            "counter",
+        );
+        counter(
+            &mut out,
+            "relay_cooling_refused_total",
+            "Requests answered 429 without a vendor call: every channel for the model was cooling down.",
+            self.cooling_refused.get(),
         );
         gauge(
             &mut out,
