@@ -321,3 +321,36 @@ fn the_startup_keys_are_the_ones_the_docs_list() {
     let named: Vec<&str> = STARTUP_EDITS.iter().map(|(_, key)| *key).collect();
     assert_eq!(documented, named);
 }
+
+#[test]
+fn retry_defaults_overrides_and_errors() {
+    let chan = |extra: &str| {
+        format!("[[channel]]\nname = \"a\"\nadapter = \"openai\"\nbase_url = \"http://x\"\nmodels = [\"m\"]\n{extra}")
+    };
+    let parse = |text: &str| Config::parse(text, Path::new("."), &env(&[]));
+    let c = parse(&chan("")).unwrap();
+    assert_eq!(c.live.channels[0].retry, RetryConfig::default());
+    assert_eq!(c.live.channels[0].timeouts.first_token, None);
+    // The top level is the base, a channel's table overrides it key by key.
+    let text = format!(
+        "[retry]\nattempts = 3\nbudget = 5\n[timeouts]\nfirst_token = 20\n{}",
+        chan("[channel.retry]\nbackoff = 0.1\nmax_cooldown = 2\n[channel.timeouts]\nfirst_token = 1.5\n")
+    );
+    let r = parse(&text).unwrap().live.channels[0].clone();
+    assert_eq!((r.retry.attempts, r.retry.budget), (3, Duration::from_secs(5)));
+    assert_eq!((r.retry.backoff, r.retry.max_cooldown), (Duration::from_millis(100), Duration::from_secs(2)));
+    assert_eq!(r.retry.backoff_max, DEFAULT_RETRY_BACKOFF_MAX);
+    assert_eq!(r.timeouts.first_token, Some(Duration::from_millis(1500)));
+    // Errors name the key and its line.
+    let err = |text: &str| format!("{:#}", parse(text).unwrap_err());
+    let e = err("[retry]\nattempts = 0\n");
+    assert!(e.contains("retry.attempts (line 2): must be from 1 to 10, got 0"), "{e}");
+    let e = err(&chan("[channel.retry]\nbudget = -1\n"));
+    assert!(e.contains("channel[0].retry.budget (line 7)"), "{e}");
+    let e = err("[retry]\nbackoff = 2\nbackoff_max = 1\n");
+    assert!(e.contains("retry.backoff_max (line 3): must be at least backoff (2 s)"), "{e}");
+    let e = err("[timeouts]\nfirst_token = 0\n");
+    assert!(e.contains("timeouts.first_token (line 2)"), "{e}");
+    let e = err("[retry]\ntries = 2\n");
+    assert!(e.contains("tries"), "{e}");
+}
