@@ -4,7 +4,7 @@
 //! where a store shared by a fleet of relays would go.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
@@ -19,15 +19,16 @@ pub trait Cooldowns: Send + Sync {
 }
 
 /// Cooldowns of this process, by channel name (so they outlive a config reload that keeps
-/// the channel).
+/// the channel). Every request reads it for each candidate channel, and writes are rare (a
+/// vendor's 429): a read-write lock keeps the readers from queueing behind each other.
 #[derive(Default)]
 pub struct LocalCooldowns {
-    until: Mutex<HashMap<String, Instant>>,
+    until: RwLock<HashMap<String, Instant>>,
 }
 
 impl Cooldowns for LocalCooldowns {
     fn cool(&self, channel: &str, until: Instant) {
-        let mut map = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.until.write().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         // Expired entries go here, so the map holds at most the channels cooling now.
         map.retain(|_, t| *t > now);
@@ -36,7 +37,10 @@ impl Cooldowns for LocalCooldowns {
     }
 
     fn remaining(&self, channel: &str, now: Instant) -> Option<Duration> {
-        let map = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.until.read().unwrap_or_else(|e| e.into_inner());
+        if map.is_empty() {
+            return None;
+        }
         map.get(channel).and_then(|t| t.checked_duration_since(now)).filter(|d| !d.is_zero())
     }
 }
