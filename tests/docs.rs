@@ -60,6 +60,7 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ("channel", "settings", "{ organization = \"org-docs\", beta = true, n = 2 }"),
     ("channel", "headers", "{ \"x-docs\" = \"1\" }"),
     ("channel", "timeouts", "{ total = 5 }"),
+    ("channel", "malformed_events", "\"fail\""),
     ("token", "name", "\"docs\""),
     ("token", "key", "\"sk-docs-client\""),
     ("token", "key_env", "\"DOCS_CHECK_SECRET\""),

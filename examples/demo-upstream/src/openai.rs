@@ -10,7 +10,9 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{Value, json};
 
-use crate::{Body, Req, chunk_count, event_stream, json_response, knob_ms, not_json, pieces, tool_arguments, words};
+use crate::{
+    Body, End, Req, chunk_count, event_stream, json_response, knob_ms, not_json, pieces, tool_arguments, words,
+};
 
 /// The parameters OpenAI's chat completions endpoint accepts; anything else is refused
 /// with "Unrecognized request argument supplied", as OpenAI does.
@@ -397,13 +399,15 @@ fn answer(req: &Req<'_>) -> Result<Response<Body>, Box<Response<Body>>> {
             events.push(chunk(json!({}), json!("tool_calls")));
         }
     }
+    // Both replies end with their finish chunk.
+    let end = End { finish: events.len() - 1, terminator: true };
     if include_usage {
         let c = json!({"id": RESPONSE_ID, "object": "chat.completion.chunk", "created": CREATED, "model": model,
             "system_fingerprint": FINGERPRINT, "choices": [], "usage": usage});
         events.push(format!("data: {c}\n\n"));
     }
     events.push("data: [DONE]\n\n".into());
-    Ok(event_stream(req, events, "text/event-stream; charset=utf-8"))
+    Ok(event_stream(req, events, end, "text/event-stream; charset=utf-8"))
 }
 
 fn embeddings(body: &Value) -> Response<Body> {

@@ -239,6 +239,25 @@ pub struct Channel {
     pub settings: Vec<(String, String)>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeouts: Timeouts,
+    pub malformed_events: MalformedEvents,
+}
+
+/// What a stream does with a vendor event its adapter could not read (`malformed_events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MalformedEvents {
+    /// Left out and counted; the answer goes on.
+    Skip,
+    /// The stream ends with an invalid-upstream error after the events before it.
+    Fail,
+}
+
+impl MalformedEvents {
+    pub fn name(self) -> &'static str {
+        match self {
+            MalformedEvents::Skip => "skip",
+            MalformedEvents::Fail => "fail",
+        }
+    }
 }
 
 // Hand-written so a credential can never reach a log line through `{:?}`.
@@ -485,6 +504,20 @@ impl Config {
                 );
             }
             let timeouts = resolve_timeouts(&c.timeouts, timeouts, &format!("channel[{i}].timeouts"), text)?;
+            let malformed_events = match &c.malformed_events {
+                None => DEFAULT_MALFORMED_EVENTS,
+                Some(v) => match v.get_ref().as_str() {
+                    "skip" => MalformedEvents::Skip,
+                    "fail" => MalformedEvents::Fail,
+                    other => bail!(
+                        "{}",
+                        ctx(&format!(
+                            "malformed_events (line {}): must be \"skip\" or \"fail\", not {other:?}",
+                            at(v.span())
+                        ))
+                    ),
+                },
+            };
             channels.push(Channel {
                 name: c.name.clone(),
                 adapter: c.adapter.clone(),
@@ -496,6 +529,7 @@ impl Config {
                 settings,
                 headers,
                 timeouts,
+                malformed_events,
             });
         }
 

@@ -98,6 +98,7 @@ pub(super) struct RawChannel {
     pub(super) headers: BTreeMap<String, String>,
     #[serde(default)]
     pub(super) timeouts: RawTimeouts,
+    pub(super) malformed_events: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -103,6 +103,8 @@ pub struct Metrics {
     pub upstream_attempts: Family<2>,
     /// The most idle vendor connections the pools keep: channels × `pool_max_idle_per_host`.
     pub upstream_idle_max: Gauge,
+    /// Vendor stream events an adapter could not read and left out, by channel.
+    pub stream_events_skipped: Family<1>,
 }
 
 /// The host-side caps on adapter output, the labels of `relay_plugin_output_refused_total`.
@@ -156,6 +158,7 @@ impl Default for Metrics {
             upstream_key_redactions: Counter::default(),
             upstream_attempts: Family::new(["channel", "outcome"]),
             upstream_idle_max: Gauge::default(),
+            stream_events_skipped: Family::new(["channel"]),
         };
         // A zero sample from start, so `increase()` sees the first failure.
         for result in ["ok", "error", "timeout"] {
@@ -186,6 +189,7 @@ impl Metrics {
             for outcome in UPSTREAM_OUTCOMES {
                 self.upstream_attempts.add([channel, outcome], 0);
             }
+            self.stream_events_skipped.add([channel], 0);
         }
         self.upstream_idle_max.set(i64::try_from(n.saturating_mul(idle_per_host)).unwrap_or(i64::MAX));
     }
@@ -298,7 +302,8 @@ impl Metrics {
             + self.plugin_instantiations.folded()
             + self.plugin_reloads.folded()
             + self.config_reloads.folded()
-            + self.upstream_attempts.folded();
+            + self.upstream_attempts.folded()
+            + self.stream_events_skipped.folded();
         counter(
             &mut out,
             "relay_metric_series_folded_total",
@@ -363,6 +368,12 @@ impl Metrics {
             "relay_upstream_idle_connections_max",
             "Most idle upstream connections the pools keep: channels x limits.pool_max_idle_per_host.",
             self.upstream_idle_max.get(),
+        );
+        self.stream_events_skipped.render(
+            &mut out,
+            "relay_stream_events_skipped_total",
+            "Vendor stream events an adapter could not read and left out, by channel.",
+            "counter",
         );
         self.plugin_output_refused.render(
             &mut out,
@@ -521,6 +532,21 @@ mod tests {
         assert_eq!(m.inflight_body_bytes.get(), 400);
         drop(b);
         assert_eq!(m.inflight_body_bytes.get(), 0);
+    }
+
+    #[test]
+    fn skipped_stream_events_have_zero_samples_per_channel() {
+        let m = Metrics::default();
+        m.channels_configured(["main"], 1);
+        m.stream_events_skipped.inc(["main"]);
+        m.channels_configured(["main", "backup"], 1);
+        let text = m.render();
+        for line in [
+            "relay_stream_events_skipped_total{channel=\"main\"} 1",
+            "relay_stream_events_skipped_total{channel=\"backup\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+        }
     }
 
     #[test]
