@@ -152,9 +152,9 @@ impl StreamOutput {
         StreamOutput { skipped: vec![reason.into()], ..StreamOutput::empty() }
     }
 
-    /// Add what one event became to what its batch became so far: its events follow (and
-    /// its skips), a later usage replaces an earlier one, and `done` stays. Returns whether the batch is
-    /// done (what follows the terminal event is ignored).
+    /// Add what one event became to what its batch became so far: its events (and skips)
+    /// follow, a later usage replaces an earlier one, and `done` stays. Returns whether the
+    /// batch is done (what follows the terminal event is ignored).
     pub fn absorb(&mut self, next: StreamOutput) -> bool {
         self.events.extend(next.events);
         self.skipped.extend(next.skipped);
