@@ -385,7 +385,14 @@ async fn a_stream_cut_before_done_is_an_error_event() {
     let deploy = r#"deployment = "gpt-4o-prod""#;
     let channels = [
         azure_channel("no-done", &m, &["no-done"], deploy, r#"headers = { "x-mock-fault" = "no-done" }"#),
-        azure_channel("garbage", &m, &["garbage"], deploy, r#"headers = { "x-mock-fault" = "garbage-chunk" }"#),
+        // Ends the stream at the unreadable event (by default it is skipped: tests/stream_end.rs).
+        azure_channel(
+            "garbage",
+            &m,
+            &["garbage"],
+            deploy,
+            "malformed_events = \"fail\"\nheaders = { \"x-mock-fault\" = \"garbage-chunk\" }",
+        ),
     ]
     .concat();
     let relay = relay(&channels).await;

@@ -34,7 +34,12 @@ async fn relay(m: &Mock) -> TestRelay {
         ("denied", "gemini-403", "headers = { \"x-mock-status\" = \"403\" }"),
         ("html", "gemini-html", "headers = { \"x-mock-fault\" = \"not-json\" }"),
         ("cut", "gemini-cut", "headers = { \"x-mock-fault\" = \"no-done\" }"),
-        ("garbage", "gemini-garbage", "headers = { \"x-mock-fault\" = \"garbage-chunk\" }"),
+        // Ends the stream at the unreadable event (by default it is skipped: tests/stream_end.rs).
+        (
+            "garbage",
+            "gemini-garbage",
+            "malformed_events = \"fail\"\nheaders = { \"x-mock-fault\" = \"garbage-chunk\" }",
+        ),
         ("v1", "gemini-1.5-pro", "settings = { api_version = \"v1\" }"),
     ];
     let models = [MODEL, "gemini-3-flash-preview", "gemini-embedding-001", "palm-2"];

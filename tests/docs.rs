@@ -62,6 +62,7 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ("channel", "timeouts", "{ total = 5 }"),
     ("channel", "retry", "{ attempts = 2 }"),
     ("timeouts", "first_token", "20"),
+    ("channel", "malformed_events", "\"fail\""),
     ("token", "name", "\"docs\""),
     ("token", "key", "\"sk-docs-client\""),
     ("token", "key_env", "\"DOCS_CHECK_SECRET\""),

@@ -113,7 +113,13 @@ async fn vendor_dropping_mid_stream_is_an_error_not_a_finish() {
             "headers = { \"x-mock-fault\" = \"drop-after:3\", \"x-mock-chunk-delay-ms\" = \"50\" }",
         ),
         channel("nodone", &m.base_url(), "nodone", "headers = { \"x-mock-fault\" = \"no-done\" }"),
-        channel("garbage", &m.base_url(), "garbage", "headers = { \"x-mock-fault\" = \"garbage-chunk\" }"),
+        // Ends the stream at the unreadable event (by default it is skipped: tests/stream_end.rs).
+        channel(
+            "garbage",
+            &m.base_url(),
+            "garbage",
+            "malformed_events = \"fail\"\nheaders = { \"x-mock-fault\" = \"garbage-chunk\" }",
+        ),
     ]
     .concat();
     let (relay, baseline) = relay_with_baseline(&config, &["ok"]).await;

@@ -30,6 +30,8 @@ pub struct RequestLog {
     pub tried: Vec<String>,
     pub usage: Option<Usage>,
     pub error: Option<String>,
+    /// Vendor stream events the adapter could not read and left out.
+    pub skipped_events: u64,
     /// What the error was and whose fault, when the request ended in one.
     failure: Option<(ErrorKind, Fault)>,
     /// Set when the answer was handed over whole; a record dropped without it is a
@@ -59,6 +61,7 @@ impl RequestLog {
             tried: Vec::new(),
             usage: None,
             error: None,
+            skipped_events: 0,
             failure: None,
             done: false,
             first_byte: false,
@@ -85,6 +88,7 @@ impl RequestLog {
             tried: std::mem::take(&mut self.tried),
             usage: self.usage.take(),
             error: self.error.take(),
+            skipped_events: self.skipped_events,
             failure: self.failure.take(),
             done: self.done,
             first_byte: self.first_byte,
@@ -185,6 +189,7 @@ impl Drop for RequestLog {
                     prompt_tokens = u.input,
                     completion_tokens = u.output,
                     total_tokens = u.total,
+                    skipped_events = self.skipped_events,
                     error = self.error.as_deref().unwrap_or(""),
                     fault,
                     kind,

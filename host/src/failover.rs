@@ -308,6 +308,7 @@ impl Relay {
                 deadline,
                 total: t.total,
                 max_output: limits.max_stream_event.saturating_mul(MAX_OUTPUT_PER_EVENT),
+                malformed: channel.malformed_events,
             };
             // The stream body owns the request's record from here: it is logged when the
             // stream ends or the client drops it (or handed back, if failover moves on).

@@ -150,6 +150,9 @@ pub struct StreamOutput {
     /// The vendor's terminal event was seen.
     pub done: bool,
     pub usage: Option<Usage>,
+    /// Why each upstream event the adapter could not read was left out (0.2 adapters; a
+    /// 0.1 adapter's unreadable event is its push's error).
+    pub skipped: Vec<String>,
 }
 
 /// The end of a stream.

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::RequestLog;
-use crate::adapter::{CallError, StreamSession};
-use crate::config::fmt_secs;
+use crate::adapter::{CallError, MAX_ADAPTER_ERROR, StreamSession, truncate};
+use crate::config::{MalformedEvents, fmt_secs};
 use crate::error::{RelayError, Stage};
 use crate::metrics::{Metrics, OwnedGaugeGuard};
 use crate::model::{AdapterError, OutputEvent, StreamEvent, Usage};
@@ -48,6 +48,8 @@ pub struct Bounds {
     pub total: Duration,
     /// Bytes of chunks one adapter call (push or finish) may hand back.
     pub max_output: usize,
+    /// What a vendor event the adapter could not read does to the stream.
+    pub malformed: MalformedEvents,
 }
 
 /// Chunks one adapter call may hand back: a vendor event maps to one or two chunks, a
@@ -354,12 +356,36 @@ impl Translation {
             Ok(o) => {
                 out.extend(o.events);
                 self.used(o.usage);
+                if let Some(e) = self.skipped(o.skipped) {
+                    return Some(self.fail(std::mem::take(out), e));
+                }
                 if o.done { Some(self.end(std::mem::take(out)).await) } else { None }
             }
             Err(e) => {
                 let e = e.into_relay(self.session.plugin().name());
                 Some(self.fail(std::mem::take(out), e))
             }
+        }
+    }
+
+    /// Vendor events the adapter could not read and left out: under `skip` counted and
+    /// logged, the answer goes on; under `fail` the error that ends the stream (the
+    /// adapter's first reason, as its push error would have said it).
+    fn skipped(&mut self, reasons: Vec<String>) -> Option<RelayError> {
+        let n = reasons.len() as u64;
+        let reason = truncate(reasons.into_iter().next()?, MAX_ADAPTER_ERROR);
+        let plugin = self.session.plugin().name();
+        match self.bounds.malformed {
+            MalformedEvents::Skip => {
+                self.metrics.stream_events_skipped.add([&self.channel], n);
+                self.log.skipped_events += n;
+                tracing::warn!(
+                    request_id = %self.log.request_id, channel = %self.channel, adapter = %plugin, skipped = n,
+                    reason = %reason, "skipped vendor stream events the adapter could not read"
+                );
+                None
+            }
+            MalformedEvents::Fail => Some(CallError::Adapter(AdapterError::InvalidUpstream(reason)).into_relay(plugin)),
         }
     }
 

@@ -9,7 +9,7 @@
 use http::{Method, Response, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::{Body, Req, chunk_count, event_stream, json_response, not_json, pieces, words};
+use crate::{Body, End, Req, chunk_count, event_stream, json_response, not_json, pieces, words};
 
 /// The top-level fields the Messages API accepts; others are "Extra inputs are not permitted".
 const MESSAGE_PARAMS: &[&str] = &[
@@ -131,7 +131,8 @@ fn messages(req: &Req<'_>) -> Response<Body> {
             "error",
             json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
         ));
-        return event_stream(req, events, "text/event-stream; charset=utf-8");
+        let end = End { finish: events.len(), terminator: false };
+        return event_stream(req, events, end, "text/event-stream; charset=utf-8");
     }
     let n = chunk_count(req);
     for (index, block) in blocks.iter().enumerate() {
@@ -166,13 +167,14 @@ fn messages(req: &Req<'_>) -> Response<Body> {
         }
         events.push(event("content_block_stop", json!({"type": "content_block_stop", "index": index})));
     }
+    let end = End { finish: events.len(), terminator: true };
     events.push(event(
         "message_delta",
         json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null},
             "usage": {"output_tokens": output_tokens}}),
     ));
     events.push(event("message_stop", json!({"type": "message_stop"})));
-    event_stream(req, events, "text/event-stream; charset=utf-8")
+    event_stream(req, events, end, "text/event-stream; charset=utf-8")
 }
 
 /// The content blocks and stop reason of the answer.

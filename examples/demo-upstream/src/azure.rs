@@ -11,7 +11,7 @@
 use http::{Method, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 
-use crate::{Body, Req, chunk_count, event_stream, json_response, not_json, pieces, tool_arguments, words};
+use crate::{Body, End, Req, chunk_count, event_stream, json_response, not_json, pieces, tool_arguments, words};
 
 /// The API versions the mock serves (GA and preview versions Azure accepts).
 const API_VERSIONS: &[&str] = &[
@@ -451,13 +451,15 @@ fn chat_stream(req: &Req<'_>, model: &str, reply: &Reply, usage: Option<Value>) 
             events.push(chunk(json!({}), json!("tool_calls"), json!({})));
         }
     }
+    // Both replies end with their finish chunk.
+    let end = End { finish: events.len() - 1, terminator: true };
     if let Some(usage) = usage {
         let c = json!({"id": RESPONSE_ID, "object": "chat.completion.chunk", "created": CREATED, "model": model,
             "system_fingerprint": FINGERPRINT, "choices": [], "usage": usage});
         events.push(format!("data: {c}\n\n"));
     }
     events.push("data: [DONE]\n\n".into());
-    event_stream(req, events, "text/event-stream")
+    event_stream(req, events, end, "text/event-stream")
 }
 
 fn embeddings(body: &Value, model: &str) -> Result<Response<Body>, Refusal> {

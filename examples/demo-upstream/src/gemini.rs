@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{Map, Value, json};
 
-use crate::{Body, Req, chunk_count, event_stream, json_response, knob_ms, not_json, pieces, words};
+use crate::{Body, End, Req, chunk_count, event_stream, json_response, knob_ms, not_json, pieces, words};
 
 /// The fields `GenerateContentRequest` has (in the JSON names the adapter sends).
 const REQUEST_FIELDS: &[&str] =
@@ -725,12 +725,14 @@ impl Answer {
             _ => vec![self.parts()],
         };
         let last = parts.len() - 1;
+        // The last event carries the finish reason, and Gemini sends no terminator after it.
+        let end = End { finish: last, terminator: false };
         let events = parts
             .into_iter()
             .enumerate()
             .map(|(i, p)| format!("data: {}\r\n\r\n", self.response(p, i == last, model)))
             .collect();
-        event_stream(req, events, "text/event-stream")
+        event_stream(req, events, end, "text/event-stream")
     }
 }
 

@@ -9,8 +9,12 @@
 //! - `x-mock-header-delay-ms: N` waits before the response head;
 //! - `x-mock-body-delay-ms: N` sends a non-stream head at once and its body N ms later;
 //! - `x-mock-chunks: N`, `x-mock-chunk-delay-ms: N` shape a stream;
-//! - `x-mock-fault: stall-after:N | drop-after:N | no-done | not-json | garbage-chunk`
-//!   (`no-done` drops the vendor's terminal event, whatever the vendor);
+//! - `x-mock-fault: stall-after:N | drop-after:N | no-done | no-terminator | not-json |
+//!   garbage-chunk`, whatever the vendor: `no-done` cuts a stream before its end (the event
+//!   carrying the finish reason, and all after it, are left out: a truncated answer);
+//!   `no-terminator` sends the whole answer, finish reason and usage included, and leaves
+//!   out only the vendor's terminal event (`[DONE]`, `message_stop`; Gemini has none, so its
+//!   stream is whole); `garbage-chunk` puts an unparseable event second.
 //! - `x-mock-fault: reset` reads the request and closes the connection without answering
 //!   (a vendor that dies after the request was sent, before its response head);
 //! - `x-mock-retry-after: V` is the `Retry-After` of an error status (seconds or an HTTP
@@ -246,18 +250,35 @@ pub(crate) fn pieces(text: &str, n: usize) -> Vec<String> {
     chars.chunks(per).map(|c| c.iter().collect()).collect()
 }
 
+/// Where a stream's end lies among its events, for the faults that cut it there.
+pub(crate) struct End {
+    /// The index of the event that carries the finish reason (`events.len()` if none does);
+    /// the usage and the terminal event, if any, follow it.
+    pub finish: usize,
+    /// The last event is the vendor's terminal one (`[DONE]`, `message_stop`).
+    pub terminator: bool,
+}
+
 /// A streaming response of already-framed events (each a complete SSE event or NDJSON
 /// line), paced by `x-mock-chunk-delay-ms` and broken as `x-mock-fault` says:
 /// `stall-after:N` goes silent before event N, `drop-after:N` aborts the connection there
 /// (`drop-after:0` just after the response head),
-/// `no-done` leaves out the last event (the vendor's terminal one), `garbage-chunk` puts an
-/// unparseable event second.
-pub(crate) fn event_stream(req: &Req<'_>, mut events: Vec<String>, content_type: &'static str) -> Response<Body> {
+/// `no-done` leaves out the events from the finish reason on, `no-terminator` only the
+/// terminal event, `garbage-chunk` puts an unparseable event second.
+pub(crate) fn event_stream(
+    req: &Req<'_>,
+    mut events: Vec<String>,
+    end: End,
+    content_type: &'static str,
+) -> Response<Body> {
     let fault = req.fault();
     let delay = knob_ms(req.headers, "x-mock-chunk-delay-ms").unwrap_or(req.options.chunk_delay);
     let parse = |prefix: &str| fault.strip_prefix(prefix).and_then(|n| n.parse::<usize>().ok());
     let (stall_after, drop_after) = (parse("stall-after:"), parse("drop-after:"));
     if fault == "no-done" {
+        events.truncate(end.finish);
+    }
+    if fault == "no-terminator" && end.terminator {
         events.pop();
     }
     if fault == "garbage-chunk" {

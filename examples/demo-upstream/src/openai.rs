@@ -11,7 +11,7 @@ use hyper::body::Frame;
 use serde_json::{Value, json};
 
 use crate::{
-    Body, Req, chunk_count, event_stream, json_response, knob, knob_ms, not_json, pieces, tool_arguments, words,
+    Body, End, Req, chunk_count, event_stream, json_response, knob, knob_ms, not_json, pieces, tool_arguments, words,
 };
 
 /// The parameters OpenAI's chat completions endpoint accepts; anything else is refused
@@ -402,13 +402,15 @@ fn answer(req: &Req<'_>) -> Result<Response<Body>, Box<Response<Body>>> {
             events.push(chunk(json!({}), json!("tool_calls")));
         }
     }
+    // Both replies end with their finish chunk.
+    let end = End { finish: events.len() - 1, terminator: true };
     if include_usage {
         let c = json!({"id": RESPONSE_ID, "object": "chat.completion.chunk", "created": CREATED, "model": model,
             "system_fingerprint": FINGERPRINT, "choices": [], "usage": usage});
         events.push(format!("data: {c}\n\n"));
     }
     events.push("data: [DONE]\n\n".into());
-    Ok(event_stream(req, events, "text/event-stream; charset=utf-8"))
+    Ok(event_stream(req, events, end, "text/event-stream; charset=utf-8"))
 }
 
 fn embeddings(body: &Value) -> Response<Body> {

@@ -126,12 +126,17 @@ fn finish_reason(done_reason: Option<&str>) -> &'static str {
 /// 3. The vendor's stream, one event (here: one NDJSON line) at a time → OpenAI chunks.
 ///
 /// The host hands over every line of one read at once; the kit runs them through `push` in
-/// order and stops at the one that says `done`.
+/// order and stops at the one that says `done`. A line the adapter cannot read is skipped
+/// (`StreamOutput::skip`: the host counts it and goes on, or ends the stream, by the
+/// channel's `malformed_events`); the vendor's own errors are returned as errors.
 pub struct ChatStream {
     chunks: ChunkBuilder,
     include_usage: bool,
     started: bool,
     usage: Option<Usage>,
+    /// Whether the stream got to its end: the kit's rule, the same in every adapter (the
+    /// terminal event, or a finish reason on every choice; here the `done` line is both).
+    ending: Ending,
 }
 
 impl StreamAdapter for ChatStream {
@@ -146,12 +151,15 @@ impl StreamAdapter for ChatStream {
             include_usage: ctx.include_usage,
             started: false,
             usage: None,
+            ending: Ending::default(),
         }
     }
 
     fn push(&mut self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
-        let line: Reply = serde_json::from_str(&event.data)
-            .map_err(|e| invalid_upstream(format!("not an Ollama stream line: {e}")))?;
+        let line: Reply = match serde_json::from_str(&event.data) {
+            Ok(line) => line,
+            Err(e) => return Ok(StreamOutput::skip(format!("not an Ollama stream line: {e}"))),
+        };
         let mut chunks = Vec::new();
         if !self.started {
             self.started = true;
@@ -161,6 +169,7 @@ impl StreamAdapter for ChatStream {
             chunks.push(self.chunks.content(&line.message.content));
         }
         if line.done {
+            self.ending.finish_reason();
             chunks.push(self.chunks.finish(finish_reason(line.done_reason.as_deref())));
             self.usage = Some(openai::usage(line.prompt_eval_count, line.eval_count));
         }
@@ -169,7 +178,7 @@ impl StreamAdapter for ChatStream {
 
     fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
         // A stream that ends before its `"done": true` line was cut: say so.
-        let Some(usage) = self.usage else {
+        let (true, Some(usage)) = (self.ending.is_complete(), self.usage) else {
             return Err(invalid_upstream("Ollama's stream ended before its final line"));
         };
         let chunks = if self.include_usage { vec![self.chunks.usage(&usage)] } else { vec![] };
@@ -254,5 +263,11 @@ mod tests {
         let out = s.push(vec![line("a", false), line("b", false), line("", true), line("late", false)]).unwrap();
         assert!(out.done);
         assert_eq!(out.events.len(), 4, "role, a, b, finish; nothing after the last line");
+        // A line that does not read is skipped, the answer goes on.
+        let mut s = relay_plugin_kit::Batched::<ChatStream>::new(&ctx(true));
+        let bad = StreamEvent { event: None, data: "{not json".into() };
+        let out = s.push(vec![line("a", false), bad, line("b", true)]).unwrap();
+        assert_eq!((out.events.len(), out.skipped.len(), out.done), (4, 1, true), "role, a, b, finish");
+        assert!(s.finish().is_ok());
     }
 }

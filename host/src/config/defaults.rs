@@ -39,6 +39,10 @@ pub const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(60);
 /// Shortest accepted duration: 1 ms, the timers' resolution.
 pub(super) const MIN_DURATION_SECS: f64 = 0.001;
 
+/// A vendor stream event the adapter cannot read is skipped and counted: one garbled event
+/// should not cost the client a whole answer (the count and the log show it).
+pub const DEFAULT_MALFORMED_EVENTS: super::MalformedEvents = super::MalformedEvents::Skip;
+
 /// Large enough for long multimodal prompts with inline images; bounded so one client
 /// cannot make the relay buffer gigabytes.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 32 * 1024 * 1024;

@@ -270,6 +270,25 @@ pub struct Channel {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeouts: Timeouts,
     pub retry: RetryConfig,
+    pub malformed_events: MalformedEvents,
+}
+
+/// What a stream does with a vendor event its adapter could not read (`malformed_events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MalformedEvents {
+    /// Left out and counted; the answer goes on.
+    Skip,
+    /// The stream ends with an invalid-upstream error after the events before it.
+    Fail,
+}
+
+impl MalformedEvents {
+    pub fn name(self) -> &'static str {
+        match self {
+            MalformedEvents::Skip => "skip",
+            MalformedEvents::Fail => "fail",
+        }
+    }
 }
 
 // Hand-written so a credential can never reach a log line through `{:?}`.
@@ -518,6 +537,20 @@ impl Config {
             }
             let timeouts = resolve_timeouts(&c.timeouts, timeouts, &format!("channel[{i}].timeouts"), text)?;
             let retry = resolve_retry(&c.retry, retry, &format!("channel[{i}].retry"), text)?;
+            let malformed_events = match &c.malformed_events {
+                None => DEFAULT_MALFORMED_EVENTS,
+                Some(v) => match v.get_ref().as_str() {
+                    "skip" => MalformedEvents::Skip,
+                    "fail" => MalformedEvents::Fail,
+                    other => bail!(
+                        "{}",
+                        ctx(&format!(
+                            "malformed_events (line {}): must be \"skip\" or \"fail\", not {other:?}",
+                            at(v.span())
+                        ))
+                    ),
+                },
+            };
             channels.push(Channel {
                 name: c.name.clone(),
                 adapter: c.adapter.clone(),
@@ -530,6 +563,7 @@ impl Config {
                 headers,
                 timeouts,
                 retry,
+                malformed_events,
             });
         }
 

@@ -114,6 +114,7 @@ pub(super) struct RawChannel {
     pub(super) timeouts: RawTimeouts,
     #[serde(default)]
     pub(super) retry: RawRetry,
+    pub(super) malformed_events: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

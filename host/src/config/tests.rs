@@ -354,3 +354,22 @@ fn retry_defaults_overrides_and_errors() {
     let e = err("[retry]\ntries = 2\n");
     assert!(e.contains("tries"), "{e}");
 }
+
+#[test]
+fn malformed_events_is_skip_unless_set_per_channel() {
+    let c = Config::parse(GOOD, Path::new("."), &env(&[("OPENAI_KEY", "k")])).unwrap();
+    assert_eq!(c.live.channels[0].malformed_events, DEFAULT_MALFORMED_EVENTS);
+    assert_eq!(DEFAULT_MALFORMED_EVENTS, MalformedEvents::Skip);
+    let channel = |v: &str| {
+        format!(
+            "[[channel]]\nname = \"a\"\nadapter = \"openai\"\nbase_url = \"http://x\"\nmodels = [\"m\"]\nmalformed_events = {v}\n"
+        )
+    };
+    let c = Config::parse(&channel("\"fail\""), Path::new("."), &env(&[])).unwrap();
+    assert_eq!(c.live.channels[0].malformed_events, MalformedEvents::Fail);
+    let e = format!("{:#}", Config::parse(&channel("\"ignore\""), Path::new("."), &env(&[])).unwrap_err());
+    assert!(e.contains("channel[0] 'a'") && e.contains("malformed_events (line 6)"), "{e}");
+    assert!(e.contains("\"skip\" or \"fail\""), "{e}");
+    let e = format!("{:#}", Config::parse(&channel("true"), Path::new("."), &env(&[])).unwrap_err());
+    assert!(e.contains("malformed_events") && e.contains("line 6"), "{e}");
+}

@@ -109,6 +109,8 @@ pub struct Metrics {
     pub failovers: Family<3>,
     /// Requests answered 429 without calling a vendor: every channel was cooling down.
     pub cooling_refused: Counter,
+    /// Vendor stream events an adapter could not read and left out, by channel.
+    pub stream_events_skipped: Family<1>,
 }
 
 /// The reasons a channel is retried (`error::policy` answers `SameChannel`), for zero samples.
@@ -180,6 +182,7 @@ impl Default for Metrics {
             retries: Family::new(["channel", "reason"]),
             failovers: Family::new(["from", "to", "reason"]),
             cooling_refused: Counter::default(),
+            stream_events_skipped: Family::new(["channel"]),
         };
         // A zero sample from start, so `increase()` sees the first failure.
         for result in ["ok", "error", "timeout"] {
@@ -213,6 +216,7 @@ impl Metrics {
             for reason in RETRY_REASONS_SAME_CHANNEL {
                 self.retries.add([channel, reason], 0);
             }
+            self.stream_events_skipped.add([channel], 0);
         }
         self.upstream_idle_max.set(i64::try_from(n.saturating_mul(idle_per_host)).unwrap_or(i64::MAX));
     }
@@ -343,7 +347,8 @@ impl Metrics {
             + self.config_reloads.folded()
             + self.upstream_attempts.folded()
             + self.retries.folded()
-            + self.failovers.folded();
+            + self.failovers.folded()
+            + self.stream_events_skipped.folded();
         counter(
             &mut out,
             "relay_metric_series_folded_total",
@@ -426,6 +431,12 @@ impl Metrics {
             "relay_upstream_idle_connections_max",
             "Most idle upstream connections the pools keep: channels x limits.pool_max_idle_per_host.",
             self.upstream_idle_max.get(),
+        );
+        self.stream_events_skipped.render(
+            &mut out,
+            "relay_stream_events_skipped_total",
+            "Vendor stream events an adapter could not read and left out, by channel.",
+            "counter",
         );
         self.plugin_output_refused.render(
             &mut out,
@@ -584,6 +595,21 @@ mod tests {
         assert_eq!(m.inflight_body_bytes.get(), 400);
         drop(b);
         assert_eq!(m.inflight_body_bytes.get(), 0);
+    }
+
+    #[test]
+    fn skipped_stream_events_have_zero_samples_per_channel() {
+        let m = Metrics::default();
+        m.channels_configured(["main"], 1);
+        m.stream_events_skipped.inc(["main"]);
+        m.channels_configured(["main", "backup"], 1);
+        let text = m.render();
+        for line in [
+            "relay_stream_events_skipped_total{channel=\"main\"} 1",
+            "relay_stream_events_skipped_total{channel=\"backup\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+        }
     }
 
     #[test]

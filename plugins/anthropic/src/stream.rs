@@ -94,7 +94,8 @@ pub struct Stream {
     chunks: ChunkBuilder,
     include_usage: bool,
     started: bool,
-    done: bool,
+    /// `message_stop`, or a `stop_reason` before the body ended, makes the stream complete.
+    ending: Ending,
     tokens: Tokens,
     /// Anthropic content-block index → the tool call it carries.
     tools: BTreeMap<u64, ToolBlock>,
@@ -123,7 +124,7 @@ impl StreamAdapter for Stream {
             },
             include_usage: ctx.include_usage,
             started: false,
-            done: false,
+            ending: Ending::default(),
             tokens: Tokens::default(),
             tools: BTreeMap::new(),
             next_tool: 0,
@@ -131,10 +132,15 @@ impl StreamAdapter for Stream {
     }
 
     fn push(&mut self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
-        let ev: Event = serde_json::from_str(&event.data).map_err(|e| {
-            let name = event.event.as_deref().unwrap_or("(unnamed)");
-            invalid_upstream(format!("the vendor's '{name}' stream event is not readable: {e}"))
-        })?;
+        let ev: Event = match serde_json::from_str(&event.data) {
+            Ok(ev) => ev,
+            Err(e) => {
+                let name = event.event.as_deref().unwrap_or("(unnamed)");
+                let why = format!("the vendor's '{name}' stream event is not readable: {e}");
+                // An error event ends the stream even when its body is garbled.
+                return if name == "error" { Err(invalid_upstream(why)) } else { Ok(StreamOutput::skip(why)) };
+            }
+        };
         if !self.started && !matches!(ev, Event::MessageStart { .. } | Event::Ping | Event::Error { .. }) {
             return Err(invalid_upstream("the vendor's stream did not begin with message_start"));
         }
@@ -184,13 +190,16 @@ impl StreamAdapter for Stream {
                     self.tokens.update(u);
                 }
                 let chunks = match delta.stop_reason.as_deref() {
-                    Some(r) => vec![self.chunks.finish(finish_reason(Some(r)))],
+                    Some(r) => {
+                        self.ending.finish_reason();
+                        vec![self.chunks.finish(finish_reason(Some(r)))]
+                    }
                     None => vec![],
                 };
                 Ok(self.usage_output(chunks))
             }
             Event::MessageStop => {
-                self.done = true;
+                self.ending.terminal();
                 Ok(StreamOutput { done: true, usage: Some(self.tokens.usage()), ..StreamOutput::empty() })
             }
             Event::Ping | Event::Unknown => Ok(output(vec![])),
@@ -202,9 +211,7 @@ impl StreamAdapter for Stream {
     }
 
     fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
-        if !self.done {
-            return Err(invalid_upstream("the vendor's stream ended before message_stop"));
-        }
+        self.ending.check("message_stop")?;
         let usage = self.tokens.usage();
         let chunks = if self.include_usage { vec![self.tokens.with_cached(self.chunks.usage(&usage))] } else { vec![] };
         Ok(StreamEnd::chunks(chunks, Some(usage)))
@@ -354,14 +361,44 @@ mod tests {
 
     #[test]
     fn a_stream_without_message_stop_fails_in_finish() {
+        // Cut before message_delta's stop_reason: the answer is truncated.
         let mut s = stream(false);
         let all = events();
-        for e in &all[..all.len() - 1] {
+        for e in &all[..all.len() - 2] {
             push(&mut s, e.clone()).unwrap();
         }
         let e = s.finish().unwrap_err();
         assert!(matches!(e, AdapterError::InvalidUpstream(m) if m.contains("message_stop")));
         assert!(stream(false).finish().is_err());
+    }
+
+    #[test]
+    fn a_stream_with_its_stop_reason_is_complete_without_message_stop() {
+        let mut s = stream(true);
+        let all = events();
+        for e in &all[..all.len() - 1] {
+            push(&mut s, e.clone()).unwrap();
+        }
+        let end = s.finish().unwrap();
+        assert_eq!(end.usage.map(|u| (u.input_tokens, u.output_tokens)), Some((15, 30)), "with usage");
+        assert_eq!(end.events.len(), 1, "the usage chunk the client asked for");
+    }
+
+    #[test]
+    fn an_unreadable_event_is_skipped() {
+        let mut s = relay_plugin_kit::Batched::<Stream>::new(&stream_ctx());
+        let mut all: Vec<StreamEvent> = events()
+            .into_iter()
+            .map(|v| StreamEvent { event: v["type"].as_str().map(str::to_owned), data: v.to_string() })
+            .collect();
+        let whole = all.len();
+        all.insert(4, StreamEvent { event: Some("content_block_delta".into()), data: "{not json".into() });
+        let out = s.push(all).unwrap();
+        assert!(out.done, "the stream went on to message_stop");
+        assert_eq!(out.skipped.len(), 1);
+        assert!(out.skipped[0].contains("'content_block_delta' stream event is not readable"), "{:?}", out.skipped);
+        assert_eq!(out.events.len(), 9, "every chunk of the {whole} good events");
+        assert!(s.finish().is_ok());
     }
 
     #[test]
@@ -371,8 +408,8 @@ mod tests {
         let e = push(&mut s, json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))
             .unwrap_err();
         assert!(matches!(e, AdapterError::InvalidUpstream(m) if m.contains("overloaded_error: Overloaded")));
-        let e = s.push(StreamEvent { event: None, data: "{not json".into() }).unwrap_err();
-        assert!(matches!(e, AdapterError::InvalidUpstream(_)));
+        let o = s.push(StreamEvent { event: None, data: "{not json".into() }).unwrap();
+        assert!(o.events.is_empty() && o.skipped.len() == 1, "an unreadable event is skipped");
         // Content before message_start is out of order.
         let e = push(&mut stream(false), events()[3].clone()).unwrap_err();
         assert!(matches!(e, AdapterError::InvalidUpstream(m) if m.contains("message_start")));

@@ -380,9 +380,23 @@ mod tests {
     }
 
     #[test]
+    fn stream_with_its_finish_reason_and_usage_is_complete_without_done() {
+        let mut t = openai::PassthroughStream::new(&ctx(Endpoint::ChatCompletions, "gpt-4o", true, &[]));
+        let text = r#"{"id":"c","choices":[{"index":0,"content_filter_results":{},"delta":{"content":"hi"},"finish_reason":null}]}"#;
+        let stop = r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#;
+        let usage = r#"{"id":"c","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":6,"total_tokens":10}}"#;
+        for chunk in [text, stop, usage] {
+            assert!(!t.push(event(chunk)).unwrap().done);
+        }
+        assert_eq!(t.finish().unwrap().usage.map(|u| u.total_tokens), Some(10));
+    }
+
+    #[test]
     fn stream_errors() {
         let mut t = openai::PassthroughStream::new(&ctx(Endpoint::ChatCompletions, "gpt-4o", true, &[]));
-        assert!(matches!(t.push(event("{not json")), Err(AdapterError::InvalidUpstream(_))));
+        // An unreadable chunk is skipped (the host decides whether the stream goes on).
+        let o = t.push(event("{not json")).unwrap();
+        assert!(o.events.is_empty() && o.skipped.len() == 1);
         let err = t.push(event(r#"{"error":{"code":"server_error","message":"overloaded"}}"#));
         assert!(matches!(err, Err(AdapterError::InvalidUpstream(m)) if m.contains("overloaded")));
     }

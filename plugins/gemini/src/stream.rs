@@ -1,6 +1,7 @@
 //! `streamGenerateContent?alt=sse` → `chat.completion.chunk`s. Every SSE event is a whole
 //! `GenerateContentResponse` holding the next piece of the answer; the one that carries a
-//! `finishReason` is the last (Gemini sends no `[DONE]`).
+//! `finishReason` is the last (Gemini sends no `[DONE]`: the finish reason is its end). An
+//! event that is not JSON, or not a response, is skipped.
 
 use relay_plugin_kit::openai::ChunkBuilder;
 use relay_plugin_kit::prelude::*;
@@ -15,12 +16,12 @@ pub struct GeminiStream {
     /// The next OpenAI tool-call index.
     next_tool: u32,
     usage: Option<Usage>,
-    finished: bool,
+    ending: Ending,
 }
 
 impl StreamAdapter for GeminiStream {
     fn new(ctx: &CallContext) -> Self {
-        GeminiStream { ctx: ctx.clone(), chunks: None, next_tool: 0, usage: None, finished: false }
+        GeminiStream { ctx: ctx.clone(), chunks: None, next_tool: 0, usage: None, ending: Ending::default() }
     }
 
     fn push(&mut self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
@@ -28,14 +29,18 @@ impl StreamAdapter for GeminiStream {
         if data.is_empty() {
             return Ok(StreamOutput::empty());
         }
-        let v: Value = serde_json::from_str(data)
-            .map_err(|e| invalid_upstream(format!("a Gemini stream event is not JSON: {e}")))?;
+        let v: Value = match serde_json::from_str(data) {
+            Ok(v) => v,
+            Err(e) => return Ok(StreamOutput::skip(format!("a Gemini stream event is not JSON: {e}"))),
+        };
         if v.get("error").is_some() {
             let msg = GoogleError::parse(data).and_then(|e| e.message).unwrap_or_else(|| v["error"].to_string());
             return Err(invalid_upstream(format!("Gemini ended the stream with an error: {msg}")));
         }
-        let r: GenerateResponse = serde_json::from_value(v)
-            .map_err(|e| invalid_upstream(format!("a Gemini stream event is not a response: {e}")))?;
+        let r: GenerateResponse = match serde_json::from_value(v) {
+            Ok(r) => r,
+            Err(e) => return Ok(StreamOutput::skip(format!("a Gemini stream event is not a response: {e}"))),
+        };
 
         let mut out = Vec::new();
         let b = self.chunks.get_or_insert_with(|| {
@@ -69,13 +74,13 @@ impl StreamAdapter for GeminiStream {
         };
         if let Some(reason) = reason {
             out.push(b.finish(reason));
-            self.finished = true;
+            self.ending.finish_reason();
         }
-        Ok(StreamOutput { done: self.finished, usage, ..StreamOutput::chunks(out) })
+        Ok(StreamOutput { done: self.ending.is_complete(), usage, ..StreamOutput::chunks(out) })
     }
 
     fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
-        if !self.finished {
+        if !self.ending.is_complete() {
             return Err(invalid_upstream("Gemini's stream ended before a chunk with a finishReason"));
         }
         let chunks = match (&self.chunks, &self.usage) {
@@ -189,8 +194,10 @@ mod tests {
             data: r#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#.into(),
         });
         assert!(matches!(e, Err(AdapterError::InvalidUpstream(m)) if m.contains("The model is overloaded.")));
-        let e = stream(false).push(StreamEvent { event: None, data: "{not json".into() });
-        assert!(matches!(e, Err(AdapterError::InvalidUpstream(_))));
+        let o = stream(false).push(StreamEvent { event: None, data: "{not json".into() }).unwrap();
+        assert!(o.events.is_empty() && o.skipped[0].contains("not JSON"), "skipped");
+        let o = stream(false).push(StreamEvent { event: None, data: r#"{"candidates":7}"#.into() }).unwrap();
+        assert!(o.events.is_empty() && o.skipped[0].contains("not a response"), "skipped");
         let mut s = stream(false);
         let o = push(&mut s, json!({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}));
         let c = parse(&o.events);

@@ -22,6 +22,7 @@
 //!
 //! See `examples/plugin-template` and `docs/writing-a-plugin.md`.
 
+pub mod ending;
 pub mod error;
 pub mod log;
 pub mod openai;
@@ -44,6 +45,7 @@ pub use bindings::relay::adapter::types::{
 
 /// Everything an adapter usually needs, in one import.
 pub mod prelude {
+    pub use crate::ending::Ending;
     pub use crate::error::{invalid_request, invalid_upstream, openai_error_body, unsupported};
     pub use crate::openai;
     pub use crate::{
@@ -134,19 +136,28 @@ impl OutputEvent {
 impl StreamOutput {
     /// Nothing to send, not done, no usage.
     pub fn empty() -> StreamOutput {
-        StreamOutput { events: vec![], done: false, usage: None }
+        StreamOutput { events: vec![], done: false, usage: None, skipped: vec![] }
     }
 
     /// Chat chunks to send (not done, no usage).
     pub fn chunks(chunks: Vec<String>) -> StreamOutput {
-        StreamOutput { events: chunks.into_iter().map(OutputEvent::chunk).collect(), done: false, usage: None }
+        StreamOutput { events: chunks.into_iter().map(OutputEvent::chunk).collect(), ..StreamOutput::empty() }
     }
 
-    /// Add what one event became to what its batch became so far: its events follow, a
-    /// later usage replaces an earlier one, and `done` stays. Returns whether the batch is
-    /// done (what follows the terminal event is ignored).
+    /// An upstream event the adapter cannot read (not JSON, or JSON it cannot map), left
+    /// out: the host counts it and goes on, or ends the stream with `reason`, as the
+    /// channel's `malformed_events` setting says. Not for the vendor's own error events:
+    /// those are errors.
+    pub fn skip(reason: impl Into<String>) -> StreamOutput {
+        StreamOutput { skipped: vec![reason.into()], ..StreamOutput::empty() }
+    }
+
+    /// Add what one event became to what its batch became so far: its events (and skips)
+    /// follow, a later usage replaces an earlier one, and `done` stays. Returns whether the
+    /// batch is done (what follows the terminal event is ignored).
     pub fn absorb(&mut self, next: StreamOutput) -> bool {
         self.events.extend(next.events);
+        self.skipped.extend(next.skipped);
         if next.usage.is_some() {
             self.usage = next.usage;
         }
@@ -243,7 +254,7 @@ impl<S: StreamAdapter> Batched<S> {
                 Ok(out)
             }
             // Nothing to deliver first: the error is the answer now.
-            Err(e) if out.events.is_empty() && out.usage.is_none() => Err(e),
+            Err(e) if out.events.is_empty() && out.usage.is_none() && out.skipped.is_empty() => Err(e),
             Err(e) => {
                 self.held = Some(e);
                 self.done = true;

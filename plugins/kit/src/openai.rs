@@ -451,22 +451,91 @@ impl ChunkBuilder {
 }
 
 /// The stream of a vendor that already speaks OpenAI's chunks (OpenAI, Azure OpenAI, the
-/// OpenAI-compatible APIs): each chunk is checked (it must be JSON), scanned for usage and
-/// forwarded as it is; `data: [DONE]` is the terminal event; an `{"error": ...}` event ends
-/// the stream with an error. Chunks with neither choices nor usage (Azure's content-filter
+/// OpenAI-compatible APIs): each chunk is checked (it must be a JSON object; one that is not
+/// is skipped), scanned for usage and finish reasons and forwarded as it is; `data: [DONE]`
+/// is the terminal event, and a stream whose every choice carried a `finish_reason` is
+/// complete without it ([`Ending`](crate::ending::Ending)); an `{"error": ...}` event ends the
+/// stream with an error. Chunks with neither choices nor usage (Azure's content-filter
 /// preamble) are dropped: OpenAI clients do not expect them.
 #[derive(Default)]
 pub struct PassthroughStream {
-    done: bool,
+    ending: crate::ending::Ending,
     usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
 struct ChunkProbe {
     #[serde(default)]
-    choices: Option<Vec<serde::de::IgnoredAny>>,
+    choices: Option<Vec<ChoiceProbe>>,
     usage: Option<WireUsage>,
     error: Option<ErrorProbe>,
+}
+
+/// A choice's `index` and whether it carries a `finish_reason`; the rest (the delta) is
+/// skipped unread. Anything that is not an object reads as a choice 0 without a finish
+/// reason: the probe only looks, the chunk is forwarded as the vendor sent it.
+#[derive(Default)]
+struct ChoiceProbe {
+    index: u64,
+    finished: bool,
+}
+
+impl<'de> Deserialize<'de> for ChoiceProbe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "snake_case")]
+        enum Field {
+            Index,
+            FinishReason,
+            #[serde(other)]
+            Other,
+        }
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ChoiceProbe;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a choice")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ChoiceProbe, A::Error> {
+                let mut c = ChoiceProbe::default();
+                while let Some(key) = map.next_key::<Field>()? {
+                    match key {
+                        Field::Index => c.index = map.next_value::<Value>()?.as_u64().unwrap_or(0),
+                        Field::FinishReason => {
+                            c.finished = matches!(map.next_value::<Value>()?, Value::String(r) if !r.is_empty());
+                        }
+                        Field::Other => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(c)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ChoiceProbe, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(ChoiceProbe::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ChoiceProbe, E> {
+                Ok(ChoiceProbe::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ChoiceProbe, E> {
+                Ok(ChoiceProbe::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ChoiceProbe, E> {
+                Ok(ChoiceProbe::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ChoiceProbe, E> {
+                Ok(ChoiceProbe::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ChoiceProbe, E> {
+                Ok(ChoiceProbe::default())
+            }
+            fn visit_unit<E>(self) -> Result<ChoiceProbe, E> {
+                Ok(ChoiceProbe::default())
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 #[derive(Deserialize)]
@@ -482,15 +551,20 @@ impl StreamAdapter for PassthroughStream {
     fn push(&mut self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
         let data = event.data.trim();
         if data == "[DONE]" {
-            self.done = true;
+            self.ending.terminal();
             return Ok(StreamOutput { done: true, ..StreamOutput::empty() });
         }
         // A chunk is an object; serde would also read the probe from an array.
         if !data.starts_with('{') {
-            return Err(AdapterError::InvalidUpstream("a stream chunk is not a JSON object".into()));
+            return Ok(StreamOutput::skip("a stream chunk is not a JSON object"));
         }
-        let probe: ChunkProbe = serde_json::from_str(data)
-            .map_err(|e| AdapterError::InvalidUpstream(format!("a stream chunk is not JSON: {e}")))?;
+        let probe: ChunkProbe = match serde_json::from_str(data) {
+            Ok(p) => p,
+            Err(e) => return Ok(StreamOutput::skip(format!("a stream chunk is not JSON: {e}"))),
+        };
+        for c in probe.choices.iter().flatten() {
+            self.ending.choice(c.index, c.finished);
+        }
         if let Some(err) = probe.error {
             let msg = err.message.unwrap_or_else(|| "the vendor sent an error event".into());
             return Err(AdapterError::InvalidUpstream(format!("the vendor ended the stream with an error: {msg}")));
@@ -504,13 +578,11 @@ impl StreamAdapter for PassthroughStream {
         // Several `data:` lines arrive joined with `\n`; in valid JSON a line break can only
         // be whitespace between tokens, and the host sends each chunk as one `data:` line.
         let chunk = if event.data.contains(['\n', '\r']) { event.data.replace(['\n', '\r'], " ") } else { event.data };
-        Ok(StreamOutput { events: vec![OutputEvent::chunk(chunk)], done: false, usage })
+        Ok(StreamOutput { events: vec![OutputEvent::chunk(chunk)], usage, ..StreamOutput::empty() })
     }
 
     fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
-        if !self.done {
-            return Err(AdapterError::InvalidUpstream("the vendor's stream ended before [DONE]".into()));
-        }
+        self.ending.check("[DONE]")?;
         Ok(StreamEnd { events: vec![], usage: self.usage })
     }
 }
@@ -593,7 +665,70 @@ mod tests {
         let o = s.push(StreamEvent { event: None, data: data.into() }).unwrap();
         assert_eq!(o.data(), vec!["{   \"choices\": [{\"delta\": {\"content\": \"a\\nb\"}}],    \"id\": \"\" }"]);
         assert_eq!(o.events[0].name, None, "a chat chunk has no event name");
-        let e = s.push(StreamEvent { event: None, data: "[[],{},null]".into() });
-        assert!(matches!(e, Err(AdapterError::InvalidUpstream(m)) if m.contains("object")));
+        let o = s.push(StreamEvent { event: None, data: "[[],{},null]".into() }).unwrap();
+        assert!(o.events.is_empty() && o.skipped.len() == 1 && o.skipped[0].contains("object"), "skipped, not sent");
+    }
+
+    fn chunk(choices: &str, usage: bool) -> StreamEvent {
+        let usage = if usage { r#","usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}"# } else { "" };
+        StreamEvent { event: None, data: format!(r#"{{"id":"c","choices":{choices}{usage}}}"#) }
+    }
+
+    #[test]
+    fn a_stream_whose_choices_finished_is_complete_without_done() {
+        let mut s = PassthroughStream::default();
+        s.push(chunk(r#"[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]"#, false)).unwrap();
+        assert!(s.ending.check("[DONE]").is_err(), "cut before the finish reason");
+        s.push(chunk(r#"[{"index":0,"delta":{},"finish_reason":"stop"}]"#, false)).unwrap();
+        // With include_usage the usage chunk follows the finish reason; then the body ends.
+        s.push(chunk("[]", true)).unwrap();
+        let end = s.finish().unwrap();
+        assert_eq!(end.usage.map(|u| u.total_tokens), Some(3), "complete, with usage");
+        // Two choices: complete only when both finished.
+        let mut s = PassthroughStream::default();
+        s.push(chunk(r#"[{"index":0,"delta":{"content":"a"}},{"index":1,"delta":{"content":"b"}}]"#, false)).unwrap();
+        s.push(chunk(r#"[{"index":0,"delta":{},"finish_reason":"stop"}]"#, false)).unwrap();
+        let e = s.finish().unwrap_err();
+        assert!(matches!(e, AdapterError::InvalidUpstream(m) if m.contains("ended before [DONE]")));
+        s.push(chunk(r#"[{"index":1,"delta":{},"finish_reason":"length"}]"#, false)).unwrap();
+        assert!(s.finish().is_ok());
+        // Odd choices are looked at, not refused: the chunk goes out as it came.
+        let mut s = PassthroughStream::default();
+        let o = s.push(chunk(r#"[7,"x",null,[1],{"index":"0","finish_reason":5}]"#, false)).unwrap();
+        assert_eq!(o.events.len(), 1);
+        assert!(s.finish().is_err(), "no finish reason came");
+    }
+
+    #[test]
+    fn an_unreadable_chunk_is_skipped_and_the_stream_goes_on() {
+        let mut s = batched();
+        let out = s
+            .push(vec![
+                chunk(r#"[{"index":0,"delta":{"content":"a"}}]"#, false),
+                StreamEvent { event: None, data: "{not json".into() },
+                chunk(r#"[{"index":0,"delta":{},"finish_reason":"stop"}]"#, false),
+                StreamEvent { event: None, data: "[DONE]".into() },
+            ])
+            .unwrap();
+        assert_eq!(out.events.len(), 2, "the chunks around the bad one");
+        assert!(out.done);
+        assert_eq!(out.skipped.len(), 1);
+        assert!(out.skipped[0].contains("not JSON"), "{:?}", out.skipped);
+        assert!(s.finish().is_ok());
+        // The vendor's own error event is no skip: it ends the stream.
+        let mut s = batched();
+        assert!(s.push(vec![StreamEvent { event: None, data: r#"{"error":{"message":"boom"}}"#.into() }]).is_err());
+    }
+
+    fn batched() -> crate::Batched<PassthroughStream> {
+        let ctx = crate::CallContext {
+            request_id: "r".into(),
+            endpoint: crate::Endpoint::ChatCompletions,
+            model: "m".into(),
+            stream: true,
+            include_usage: true,
+            settings: vec![],
+        };
+        crate::Batched::new(&ctx)
     }
 }

@@ -115,6 +115,23 @@ proptest! {
     }
 
     #[test]
+    fn an_unreadable_chunk_changes_nothing_but_the_skip_count(
+        ctx in context(Endpoint::ChatCompletions, true),
+        events in events(openai_event_data(), 12),
+        at in any::<prop::sample::Index>(),
+        garbage in prop::sample::select(&["{not json", "<html>", "[1,2]", "\"x\"", "{\"choices\": [", "null"][..]),
+    ) {
+        let clean = sent_one_by_one::<PassthroughStream>(&ctx, events.clone());
+        let mut with = events;
+        let i = at.index(with.len() + 1);
+        with.insert(i, relay_plugin_kit::StreamEvent { event: None, data: garbage.to_string() });
+        let mut got = sent_one_by_one::<PassthroughStream>(&ctx, with);
+        prop_assert!(got.skipped <= clean.skipped + 1, "{got:?}");
+        got.skipped = clean.skipped;
+        prop_assert!(got.same_as(&clean), "with {garbage:?} at {i}: {got:?}\nwithout: {clean:?}");
+    }
+
+    #[test]
     fn the_passthrough_stream_is_the_same_in_batches(
         ctx in context(Endpoint::ChatCompletions, true),
         events in events(openai_event_data(), 16),

@@ -137,6 +137,7 @@ impl From<t::StreamOutput> for m::StreamOutput {
             events: o.chunks.into_iter().map(chunk).collect(),
             done: o.done,
             usage: o.usage.map(Into::into),
+            skipped: Vec::new(),
         }
     }
 }

@@ -155,6 +155,7 @@ impl From<t::StreamOutput> for m::StreamOutput {
             events: o.events.into_iter().map(output_event).collect(),
             done: o.done,
             usage: o.usage.map(Into::into),
+            skipped: o.skipped,
         }
     }
 }

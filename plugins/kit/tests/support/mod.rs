@@ -748,16 +748,19 @@ pub struct Sent {
     pub events: Vec<OutputEvent>,
     pub usage: Option<Usage>,
     pub error: Option<String>,
+    /// Upstream events the adapter could not read and left out.
+    pub skipped: usize,
 }
 
 impl Sent {
     fn new() -> Sent {
-        Sent { events: vec![], usage: None, error: None }
+        Sent { events: vec![], usage: None, error: None, skipped: 0 }
     }
 
     /// Take one output; whether the stream goes on.
     fn output(&mut self, out: StreamOutput) -> bool {
         self.events.extend(out.events);
+        self.skipped += out.skipped.len();
         if out.usage.is_some() {
             self.usage = out.usage;
         }
