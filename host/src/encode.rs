@@ -143,11 +143,22 @@ mod tests {
         let mut chat = Chat;
         let batch = Batch { events: vec![chunk("{\"a\":1}"), chunk("{}")], end: Some(End::Done { usage: None }) };
         assert_eq!(&encode(&mut chat, &batch)[..], b"data: {\"a\":1}\n\ndata: {}\n\ndata: [DONE]\n\n");
-        assert_eq!(chat.size(&batch), encode(&mut chat, &batch).len(), "a chat batch is sized exactly");
         let error = RelayError::bad_upstream("cut");
         let batch = Batch { events: vec![chunk("{}")], end: Some(End::Failed { error, sent: true }) };
         let expected = "data: {}\n\ndata: {\"error\":{\"code\":\"bad_upstream_response\",\"message\":\"cut\",\"param\":null,\"type\":\"upstream_error\"}}\n\n";
         assert_eq!(String::from_utf8_lossy(&encode(&mut chat, &batch)), expected);
         assert!(encode(&mut chat, &Batch::default()).is_empty());
+    }
+
+    /// A frame filled to its capacity becomes `Bytes` without another allocation.
+    #[test]
+    fn chat_sizes_its_frames_exactly() {
+        let mut chat = Chat;
+        let events = vec![chunk("{\"a\":1}"), chunk("{}")];
+        for end in [None, Some(End::Done { usage: None })] {
+            let batch = Batch { events: events.clone(), end };
+            assert_eq!(chat.size(&batch), encode(&mut chat, &batch).len());
+        }
+        assert_eq!(chat.size(&Batch::default()), 0);
     }
 }
