@@ -14,6 +14,12 @@
 #   BENCH_RELAY_LOG      the relay's RELAY_LOG; info writes its access line per request [info]
 #   BENCH_KEEP           1: keep the temp dir (configs, logs) [0]
 #   BENCH_MICRO          1: also run the plugin-boundary micro-benchmarks (host/benches) [1]
+#   BENCH_PHASES         load phases of every target, in order; empty runs none (the hold
+#                        test is BENCH_HOLD_STREAMS) ["ns32 ns256 stream"]
+#   BENCH_RELAY_BIN      the relay binary measured [target/release/relay]
+#   BENCH_PLUGIN_DIR     the adapters it loads (*.wasm) [plugins.d]
+#                        These two compare builds: run the script alternately with an
+#                        older binary and its adapters, and with the current ones.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +35,9 @@ BENCH_LOADGEN_THREADS=${BENCH_LOADGEN_THREADS:-1}
 BENCH_RELAY_LOG=${BENCH_RELAY_LOG:-info}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_MICRO=${BENCH_MICRO:-1}
+BENCH_PHASES=${BENCH_PHASES-"ns32 ns256 stream"}
+BENCH_RELAY_BIN=${BENCH_RELAY_BIN:-$ROOT/target/release/relay}
+BENCH_PLUGIN_DIR=${BENCH_PLUGIN_DIR:-$ROOT/plugins.d}
 
 # The workloads of issue 6.
 readonly CONCURRENCY_LOW=32
@@ -75,7 +84,7 @@ readonly INSTALL_TIMEOUT_S=600
 
 readonly MOCK_KEY="sk-demo-upstream"
 readonly CLIENT_KEY="sk-bench-client"
-readonly RELAY="$ROOT/target/release/relay"
+readonly RELAY=$BENCH_RELAY_BIN
 readonly DEMO="$ROOT/target/release/demo-upstream"
 readonly LOADGEN_DIR="$ROOT/target/bench-loadgen"
 readonly LOADGEN="$LOADGEN_DIR/release/loadgen"
@@ -84,7 +93,11 @@ readonly OUT_DIR="$ROOT/target/bench"
 say() { printf '%s\n' "$*" >&2; }
 die() { say "bench: $*"; exit 1; }
 
-for f in "$RELAY" "$DEMO" "$ROOT/plugins.d/openai.wasm" "$ROOT/plugins.d/anthropic.wasm"; do
+for p in $BENCH_PHASES; do
+  [[ $p =~ ^(ns$CONCURRENCY_LOW|ns$CONCURRENCY_HIGH|stream)$ ]] ||
+    die "BENCH_PHASES: unknown phase '$p' (ns$CONCURRENCY_LOW, ns$CONCURRENCY_HIGH, stream)"
+done
+for f in "$RELAY" "$DEMO" "$BENCH_PLUGIN_DIR/openai.wasm" "$BENCH_PLUGIN_DIR/anthropic.wasm"; do
   [[ -e $f ]] || die "$f is missing: run 'make build' first (make bench does)"
 done
 
@@ -180,7 +193,7 @@ fi
 # The knobs the caller set (the script's own defaults are not exported, so not listed).
 knobs=""
 for k in BENCH_SECONDS BENCH_WARMUP BENCH_HOLD_STREAMS BENCH_HOLD_AFTER BENCH_TARGETS BENCH_NGINX \
-  BENCH_LOADGEN_THREADS BENCH_RELAY_LOG; do
+  BENCH_LOADGEN_THREADS BENCH_RELAY_LOG BENCH_PHASES BENCH_RELAY_BIN BENCH_PLUGIN_DIR; do
   v=$(printenv "$k" || true)
   [[ -z $v ]] || knobs+="$k=$(printf '%q' "$v") "
 done
@@ -190,14 +203,21 @@ record meta machine "$(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /
 $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"), \
 Linux $(uname -r)"
 record meta "load average at start" "$(cut -d' ' -f1-3 /proc/loadavg)"
-record meta relay "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD \
-  2>/dev/null || echo ' (with uncommitted changes)')"
+if [[ $RELAY == "$ROOT/target/release/relay" ]]; then
+  record meta relay "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD \
+    2>/dev/null || echo ' (with uncommitted changes)')"
+else
+  record meta relay "$RELAY, adapters from $BENCH_PLUGIN_DIR"
+fi
 [[ -n $NGINX ]] && record meta nginx "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
 record meta "per load phase" "${BENCH_WARMUP} s warm-up, ${BENCH_SECONDS} s measured"
 record meta hold_after_s "$BENCH_HOLD_AFTER"
-record meta "phase.ns$CONCURRENCY_LOW" "non-stream c=$CONCURRENCY_LOW"
-record meta "phase.ns$CONCURRENCY_HIGH" "non-stream c=$CONCURRENCY_HIGH"
-record meta phase.stream "stream $STREAM_CHUNKS chunks c=$STREAM_CONCURRENCY"
+for p in $BENCH_PHASES; do
+  case $p in
+    ns*) record meta "phase.$p" "non-stream c=${p#ns}" ;;
+    stream) record meta phase.stream "stream $STREAM_CHUNKS chunks c=$STREAM_CONCURRENCY" ;;
+  esac
+done
 for n in "${HOLDS[@]}"; do record meta "phase.hold$n" "hold $n slow streams"; done
 
 NS_BODY='{"model":"bench-fast","messages":[{"role":"user","content":"'"$PROMPT"'"}]}'
@@ -272,17 +292,24 @@ run_phases() {
     [[ $pid == mock ]] && server=$MOCK_PID
     args=(--url "$url" --header "$auth" --pid "$server" --record "$RESULTS" --target "$target")
   }
-  for c in "$CONCURRENCY_LOW" "$CONCURRENCY_HIGH"; do
+  local phase
+  for phase in $BENCH_PHASES; do
     next_phase
-    say "-- $target: non-stream, concurrency $c"
-    lg load "${args[@]}" --body "$NS_BODY" --phase "ns$c" --concurrency "$c" --ramp "$CONNECT_RAMP" \
-      --warmup "$BENCH_WARMUP" --seconds "$BENCH_SECONDS" || note "$target" "non-stream c=$c phase failed"
+    case $phase in
+      ns*)
+        c=${phase#ns}
+        say "-- $target: non-stream, concurrency $c"
+        lg load "${args[@]}" --body "$NS_BODY" --phase "ns$c" --concurrency "$c" --ramp "$CONNECT_RAMP" \
+          --warmup "$BENCH_WARMUP" --seconds "$BENCH_SECONDS" || note "$target" "non-stream c=$c phase failed"
+        ;;
+      stream)
+        say "-- $target: streams of $STREAM_CHUNKS chunks, concurrency $STREAM_CONCURRENCY"
+        lg load "${args[@]}" --body "$STREAM_BODY" --stream --min-events "$MIN_STREAM_EVENTS" --phase stream \
+          --concurrency "$STREAM_CONCURRENCY" --ramp "$CONNECT_RAMP" --warmup "$BENCH_WARMUP" \
+          --seconds "$BENCH_SECONDS" || note "$target" "stream phase failed"
+        ;;
+    esac
   done
-  next_phase
-  say "-- $target: streams of $STREAM_CHUNKS chunks, concurrency $STREAM_CONCURRENCY"
-  lg load "${args[@]}" --body "$STREAM_BODY" --stream --min-events "$MIN_STREAM_EVENTS" --phase stream \
-    --concurrency "$STREAM_CONCURRENCY" --ramp "$CONNECT_RAMP" --warmup "$BENCH_WARMUP" --seconds "$BENCH_SECONDS" ||
-    note "$target" "stream phase failed"
   local pace=()
   [[ -n $slow ]] && pace=(--header "$slow")
   for n in "${HOLDS[@]}"; do
@@ -445,7 +472,7 @@ unset RELAY_CONFIG RELAY_CONNECT_TIMEOUT RELAY_TLS_HANDSHAKE_TIMEOUT RELAY_RESPO
   RELAY_STREAM_IDLE_TIMEOUT RELAY_TIMEOUT
 # The shipped adapters as they are now: a rebuild during the run does not reach the relay.
 mkdir -p "$TMP/plugins"
-cp "$ROOT"/plugins.d/*.wasm "$TMP/plugins/"
+cp "$BENCH_PLUGIN_DIR"/*.wasm "$TMP/plugins/"
 
 for target in $BENCH_TARGETS; do
   say "== $target"

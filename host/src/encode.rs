@@ -21,6 +21,13 @@ pub trait StreamEncoder: Send {
     /// The stream was cut after its head went out (`sent`: events reached the client too);
     /// the client must be able to tell it from a complete one.
     fn error(&mut self, out: &mut Vec<u8>, error: &RelayError, sent: bool);
+
+    /// The bytes `batch` will take, to allocate them once. Exact when it can be: a buffer
+    /// filled to its capacity becomes the body frame without another allocation. Less is
+    /// only slower.
+    fn size(&self, _batch: &Batch) -> usize {
+        0
+    }
 }
 
 /// Chat completions: `data: {chunk}` per chunk, `data: [DONE]` after the last; a cut stream
@@ -35,13 +42,22 @@ impl StreamEncoder for Chat {
     }
 
     fn done(&mut self, out: &mut Vec<u8>, _usage: Option<&Usage>) {
-        out.extend_from_slice(b"data: [DONE]\n\n");
+        out.extend_from_slice(DONE);
     }
 
     fn error(&mut self, out: &mut Vec<u8>, error: &RelayError, _sent: bool) {
         out.extend_from_slice(&error_event(error));
     }
+
+    fn size(&self, batch: &Batch) -> usize {
+        let events: usize = batch.events.iter().map(|e| CHUNK_FRAMING.len() + e.data.len()).sum();
+        events + if matches!(batch.end, Some(End::Done { .. })) { DONE.len() } else { 0 }
+    }
 }
+
+/// What `Chat` writes around a chunk (`data: ` and the blank line after), and at the end.
+const CHUNK_FRAMING: &str = "data: \n\n";
+const DONE: &[u8] = b"data: [DONE]\n\n";
 
 /// A chat stream's error event: the one place its bytes are made.
 fn error_event(e: &RelayError) -> Bytes {
@@ -102,7 +118,7 @@ fn stream_body(stream: Box<Translation>, encoder: Box<dyn StreamEncoder>) -> Bod
 
 /// One batch in the client's framing.
 fn encode(encoder: &mut dyn StreamEncoder, batch: &Batch) -> Bytes {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(encoder.size(batch));
     for ev in &batch.events {
         encoder.event(&mut out, ev);
     }
@@ -132,5 +148,17 @@ mod tests {
         let expected = "data: {}\n\ndata: {\"error\":{\"code\":\"bad_upstream_response\",\"message\":\"cut\",\"param\":null,\"type\":\"upstream_error\"}}\n\n";
         assert_eq!(String::from_utf8_lossy(&encode(&mut chat, &batch)), expected);
         assert!(encode(&mut chat, &Batch::default()).is_empty());
+    }
+
+    /// A frame filled to its capacity becomes `Bytes` without another allocation.
+    #[test]
+    fn chat_sizes_its_frames_exactly() {
+        let mut chat = Chat;
+        let events = vec![chunk("{\"a\":1}"), chunk("{}")];
+        for end in [None, Some(End::Done { usage: None })] {
+            let batch = Batch { events: events.clone(), end };
+            assert_eq!(chat.size(&batch), encode(&mut chat, &batch).len());
+        }
+        assert_eq!(chat.size(&Batch::default()), 0);
     }
 }

@@ -197,7 +197,9 @@ pub async fn serve(
             async move {
                 let endpoint = route_name(req.method(), req.uri().path());
                 let metrics = relay.metrics.clone();
-                let resp = guarded(&metrics, endpoint, dispatch(relay, jobs, req)).await;
+                // Boxed: hyper keeps a slot the size of this future for the connection's
+                // whole life (a held stream's too), and the handler's future is ~5 KB.
+                let resp = guarded(&metrics, endpoint, Box::pin(dispatch(relay, jobs, req))).await;
                 Ok::<_, std::convert::Infallible>(resp.map(|b| TrackedBody::new(b, busy)))
             }
         });

@@ -91,6 +91,15 @@ fn event_len(ev: &OutputEvent) -> usize {
     ev.data.len() + ev.name.as_ref().map_or(0, String::len)
 }
 
+/// `events` after `out`; taken as they are when `out` is empty (most reads are one event).
+fn append(out: &mut Vec<OutputEvent>, events: Vec<OutputEvent>) {
+    if out.is_empty() {
+        *out = events;
+    } else {
+        out.extend(events);
+    }
+}
+
 pub struct Translation {
     body: Incoming,
     framer: Framer,
@@ -350,11 +359,13 @@ impl Translation {
                 data: self.redactor.redact(ev.data),
             })
             .collect();
-        let pushed = self.session.push(events).await;
+        // Boxed: an adapter call's future is ~2 KB, and held inline it would make every
+        // stream's state that much larger while it waits on the upstream.
+        let pushed = Box::pin(self.session.push(events)).await;
         let pushed = pushed.and_then(|o| self.checked(&o.events).map(|()| o));
         match pushed {
             Ok(o) => {
-                out.extend(o.events);
+                append(out, o.events);
                 self.used(o.usage);
                 if let Some(e) = self.skipped(o.skipped) {
                     return Some(self.fail(std::mem::take(out), e));
@@ -404,10 +415,10 @@ impl Translation {
     }
 
     async fn end(&mut self, mut out: Vec<OutputEvent>) -> Batch {
-        let finished = self.session.finish().await;
+        let finished = Box::pin(self.session.finish()).await;
         match finished.and_then(|end| self.checked(&end.events).map(|()| end)) {
             Ok(end) => {
-                out.extend(end.events);
+                append(&mut out, end.events);
                 self.used(end.usage);
                 self.finished = true;
                 self.log.finish(200);

@@ -156,7 +156,13 @@ impl StreamOutput {
     /// follow, a later usage replaces an earlier one, and `done` stays. Returns whether the
     /// batch is done (what follows the terminal event is ignored).
     pub fn absorb(&mut self, next: StreamOutput) -> bool {
-        self.events.extend(next.events);
+        // The first output of a batch (most batches are one event) is taken as it is:
+        // extending an empty list would allocate a second one and copy into it.
+        if self.events.is_empty() {
+            self.events = next.events;
+        } else {
+            self.events.extend(next.events);
+        }
         self.skipped.extend(next.skipped);
         if next.usage.is_some() {
             self.usage = next.usage;
