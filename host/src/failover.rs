@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use crate::access::RequestLog;
 use crate::answer::{Answer, Whole};
+use crate::bridge::{self, Route};
 use crate::config::{Channel, Limits, Token, fmt_secs};
 use crate::error::{ErrorKind, Failure, Fault, RelayError, Retry, Stage, policy};
 use crate::model::{CallContext, Endpoint, Header, StreamFormat, UpstreamResponse};
@@ -81,6 +82,8 @@ impl Relay {
         let limits = &snap.config.limits;
         let candidates = snap.candidates(&model);
 
+        // A bridged channel's chat body, made once for every channel that needs it.
+        let mut chat_body = None;
         let mut ctx = CallContext {
             request_id: log.request_id.clone(),
             endpoint,
@@ -96,7 +99,7 @@ impl Relay {
             log.adapter = channel.adapter.clone();
             log.attempts += 1;
             ctx.settings.clone_from(&channel.settings);
-            let attempt = self.attempt(channel, client, &ctx, text, limits, log).await;
+            let attempt = self.attempt(channel, client, &ctx, text, &mut chat_body, limits, log).await;
             let moving_on = !last && attempt.retry() == Retry::NextChannel;
             match attempt {
                 Attempt::Answer { answer, retry: Retry::Never } => return Ok(answer),
@@ -118,12 +121,14 @@ impl Relay {
         unreachable!("the last candidate always returns")
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         channel: &Channel,
         client: &HttpClient,
         ctx: &CallContext,
         body: &str,
+        chat_body: &mut Option<String>,
         limits: &Limits,
         log: &mut RequestLog,
     ) -> Attempt {
@@ -133,12 +138,31 @@ impl Relay {
                 format!("adapter '{}' of channel {} is not loaded", channel.adapter, channel.name),
             ));
         };
-        if !plugin.supports(ctx.endpoint) {
-            return Attempt::Failed(RelayError::new(
-                ErrorKind::UnsupportedEndpoint,
-                format!("adapter '{}' does not serve this endpoint", plugin.name()),
-            ));
-        }
+        // Per attempt: the client's API as sent to an adapter that speaks it, or bridged
+        // through the adapter's chat completions (failover may cross from one to the other).
+        let client_api = ctx.endpoint;
+        let route = Route::of(client_api, &plugin.info);
+        let bridged_ctx;
+        let (ctx, body) = match route {
+            Route::Unsupported => {
+                return Attempt::Failed(RelayError::new(
+                    ErrorKind::UnsupportedEndpoint,
+                    format!("adapter '{}' does not serve this endpoint", plugin.name()),
+                ));
+            }
+            Route::Direct => (ctx, body),
+            Route::Chat => {
+                if chat_body.is_none() {
+                    match bridge::request(ctx.endpoint, body) {
+                        Ok(b) => *chat_body = Some(b),
+                        Err(e) => return Attempt::Failed(e),
+                    }
+                }
+                bridged_ctx = CallContext { endpoint: Endpoint::ChatCompletions, include_usage: true, ..ctx.clone() };
+                (&bridged_ctx, chat_body.as_deref().unwrap_or_default())
+            }
+        };
+
         let t = &channel.timeouts;
         let deadline = Instant::from_std(log.start) + t.total;
 
@@ -199,7 +223,7 @@ impl Relay {
             // stream ends or the client drops it.
             let mut stream_log = log.hand_over();
             stream_log.first_byte();
-            let translation = Translation::new(
+            let mut translation = Translation::new(
                 incoming,
                 framer,
                 session,
@@ -210,6 +234,11 @@ impl Relay {
                 self.shutdown_signal(),
                 redactor,
             );
+            if route == Route::Chat
+                && let Some(b) = bridge::stream(client_api, &ctx.model)
+            {
+                translation.set_bridge(b);
+            }
             return Attempt::Answer { answer: Answer::Stream(Box::new(translation)), retry: Retry::Never };
         }
 
@@ -278,6 +307,7 @@ impl Relay {
             usage: answer.usage,
             retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
         };
+        let whole = if route == Route::Chat { bridge::response(client_api, whole, &ctx.model) } else { whole };
         if upstream_status.is_client_error() || upstream_status.is_server_error() {
             log.vendor_error(format!("vendor answered {upstream_status}"));
         }

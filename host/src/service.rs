@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::RequestLog;
 use crate::adapter::Registry;
-use crate::auth::authenticate;
+use crate::auth::{authenticate, authenticate_anthropic};
 use crate::encode::respond;
 use crate::error::RelayError;
-use crate::http::{Body, BodyBudget, error_response, read_client_body, request_id};
+use crate::http::{Body, BodyBudget, api_error_response, json_response, read_client_body, request_id};
 use crate::metrics::{BodyPermit, Metrics};
 use crate::model::Endpoint;
 use crate::route::Snapshot;
@@ -57,13 +57,40 @@ impl Relay {
         self.snapshot.store(Arc::new(snapshot));
     }
 
-    /// `POST /v1/chat/completions` and `POST /v1/embeddings`.
+    /// `POST /v1/chat/completions`, `POST /v1/embeddings` and `POST /v1/messages`.
     pub async fn handle(&self, req: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
         let mut log = RequestLog::new(self.metrics.clone(), request_id(req.headers()), endpoint.as_str());
         let snapshot = self.snapshot();
         match self.serve(req, endpoint, &snapshot, &mut log).await {
             Ok(resp) => resp,
-            Err(e) => fail(&mut log, e),
+            Err(e) => fail(&mut log, e, endpoint),
+        }
+    }
+
+    /// `POST /v1/messages/count_tokens`: the prompt's tokens, estimated by the host (see
+    /// `bridge::messages::estimate_tokens`); the model must be one the token may use.
+    pub async fn count_tokens(&self, req: Request<Incoming>) -> Response<Body> {
+        let endpoint = Endpoint::Messages;
+        let mut log = RequestLog::new(self.metrics.clone(), request_id(req.headers()), endpoint.as_str());
+        let snap = self.snapshot();
+        let counted = async {
+            let token = authenticate_anthropic(req.headers(), &snap)?;
+            log.token = token.name.clone();
+            let (body, _share) = self.read_body_held(req, &snap).await?;
+            let checked = Self::probe_count(&body)?;
+            Self::admit(token, &checked, &snap)?;
+            log.model = checked;
+            crate::bridge::messages::estimate_tokens(&body)
+        };
+        match counted.await {
+            Ok(n) => {
+                log.finish(200);
+                log.first_byte();
+                let mut resp = json_response(http::StatusCode::OK, format!("{{\"input_tokens\":{n}}}"));
+                crate::http::set_request_id(resp.headers_mut(), &log.request_id);
+                resp
+            }
+            Err(e) => fail(&mut log, e, endpoint),
         }
     }
 
@@ -74,7 +101,10 @@ impl Relay {
         snap: &Snapshot,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RelayError> {
-        let token = authenticate(req.headers(), snap)?;
+        let token = match endpoint {
+            Endpoint::Messages => authenticate_anthropic(req.headers(), snap)?,
+            _ => authenticate(req.headers(), snap)?,
+        };
         log.token = token.name.clone();
         // The body's share of the in-flight budget is held until the answer is made.
         let (body, _share) = self.read_body_held(req, snap).await?;
@@ -108,8 +138,8 @@ fn configured(metrics: &Metrics, snap: &Snapshot) {
     metrics.channels_configured(channels, snap.config.limits.pool_max_idle_per_host);
 }
 
-fn fail(log: &mut RequestLog, e: RelayError) -> Response<Body> {
+fn fail(log: &mut RequestLog, e: RelayError, endpoint: Endpoint) -> Response<Body> {
     log.fail(&e);
     log.first_byte();
-    error_response(&e, Some(&log.request_id))
+    api_error_response(endpoint, &e, Some(&log.request_id))
 }

@@ -24,6 +24,7 @@
 
 pub mod error;
 pub mod log;
+pub mod native;
 pub mod openai;
 
 #[doc(hidden)]
