@@ -204,3 +204,41 @@ async fn a_client_that_goes_away_closes_the_vendor_connection() {
     relay.assert_back_to(baseline, Duration::from_secs(5)).await;
     assert_eq!(relay.metrics().await.gauge("relay_client_disconnects_total"), 1.0);
 }
+
+/// The choice between native and bridged is made per channel attempt: an Anthropic channel
+/// that answers 529 hands the request to an OpenAI channel, which gets it as chat, and the
+/// client still gets a Message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_moves_from_a_native_channel_to_a_bridged_one() {
+    let claude = Mock::start(Options { vendor: demo_upstream::Vendor::Anthropic, ..Default::default() }).await.unwrap();
+    let openai = Mock::start(Options::default()).await.unwrap();
+    let config = format!(
+        "{FAST_POOL}[[channel]]\nname = \"claude\"\nadapter = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"{UPSTREAM_KEY}\"\n\
+         models = [\"both\"]\npriority = 1\nheaders = {{ \"x-mock-status\" = \"529\" }}\n\n{}{}",
+        claude.root_url(),
+        channel("gpt", &openai.base_url(), "both", ""),
+        token_block(CLIENT_KEY, "*")
+    );
+    let relay = TestRelay::start(Setup { config: &config, adapters: &["anthropic", "openai"], env: &[] }).await;
+    let baseline = warm_baseline(&relay, &[]).await;
+    for stream in [false, true] {
+        let a = messages(&relay, &body("both", stream)).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        let text = if stream {
+            let evs = events(&a.text());
+            assert_eq!(evs.last().map(|e| e.0.as_str()), Some("message_stop"), "{evs:?}");
+            evs.iter().filter_map(|(_, d)| d["delta"]["text"].as_str().map(str::to_string)).collect::<String>()
+        } else {
+            let v = a.json();
+            assert_eq!(v["type"], "message", "{v}");
+            v["content"][0]["text"].as_str().unwrap_or_default().to_string()
+        };
+        assert_eq!(text, "Hello from the demo upstream! You said: hello there");
+    }
+    let (native, bridged) = (claude.stats.received(), openai.stats.received());
+    assert_eq!(native.len(), 2, "both attempts went to the Anthropic channel first");
+    assert_eq!(native[0].path, "/v1/messages");
+    assert_eq!(bridged.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/v1/chat/completions"; 2]);
+    assert_eq!(bridged[0].body["max_tokens"], 64, "the OpenAI channel got the request as chat");
+    relay.assert_back_to(baseline, Duration::from_secs(5)).await;
+}
