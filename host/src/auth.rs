@@ -26,6 +26,26 @@ pub fn authenticate<'a>(headers: &HeaderMap, snapshot: &'a Snapshot) -> Result<&
     snapshot.token(key).ok_or_else(|| RelayError::unauthorized("Incorrect API key provided."))
 }
 
+/// Anthropic's clients send the key in `x-api-key` (Claude Code with `ANTHROPIC_AUTH_TOKEN`
+/// sends `Authorization: Bearer`): either is accepted on the Messages routes.
+pub fn authenticate_anthropic<'a>(headers: &HeaderMap, snapshot: &'a Snapshot) -> Result<&'a Token, RelayError> {
+    if headers.contains_key(http::header::AUTHORIZATION) {
+        return authenticate(headers, snapshot);
+    }
+    let Some(value) = headers.get("x-api-key") else {
+        return Err(RelayError::unauthorized(
+            "You didn't provide an API key. Send it as 'x-api-key: <key>' or 'Authorization: Bearer <key>'.",
+        ));
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| RelayError::unauthorized("The x-api-key header must hold your API key."))?;
+    snapshot.token(key).ok_or_else(|| RelayError::unauthorized("invalid x-api-key"))
+}
+
 /// Client keys by their SHA-256 digest, to positions in the token list.
 ///
 /// A map keyed by the key itself would end its lookup with an ordinary `==` on the stored key,

@@ -59,6 +59,30 @@ impl StreamEncoder for Chat {
 const CHUNK_FRAMING: &str = "data: \n\n";
 const DONE: &[u8] = b"data: [DONE]\n\n";
 
+/// Anthropic Messages (and any API of named events): `event: <name>` and `data: <json>` per
+/// event; the last events (`message_stop`) come from the stream itself, so a clean end adds
+/// nothing; a cut stream ends with `event: error` in Anthropic's shape and no `message_stop`.
+pub struct Messages;
+
+impl StreamEncoder for Messages {
+    fn event(&mut self, out: &mut Vec<u8>, event: &OutputEvent) {
+        if let Some(name) = &event.name {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(event.data.as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+
+    fn done(&mut self, _out: &mut Vec<u8>, _usage: Option<&Usage>) {}
+
+    fn error(&mut self, out: &mut Vec<u8>, error: &RelayError, _sent: bool) {
+        out.extend_from_slice(&crate::error::anthropic::sse_event(error));
+    }
+}
+
 /// A chat stream's error event: the one place its bytes are made.
 fn error_event(e: &RelayError) -> Bytes {
     e.sse_event()
@@ -67,9 +91,10 @@ fn error_event(e: &RelayError) -> Bytes {
 /// The stream encoder of a client API.
 pub fn stream_encoder(endpoint: Endpoint) -> Box<dyn StreamEncoder> {
     match endpoint {
-        // Embeddings never stream; their answers are whole. Responses and Messages are not
-        // served yet; their encoders come with their routes.
-        Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Responses | Endpoint::Messages => Box::new(Chat),
+        // Embeddings never stream; their answers are whole. Responses is not served yet;
+        // its encoder comes with its route.
+        Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Responses => Box::new(Chat),
+        Endpoint::Messages => Box::new(Messages),
     }
 }
 
@@ -160,5 +185,18 @@ mod tests {
             assert_eq!(chat.size(&batch), encode(&mut chat, &batch).len());
         }
         assert_eq!(chat.size(&Batch::default()), 0);
+    }
+
+    #[test]
+    fn messages_frames_named_events_and_ends_a_cut_stream_with_event_error() {
+        let mut m = Messages;
+        let ev = OutputEvent { name: Some("message_stop".into()), data: r#"{"type":"message_stop"}"#.into() };
+        let batch = Batch { events: vec![ev], end: Some(End::Done { usage: None }) };
+        assert_eq!(&encode(&mut m, &batch)[..], b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        let batch =
+            Batch { events: vec![], end: Some(End::Failed { error: RelayError::bad_upstream("cut"), sent: true }) };
+        let expected =
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"cut\"}}\n\n";
+        assert_eq!(String::from_utf8_lossy(&encode(&mut m, &batch)), expected);
     }
 }

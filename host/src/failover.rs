@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::access::RequestLog;
 use crate::answer::{Answer, Whole};
+use crate::bridge::{self, Route};
 use crate::config::{Channel, Limits, RetryConfig, Token, fmt_secs};
 use crate::cooldown;
 use crate::error::{ErrorKind, Failure, Fault, RelayError, Retry, Stage, policy, retry_reason};
@@ -113,6 +114,8 @@ impl Relay {
         let limits = &snap.config.limits;
         let candidates = snap.candidates(&model);
 
+        // A bridged channel's chat body, made once for every channel that needs it.
+        let mut chat_body = None;
         let mut ctx = CallContext {
             request_id: log.request_id.clone(),
             endpoint,
@@ -148,7 +151,7 @@ impl Relay {
                 log.attempts += 1;
                 ctx.settings.clone_from(&channel.settings);
                 let again = tries < r.attempts;
-                let attempt = self.attempt(channel, client, &ctx, text, limits, log, later || again).await;
+                let attempt = self.attempt(channel, client, &ctx, text, &mut chat_body, limits, log, later || again).await;
                 let retry = attempt.retry();
                 if retry == Retry::Never {
                     return commit(attempt, log);
@@ -222,6 +225,7 @@ impl Relay {
         client: &HttpClient,
         ctx: &CallContext,
         body: &str,
+        chat_body: &mut Option<String>,
         limits: &Limits,
         log: &mut RequestLog,
         can_move_on: bool,
@@ -232,12 +236,30 @@ impl Relay {
                 format!("adapter '{}' of channel {} is not loaded", channel.adapter, channel.name),
             ));
         };
-        if !plugin.supports(ctx.endpoint) {
-            return Attempt::failed(RelayError::new(
-                ErrorKind::UnsupportedEndpoint,
-                format!("adapter '{}' does not serve this endpoint", plugin.name()),
-            ));
-        }
+        // Per attempt: the client's API as sent to an adapter that speaks it, or bridged
+        // through the adapter's chat completions (failover may cross from one to the other).
+        let client_api = ctx.endpoint;
+        let route = Route::of(client_api, &plugin.info);
+        let bridged_ctx;
+        let (ctx, body) = match route {
+            Route::Unsupported => {
+                return Attempt::failed(RelayError::new(
+                    ErrorKind::UnsupportedEndpoint,
+                    format!("adapter '{}' does not serve this endpoint", plugin.name()),
+                ));
+            }
+            Route::Direct => (ctx, body),
+            Route::Chat => {
+                if chat_body.is_none() {
+                    match bridge::request(ctx.endpoint, body) {
+                        Ok(b) => *chat_body = Some(b),
+                        Err(e) => return Attempt::failed(e),
+                    }
+                }
+                bridged_ctx = CallContext { endpoint: Endpoint::ChatCompletions, include_usage: true, ..ctx.clone() };
+                (&bridged_ctx, chat_body.as_deref().unwrap_or_default())
+            }
+        };
         let t = &channel.timeouts;
         let deadline = Instant::from_std(log.start) + t.total;
         // `timeouts.first_token` counts from the attempt's start: no token comes before the head either.
@@ -324,6 +346,11 @@ impl Relay {
                 self.shutdown_signal(),
                 redactor,
             );
+            if route == Route::Chat
+                && let Some(b) = bridge::stream(client_api, &ctx.model)
+            {
+                translation.set_bridge(b);
+            }
             if can_move_on || first_token_at.is_some() {
                 match translation.prime(first_token_at.map(|ft| ft.min(deadline))).await {
                     Primed::TimedOut => {
@@ -418,6 +445,7 @@ impl Relay {
             usage: answer.usage,
             retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
         };
+        let whole = if route == Route::Chat { bridge::response(client_api, whole, &ctx.model) } else { whole };
         if upstream_status.is_client_error() || upstream_status.is_server_error() {
             log.vendor_error(format!("vendor answered {upstream_status}"));
         }

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use crate::config::fmt_secs;
 use crate::error::{ErrorKind, RelayError, openai};
 use crate::metrics::{BodyPermit, Metrics};
+use crate::model::Endpoint;
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -23,6 +24,22 @@ pub fn error_response(e: &RelayError, request_id: Option<&str>) -> Response<Body
     }
     if e.kind == ErrorKind::Authentication {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if let Some(secs) = e.retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+/// An error in the shape of the client API that was called (Anthropic's for Messages,
+/// OpenAI's for every other route).
+pub fn api_error_response(endpoint: Endpoint, e: &RelayError, request_id: Option<&str>) -> Response<Body> {
+    if endpoint != Endpoint::Messages {
+        return error_response(e, request_id);
+    }
+    let mut resp = json_response(e.status(), crate::error::anthropic::body(e));
+    if let Some(id) = request_id {
+        set_request_id(resp.headers_mut(), id);
     }
     if let Some(secs) = e.retry_after {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -9,6 +9,7 @@ pub mod adapter;
 pub mod admin;
 pub mod answer;
 pub mod auth;
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod conn;

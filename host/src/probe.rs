@@ -26,6 +26,8 @@ struct ChatProbe {
     input: Option<IgnoredAny>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
+    /// Messages: required (Anthropic answers 400 without it).
+    max_tokens: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +45,15 @@ impl Relay {
     }
 
     pub(crate) fn probe(endpoint: Endpoint, body: &[u8]) -> Result<Checked, RelayError> {
+        Self::probe_with(endpoint, body, true)
+    }
+
+    /// `POST /v1/messages/count_tokens`: a Messages body without `max_tokens`; the model.
+    pub(crate) fn probe_count(body: &[u8]) -> Result<String, RelayError> {
+        Self::probe_with(Endpoint::Messages, body, false).map(|c| c.model)
+    }
+
+    fn probe_with(endpoint: Endpoint, body: &[u8], max_tokens_required: bool) -> Result<Checked, RelayError> {
         let text =
             std::str::from_utf8(body).map_err(|_| RelayError::bad_request("the request body is not valid UTF-8"))?;
         let probe: ChatProbe = serde_json::from_str(text)
@@ -80,10 +91,31 @@ impl Relay {
                     return Err(RelayError::bad_request("'input' is a required property").with_param("input"));
                 }
             }
-            // Not routed yet: their checks come with their routes.
-            Endpoint::Responses | Endpoint::Messages => {}
+            Endpoint::Messages => {
+                match &probe.messages {
+                    None => return Err(RelayError::bad_request("messages: Field required").with_param("messages")),
+                    Some(m) if m.is_empty() => {
+                        return Err(RelayError::bad_request("messages: at least one message is required")
+                            .with_param("messages"));
+                    }
+                    Some(_) => {}
+                }
+                match &probe.max_tokens {
+                    None if max_tokens_required => {
+                        return Err(RelayError::bad_request("max_tokens: Field required").with_param("max_tokens"));
+                    }
+                    Some(v) if v.as_u64().is_none_or(|n| n < 1) => {
+                        return Err(RelayError::bad_request("max_tokens: Input should be an integer of at least 1")
+                            .with_param("max_tokens"));
+                    }
+                    _ => {}
+                }
+            }
+            // Not routed yet: its checks come with its route.
+            Endpoint::Responses => {}
         }
-        let stream = endpoint == Endpoint::ChatCompletions && probe.stream.unwrap_or(false);
+        let streams = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages);
+        let stream = streams && probe.stream.unwrap_or(false);
         let include_usage = probe.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
         Ok(Checked { model, stream, include_usage })
     }

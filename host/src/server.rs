@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Limits;
 use crate::conn::{ClientIo, ConnState, IoBounds, TrackedBody};
 use crate::error::RelayError;
-use crate::http::{Body, error_response, json_response};
+use crate::http::{Body, api_error_response, error_response, json_response};
 use crate::jobs::{Jobs, wants_async};
 use crate::metrics::{Metrics, OwnedGaugeGuard};
 use crate::model::Endpoint;
@@ -59,6 +59,9 @@ pub async fn dispatch(relay: Arc<Relay>, jobs: Arc<Jobs>, req: Request<Incoming>
         (&Method::POST, "/v1/embeddings") if wants_async(req.headers()) => jobs.submit(req, Endpoint::Embeddings).await,
         (&Method::POST, "/v1/chat/completions") => relay.handle(req, Endpoint::ChatCompletions).await,
         (&Method::POST, "/v1/embeddings") => relay.handle(req, Endpoint::Embeddings).await,
+        // Anthropic Messages; `Prefer: respond-async` is not offered on it (answered in-line).
+        (&Method::POST, "/v1/messages") => relay.handle(req, Endpoint::Messages).await,
+        (&Method::POST, "/v1/messages/count_tokens") => relay.count_tokens(req).await,
         (&Method::GET, "/v1/jobs") => jobs.list(req.headers(), req.uri().query()),
         (&Method::GET, p) if p.starts_with("/v1/jobs/") && p.ends_with("/events") => {
             let id = p.trim_start_matches("/v1/jobs/").trim_end_matches("/events");
@@ -76,6 +79,11 @@ pub async fn dispatch(relay: Arc<Relay>, jobs: Arc<Jobs>, req: Request<Incoming>
         (&Method::GET, "/admin/plugins") => relay.admin_plugins(req.headers()),
         (&Method::GET, "/healthz") => json_response(StatusCode::OK, r#"{"status":"ok"}"#),
         (&Method::GET, "/metrics") => metrics_response(&relay, req.headers()),
+        (_, "/v1/messages" | "/v1/messages/count_tokens") => api_error_response(
+            Endpoint::Messages,
+            &RelayError::method_not_allowed(format!("{} is not allowed here; use POST", req.method())),
+            None,
+        ),
         (_, "/v1/chat/completions" | "/v1/embeddings") => error_response(
             &RelayError::method_not_allowed(format!("{} is not allowed here; use POST", req.method())),
             None,
@@ -89,6 +97,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
     match path {
         "/v1/chat/completions" if method == Method::POST => "chat_completions",
         "/v1/embeddings" if method == Method::POST => "embeddings",
+        "/v1/messages" | "/v1/messages/count_tokens" if method == Method::POST => "messages",
         p if p == "/v1/jobs" || p.starts_with("/v1/jobs/") => "jobs",
         p if p == "/v1/models" || p.starts_with("/v1/models/") => "models",
         p if p.starts_with("/admin/") => "admin",
@@ -372,6 +381,7 @@ mod tests {
             (Method::POST, "/v1/chat/completions"),
             (Method::GET, "/v1/chat/completions"),
             (Method::POST, "/v1/embeddings"),
+            (Method::POST, "/v1/messages"),
             (Method::GET, "/v1/jobs/job_1/events"),
             (Method::GET, "/v1/models"),
             (Method::GET, "/admin/plugins"),

@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::RequestLog;
 use crate::adapter::Registry;
-use crate::auth::authenticate;
+use crate::auth::{authenticate, authenticate_anthropic};
 use crate::cooldown::{Cooldowns, LocalCooldowns};
 use crate::encode::respond;
 use crate::error::RelayError;
-use crate::http::{Body, BodyBudget, error_response, read_client_body, request_id};
+use crate::http::{Body, BodyBudget, api_error_response, json_response, read_client_body, request_id};
 use crate::metrics::{BodyPermit, Metrics};
 use crate::model::Endpoint;
 use crate::route::Snapshot;
@@ -67,13 +67,40 @@ impl Relay {
         self.snapshot.store(Arc::new(snapshot));
     }
 
-    /// `POST /v1/chat/completions` and `POST /v1/embeddings`.
+    /// `POST /v1/chat/completions`, `POST /v1/embeddings` and `POST /v1/messages`.
     pub async fn handle(&self, req: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
         let mut log = RequestLog::new(self.metrics.clone(), request_id(req.headers()), endpoint.as_str());
         let snapshot = self.snapshot();
         match self.serve(req, endpoint, &snapshot, &mut log).await {
             Ok(resp) => resp,
-            Err(e) => fail(&mut log, e),
+            Err(e) => fail(&mut log, e, endpoint),
+        }
+    }
+
+    /// `POST /v1/messages/count_tokens`: the prompt's tokens, estimated by the host (see
+    /// `bridge::messages::estimate_tokens`); the model must be one the token may use.
+    pub async fn count_tokens(&self, req: Request<Incoming>) -> Response<Body> {
+        let endpoint = Endpoint::Messages;
+        let mut log = RequestLog::new(self.metrics.clone(), request_id(req.headers()), endpoint.as_str());
+        let snap = self.snapshot();
+        let counted = async {
+            let token = authenticate_anthropic(req.headers(), &snap)?;
+            log.token = token.name.clone();
+            let (body, _share) = self.read_body_held(req, &snap).await?;
+            let checked = Self::probe_count(&body)?;
+            Self::admit(token, &checked, &snap)?;
+            log.model = checked;
+            crate::bridge::messages::estimate_tokens(&body)
+        };
+        match counted.await {
+            Ok(n) => {
+                log.finish(200);
+                log.first_byte();
+                let mut resp = json_response(http::StatusCode::OK, format!("{{\"input_tokens\":{n}}}"));
+                crate::http::set_request_id(resp.headers_mut(), &log.request_id);
+                resp
+            }
+            Err(e) => fail(&mut log, e, endpoint),
         }
     }
 
@@ -84,7 +111,10 @@ impl Relay {
         snap: &Snapshot,
         log: &mut RequestLog,
     ) -> Result<Response<Body>, RelayError> {
-        let token = authenticate(req.headers(), snap)?;
+        let token = match endpoint {
+            Endpoint::Messages => authenticate_anthropic(req.headers(), snap)?,
+            _ => authenticate(req.headers(), snap)?,
+        };
         log.token = token.name.clone();
         // The body's share of the in-flight budget is held until the answer is made.
         let (body, _share) = self.read_body_held(req, snap).await?;
@@ -119,8 +149,8 @@ fn configured(metrics: &Metrics, snap: &Snapshot) {
     metrics.failover_pairs_configured(snap.failover_pairs());
 }
 
-fn fail(log: &mut RequestLog, e: RelayError) -> Response<Body> {
+fn fail(log: &mut RequestLog, e: RelayError, endpoint: Endpoint) -> Response<Body> {
     log.fail(&e);
     log.first_byte();
-    error_response(&e, Some(&log.request_id))
+    api_error_response(endpoint, &e, Some(&log.request_id))
 }

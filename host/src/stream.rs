@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::RequestLog;
 use crate::adapter::{CallError, MAX_ADAPTER_ERROR, StreamSession, truncate};
+use crate::bridge::StreamBridge;
 use crate::config::{MalformedEvents, fmt_secs};
 use crate::error::{RelayError, Stage};
 use crate::metrics::{Metrics, OwnedGaugeGuard};
@@ -117,6 +118,8 @@ pub struct Translation {
     sent: bool,
     /// The first batch, read by `prime` before the answer was committed; `next` hands it out.
     primed: Option<Batch>,
+    /// The client API's conversion when the channel is bridged through chat completions.
+    bridge: Option<Box<dyn StreamBridge>>,
     _active: OwnedGaugeGuard,
 }
 
@@ -205,17 +208,33 @@ impl Translation {
             finished: false,
             sent: false,
             primed: None,
+            bridge: None,
             _active: active,
         }
+    }
+
+    /// Convert every batch with `bridge` before any consumer sees it.
+    pub fn set_bridge(&mut self, bridge: Box<dyn StreamBridge>) {
+        self.bridge = Some(bridge);
     }
 
     /// The next batch: the events ready at once; the last one carries the end. `None` once
     /// the end was handed out.
     pub async fn next(&mut self) -> Option<Batch> {
-        let batch = match self.primed.take() {
+        let mut batch = match self.primed.take() {
             Some(b) => b,
             None => self.next_batch().await?,
         };
+        if let Some(bridge) = self.bridge.as_mut()
+            && let Err(why) = bridge.apply(&mut batch)
+        {
+            let events = std::mem::take(&mut batch.events);
+            let e = RelayError::plugin(format!(
+                "the adapter's stream on channel {} could not be converted: {why}",
+                self.channel
+            ));
+            batch = self.fail(events, e);
+        }
         self.sent |= !batch.events.is_empty();
         Some(batch)
     }

@@ -630,7 +630,12 @@ pub fn prepare_venv() -> Result<PathBuf, String> {
     let pin = pinned_sdk(&requirements)?;
     let venv = root.join("target/sdk-venv");
     let python = venv.join("bin/python");
-    let complete = |python: &Path| installed_sdk(python).as_deref() == Some(pin.as_str()) && has_requests(python);
+    let anthropic_pin = pinned(&requirements, "anthropic")?;
+    let complete = |python: &Path| {
+        installed_sdk(python).as_deref() == Some(pin.as_str())
+            && has_requests(python)
+            && installed(python, "anthropic").as_deref() == Some(anthropic_pin.as_str())
+    };
     if complete(&python) {
         return Ok(python);
     }
@@ -656,9 +661,35 @@ pub fn prepare_venv() -> Result<PathBuf, String> {
     run_ok(&mut pip, "pip install -r tests/sdk/requirements.txt")?;
     match installed_sdk(&python) {
         _ if complete(&python) => Ok(python),
-        Some(v) if v == pin => Err("the venv has no `requests` after the install".to_string()),
+        Some(v) if v == pin && !has_requests(&python) => {
+            Err("the venv has no `requests` after the install".to_string())
+        }
+        Some(v) if v == pin => Err(format!(
+            "the venv has anthropic {:?} after the install, not {anthropic_pin}",
+            installed(&python, "anthropic")
+        )),
         other => Err(format!("the venv has openai {other:?} after the install, not {pin}")),
     }
+}
+
+/// The `<package>==X` pin of the requirements file.
+fn pinned(requirements: &Path, package: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(requirements).map_err(|e| format!("{}: {e}", requirements.display()))?;
+    let prefix = format!("{package}==");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{} pins no {package} version", requirements.display()))
+}
+
+/// The version of `package` the interpreter has, if it runs and has one.
+fn installed(python: &Path, package: &str) -> Option<String> {
+    let out = Command::new(python)
+        .args(["-c", &format!("import importlib.metadata as m; print(m.version('{package}'))")])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// The `openai==X` pin of the requirements file.

@@ -4,6 +4,7 @@
 //! `retry`, the access record reads `fault` (log level, the `fault` metric label), and one
 //! encoder per client API (`openai`) turns the kind into that API's status and error shape.
 
+pub mod anthropic;
 pub mod openai;
 
 use http::StatusCode;

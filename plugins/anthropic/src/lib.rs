@@ -1,6 +1,11 @@
 //! The Anthropic adapter: OpenAI chat completions ↔ Anthropic's Messages API
 //! (`POST /v1/messages` under the channel's `base_url`, `https://api.anthropic.com`).
 //!
+//! Anthropic Messages clients pass through natively (`native: [messages]`): the body goes
+//! to `/v1/messages` as the client sent it (unknown fields, `cache_control` and thinking
+//! blocks included) and the answer and stream events come back unchanged, usage read for
+//! accounting (`relay_plugin_kit::native::messages`).
+//!
 //! The credential goes in `x-api-key` (applied by the host). Channel settings:
 //! `anthropic_version` (the `anthropic-version` header, default
 //! [`request::DEFAULT_ANTHROPIC_VERSION`]) and `max_tokens` (used when the client sends
@@ -11,6 +16,7 @@ mod request;
 mod response;
 mod stream;
 
+use relay_plugin_kit::native;
 use relay_plugin_kit::prelude::*;
 
 pub use request::{DEFAULT_ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, PATH};
@@ -18,23 +24,29 @@ pub use request::{DEFAULT_ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, PATH};
 pub struct Anthropic;
 
 impl Adapter for Anthropic {
-    type Stream = stream::Stream;
+    type Stream = native::Split<stream::Stream, native::messages::Stream>;
 
     fn info() -> PluginInfo {
-        // Messages clients still go through chat (the host converts them); passing them
-        // through natively (`native: [messages]`) is for a later version of this adapter.
         PluginInfo {
             auth: AuthScheme::Header("x-api-key".into()),
+            native: vec![Endpoint::Messages],
             ..PluginInfo::new("anthropic", env!("CARGO_PKG_VERSION"), "Anthropic Messages API (Claude)")
         }
     }
 
     fn transform_request(ctx: &CallContext, body: &str) -> Result<UpstreamRequest, AdapterError> {
-        request::transform(ctx, body)
+        match ctx.endpoint {
+            Endpoint::ChatCompletions => request::transform(ctx, body),
+            Endpoint::Messages => Ok(native::request(PATH, request::headers(ctx), body)),
+            other => Err(relay_plugin_kit::not_mapped(other)),
+        }
     }
 
     fn transform_response(ctx: &CallContext, resp: UpstreamResponse) -> Result<RelayResponse, AdapterError> {
-        response::transform(ctx, resp)
+        match ctx.endpoint {
+            Endpoint::Messages => native::messages::response(resp),
+            _ => response::transform(ctx, resp),
+        }
     }
 }
 
@@ -45,12 +57,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn info_names_the_header_auth_and_chat_only() {
+    fn info_names_the_header_auth_chat_and_native_messages() {
         let i = Anthropic::info();
         assert_eq!(i.name, "anthropic");
         assert!(matches!(i.auth, AuthScheme::Header(ref h) if h == "x-api-key"));
         assert!(matches!(i.endpoints.as_slice(), [Endpoint::ChatCompletions]));
         assert!(matches!(i.stream_format, StreamFormat::Sse));
-        assert!(i.native.is_empty());
+        assert!(matches!(i.native.as_slice(), [Endpoint::Messages]));
+    }
+
+    #[test]
+    fn a_messages_request_passes_through_unchanged() {
+        let ctx = CallContext {
+            request_id: "r".into(),
+            endpoint: Endpoint::Messages,
+            model: "claude".into(),
+            stream: true,
+            include_usage: false,
+            settings: vec![("anthropic_version".into(), "2099-01-01".into())],
+        };
+        let body = r#"{"model":"claude","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}],"new_param":{"x":1}}"#;
+        let r = Anthropic::transform_request(&ctx, body).unwrap();
+        assert_eq!((r.path.as_str(), r.body.as_str()), (PATH, body));
+        assert!(r.headers.iter().any(|h| h.name == "anthropic-version" && h.value == "2099-01-01"));
+        assert!(r.headers.iter().any(|h| h.name == "accept" && h.value == "text/event-stream"));
     }
 }

@@ -70,12 +70,23 @@ pub fn transform(ctx: &CallContext, body: &str) -> Result<UpstreamRequest, Adapt
         out.insert("stream".into(), true.into());
     }
 
+    Ok(UpstreamRequest {
+        method: "POST".into(),
+        path: PATH.into(),
+        headers: headers(ctx),
+        body: Value::Object(out).to_string(),
+    })
+}
+
+/// The headers of every Messages call: the channel's `anthropic-version` and, for a
+/// stream, `accept: text/event-stream`.
+pub fn headers(ctx: &CallContext) -> Vec<Header> {
     let version = ctx.setting("anthropic_version").unwrap_or(DEFAULT_ANTHROPIC_VERSION);
     let mut headers = vec![Header { name: "anthropic-version".into(), value: version.into() }];
     if ctx.stream {
         headers.push(Header { name: "accept".into(), value: "text/event-stream".into() });
     }
-    Ok(UpstreamRequest { method: "POST".into(), path: PATH.into(), headers, body: Value::Object(out).to_string() })
+    headers
 }
 
 /// Fields Anthropic has no equivalent for, accepted only when they ask for nothing.

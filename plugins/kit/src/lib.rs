@@ -25,6 +25,7 @@
 pub mod ending;
 pub mod error;
 pub mod log;
+pub mod native;
 pub mod openai;
 
 #[doc(hidden)]

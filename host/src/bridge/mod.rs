@@ -1,0 +1,80 @@
+//! Client APIs served through an adapter's chat completions: the host converts the request
+//! to chat, and the chat answer (whole, or a stream of chunks) back, so no adapter author
+//! writes cross-API mapping. One module per client API (`messages`; `responses` next), over
+//! what they share here and in `chat` (the chat wire types, read and written typed).
+//!
+//! The choice is made per channel attempt (`Route::of`): an adapter that lists the client
+//! API in `native` receives the body as the client sent it; any other adapter that maps
+//! chat completions is bridged. A stream is converted inside the typed stream
+//! (`stream::Translation` holds a `StreamBridge`), so every consumer sees the client API's
+//! events.
+
+pub mod chat;
+pub mod messages;
+
+use crate::answer::{Batch, Whole};
+use crate::error::RelayError;
+use crate::model::{AdapterInfo, Endpoint};
+
+/// How one channel attempt serves the client's API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The adapter maps the client's API itself (chat completions, embeddings), or speaks
+    /// it natively (`native`): the body goes to it as sent.
+    Direct,
+    /// Through the adapter's chat completions, converted by the host.
+    Chat,
+    /// Neither: the adapter cannot serve this API.
+    Unsupported,
+}
+
+impl Route {
+    pub fn of(endpoint: Endpoint, info: &AdapterInfo) -> Route {
+        if info.endpoints.contains(&endpoint) || info.native.contains(&endpoint) {
+            Route::Direct
+        } else if bridged(endpoint) && info.endpoints.contains(&Endpoint::ChatCompletions) {
+            Route::Chat
+        } else {
+            Route::Unsupported
+        }
+    }
+}
+
+/// The client APIs the host can convert through chat completions.
+fn bridged(endpoint: Endpoint) -> bool {
+    matches!(endpoint, Endpoint::Messages)
+}
+
+/// The chat completions request for a client body in `endpoint`'s API.
+pub fn request(endpoint: Endpoint, body: &str) -> Result<String, RelayError> {
+    match endpoint {
+        Endpoint::Messages => messages::request(body),
+        _ => Err(RelayError::bad_request("this API is not served through chat completions")),
+    }
+}
+
+/// A whole chat answer (success or a vendor error the adapter mapped to OpenAI's shape) in
+/// `endpoint`'s API.
+pub fn response(endpoint: Endpoint, whole: Whole, model: &str) -> Whole {
+    match endpoint {
+        Endpoint::Messages => messages::response(whole, model),
+        _ => whole,
+    }
+}
+
+/// The per-stream state that turns chat chunks into `endpoint`'s events.
+pub fn stream(endpoint: Endpoint, model: &str) -> Option<Box<dyn StreamBridge>> {
+    match endpoint {
+        Endpoint::Messages => Some(Box::new(messages::Stream::new(model))),
+        _ => None,
+    }
+}
+
+/// A stream's conversion, applied to each batch before any consumer sees it. The batch's
+/// chat chunks are replaced by the client API's events; a clean end adds the closing
+/// events (a cut stream gets none: its consumer writes the API's error event instead).
+pub trait StreamBridge: Send {
+    /// Convert `batch` in place; an error is a chunk the bridge cannot read (the stream
+    /// then ends with it, after the events converted before it).
+    fn apply(&mut self, batch: &mut Batch) -> Result<(), String>;
+}

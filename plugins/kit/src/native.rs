@@ -1,0 +1,371 @@
+//! Passing through a client API the vendor speaks itself (`PluginInfo.native`): the request
+//! body as the client sent it, the answer and every stream event (names included) as the
+//! vendor sent them, with unknown fields intact. The adapter only reads what the host needs:
+//! usage for accounting, the terminal event, a vendor error's class.
+//!
+//! [`messages`] reads Anthropic's Messages API, for any vendor that speaks it.
+//!
+//! An adapter with a native API still maps chat completions: [`Split`] is the stream type
+//! that takes either, by the call's endpoint.
+
+use serde::Deserialize;
+
+use crate::{
+    AdapterError, CallContext, Endpoint, ErrorClass, Header, OutputEvent, RelayResponse, StreamAdapter, StreamEnd,
+    StreamEvent, StreamOutput, UpstreamRequest, UpstreamResponse, Usage,
+};
+
+/// The client's body, unchanged, to `path` with `headers`.
+pub fn request(path: &str, headers: Vec<Header>, body: &str) -> UpstreamRequest {
+    UpstreamRequest { method: "POST".into(), path: path.into(), headers, body: body.into() }
+}
+
+/// The vendor's answer, unchanged: its status and body; usage read from a success, a
+/// vendor error classified by `class`.
+pub fn response(
+    resp: UpstreamResponse,
+    usage: impl Fn(&str) -> Result<Option<Usage>, AdapterError>,
+    class: impl Fn(u16, &str) -> Option<ErrorClass>,
+) -> Result<RelayResponse, AdapterError> {
+    if (200..300).contains(&resp.status) {
+        let usage = usage(&resp.body)?;
+        Ok(RelayResponse { status: resp.status, body: resp.body, usage, error_class: None })
+    } else {
+        let error_class = class(resp.status, &resp.body);
+        Ok(RelayResponse { status: resp.status, body: resp.body, usage: None, error_class })
+    }
+}
+
+/// What a reader learnt from one native stream event.
+#[derive(Default)]
+pub struct Seen {
+    /// The usage so far, when the event reports any.
+    pub usage: Option<Usage>,
+    /// The vendor's terminal event.
+    pub done: bool,
+}
+
+/// Reads a native stream's events for the host; the events themselves pass unchanged.
+pub trait EventReader: Default + 'static {
+    /// One event (its SSE name and data). An error ends the stream with the client API's
+    /// error event (a vendor's own error event, an unreadable event).
+    fn read(&mut self, name: Option<&str>, data: &str) -> Result<Seen, AdapterError>;
+
+    /// The stream's end: an error when the terminal event never came.
+    fn finish(&mut self, done: bool) -> Result<(), AdapterError>;
+}
+
+/// A native stream: every event forwarded with its name, read by `R`.
+pub struct Passthrough<R> {
+    reader: R,
+    done: bool,
+    usage: Option<Usage>,
+}
+
+impl<R: EventReader> StreamAdapter for Passthrough<R> {
+    fn new(_ctx: &CallContext) -> Self {
+        Passthrough { reader: R::default(), done: false, usage: None }
+    }
+
+    fn push(&mut self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
+        let seen = self.reader.read(event.event.as_deref(), &event.data)?;
+        if seen.usage.is_some() {
+            self.usage = seen.usage;
+        }
+        self.done |= seen.done;
+        // The host sends each event's data as one `data:` line: joined lines of JSON become
+        // whitespace.
+        let data = if event.data.contains(['\n', '\r']) { event.data.replace(['\n', '\r'], " ") } else { event.data };
+        let out = OutputEvent { name: event.event, data };
+        Ok(StreamOutput { events: vec![out], done: seen.done, usage: seen.usage })
+    }
+
+    fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
+        self.reader.finish(self.done)?;
+        Ok(StreamEnd { events: vec![], usage: self.usage })
+    }
+}
+
+/// A stream that maps chat completions with `C` and passes a native API through with `N`,
+/// chosen by the call's endpoint.
+pub enum Split<C, N> {
+    Chat(C),
+    Native(N),
+}
+
+impl<C: StreamAdapter, N: StreamAdapter> StreamAdapter for Split<C, N> {
+    fn new(ctx: &CallContext) -> Self {
+        match ctx.endpoint {
+            Endpoint::ChatCompletions | Endpoint::Embeddings => Split::Chat(C::new(ctx)),
+            Endpoint::Responses | Endpoint::Messages => Split::Native(N::new(ctx)),
+        }
+    }
+
+    fn push(&mut self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
+        match self {
+            Split::Chat(c) => c.push(event),
+            Split::Native(n) => n.push(event),
+        }
+    }
+
+    fn push_batch(&mut self, events: Vec<StreamEvent>, out: &mut StreamOutput) -> Result<(), AdapterError> {
+        match self {
+            Split::Chat(c) => c.push_batch(events, out),
+            Split::Native(n) => n.push_batch(events, out),
+        }
+    }
+
+    fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
+        match self {
+            Split::Chat(c) => c.finish(),
+            Split::Native(n) => n.finish(),
+        }
+    }
+}
+
+/// Anthropic's Messages API, read for the host: usage (input counts cache reads and writes,
+/// as the contract counts input), `message_stop`, `error` events, error classes.
+pub mod messages {
+    use super::*;
+
+    /// Anthropic's usage object; every field may be absent or null depending on the event.
+    #[derive(Deserialize, Default, Clone, Copy)]
+    pub struct WireUsage {
+        #[serde(default)]
+        pub input_tokens: Option<u64>,
+        #[serde(default)]
+        pub output_tokens: Option<u64>,
+        #[serde(default)]
+        pub cache_creation_input_tokens: Option<u64>,
+        #[serde(default)]
+        pub cache_read_input_tokens: Option<u64>,
+    }
+
+    /// Counts as reported so far (Anthropic's are cumulative: later values replace).
+    #[derive(Default, Clone, Copy, Debug)]
+    pub struct Tokens {
+        input: u64,
+        cache_creation: Option<u64>,
+        cache_read: Option<u64>,
+        output: u64,
+    }
+
+    impl Tokens {
+        pub fn update(&mut self, u: &WireUsage) {
+            if let Some(n) = u.input_tokens {
+                self.input = n;
+            }
+            if let Some(n) = u.cache_creation_input_tokens {
+                self.cache_creation = Some(n);
+            }
+            if let Some(n) = u.cache_read_input_tokens {
+                self.cache_read = Some(n);
+            }
+            if let Some(n) = u.output_tokens {
+                self.output = n;
+            }
+        }
+
+        /// The contract's usage: input is every prompt token, cached or not (saturating).
+        pub fn usage(&self) -> Usage {
+            let prompt = self
+                .input
+                .saturating_add(self.cache_creation.unwrap_or(0))
+                .saturating_add(self.cache_read.unwrap_or(0));
+            Usage {
+                cached_input_tokens: self.cache_read,
+                cache_creation_input_tokens: self.cache_creation,
+                ..Usage::new(prompt, self.output)
+            }
+        }
+    }
+
+    /// The usage of a Message body, checking that it is JSON.
+    pub fn usage_of(body: &str) -> Result<Option<Usage>, AdapterError> {
+        #[derive(Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            usage: Option<WireUsage>,
+        }
+        let p: Probe = serde_json::from_str(body)
+            .map_err(|e| AdapterError::InvalidUpstream(format!("the vendor's answer is not JSON: {e}")))?;
+        Ok(p.usage.map(|u| {
+            let mut t = Tokens::default();
+            t.update(&u);
+            t.usage()
+        }))
+    }
+
+    #[derive(Deserialize)]
+    struct ErrorEnvelope {
+        error: VendorError,
+    }
+
+    #[derive(Deserialize)]
+    struct VendorError {
+        #[serde(rename = "type", default)]
+        kind: Option<String>,
+        #[serde(default)]
+        message: String,
+    }
+
+    /// The class of an Anthropic error body: by its `type` (and, for a too-long prompt, its
+    /// message), then by the status.
+    pub fn error_class(status: u16, body: &str) -> Option<ErrorClass> {
+        let by_status = crate::error::class_of_status(status)?;
+        let named = serde_json::from_str::<ErrorEnvelope>(body)
+            .ok()
+            .and_then(|e| class_of(e.error.kind.as_deref(), &e.error.message));
+        Some(named.unwrap_or(by_status))
+    }
+
+    /// What an Anthropic error `type` says; a prompt over the context window is an
+    /// `invalid_request_error` whose message says so.
+    pub fn class_of(kind: Option<&str>, message: &str) -> Option<ErrorClass> {
+        match kind? {
+            "overloaded_error" => Some(ErrorClass::Overloaded),
+            "rate_limit_error" => Some(ErrorClass::RateLimited),
+            "authentication_error" => Some(ErrorClass::Authentication),
+            "permission_error" => Some(ErrorClass::Permission),
+            "not_found_error" => Some(ErrorClass::NotFound),
+            "api_error" => Some(ErrorClass::ServerError),
+            "invalid_request_error" => {
+                let m = message.to_ascii_lowercase();
+                let too_long = m.contains("prompt is too long") || m.contains("exceed context limit");
+                Some(if too_long { ErrorClass::ContextLengthExceeded } else { ErrorClass::InvalidRequest })
+            }
+            _ => None,
+        }
+    }
+
+    /// The fields of a stream event the host needs; the rest passes through unread.
+    #[derive(Deserialize)]
+    struct Event {
+        #[serde(rename = "type", default)]
+        kind: String,
+        #[serde(default)]
+        message: Option<StartMessage>,
+        #[serde(default)]
+        usage: Option<WireUsage>,
+        #[serde(default)]
+        error: Option<VendorError>,
+    }
+
+    #[derive(Deserialize)]
+    struct StartMessage {
+        #[serde(default)]
+        usage: Option<WireUsage>,
+    }
+
+    /// Reads a Messages stream: usage from `message_start` and `message_delta`, the end at
+    /// `message_stop`, an `error` event as the stream's error.
+    #[derive(Default)]
+    pub struct Reader {
+        tokens: Tokens,
+    }
+
+    impl EventReader for Reader {
+        fn read(&mut self, name: Option<&str>, data: &str) -> Result<Seen, AdapterError> {
+            let ev: Event = serde_json::from_str(data).map_err(|e| {
+                let name = name.unwrap_or("(unnamed)");
+                AdapterError::InvalidUpstream(format!("the vendor's '{name}' stream event is not readable: {e}"))
+            })?;
+            match ev.kind.as_str() {
+                "message_start" => {
+                    if let Some(u) = ev.message.and_then(|m| m.usage) {
+                        self.tokens.update(&u);
+                    }
+                    Ok(Seen { usage: Some(self.tokens.usage()), done: false })
+                }
+                "message_delta" => {
+                    if let Some(u) = &ev.usage {
+                        self.tokens.update(u);
+                    }
+                    Ok(Seen { usage: Some(self.tokens.usage()), done: false })
+                }
+                "message_stop" => Ok(Seen { usage: Some(self.tokens.usage()), done: true }),
+                "error" => {
+                    let e = ev.error.unwrap_or(VendorError { kind: None, message: String::new() });
+                    let kind = e.kind.as_deref().unwrap_or("error");
+                    Err(AdapterError::InvalidUpstream(format!(
+                        "the vendor ended the stream with {kind}: {}",
+                        e.message
+                    )))
+                }
+                _ => Ok(Seen::default()),
+            }
+        }
+
+        fn finish(&mut self, done: bool) -> Result<(), AdapterError> {
+            if done {
+                Ok(())
+            } else {
+                Err(AdapterError::InvalidUpstream("the vendor's stream ended before message_stop".into()))
+            }
+        }
+    }
+
+    /// A Messages stream passed through.
+    pub type Stream = Passthrough<Reader>;
+
+    /// A Messages answer passed through (any status).
+    pub fn response(resp: UpstreamResponse) -> Result<RelayResponse, AdapterError> {
+        super::response(resp, usage_of, error_class)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(endpoint: Endpoint) -> CallContext {
+        CallContext {
+            request_id: "r".into(),
+            endpoint,
+            model: "m".into(),
+            stream: true,
+            include_usage: false,
+            settings: vec![],
+        }
+    }
+
+    fn ev(name: &str, data: &str) -> StreamEvent {
+        StreamEvent { event: Some(name.into()), data: data.into() }
+    }
+
+    #[test]
+    fn messages_events_pass_through_with_names_and_usage() {
+        let mut s = messages::Stream::new(&ctx(Endpoint::Messages));
+        let start = r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":5,"cache_read_input_tokens":2,"output_tokens":1},"x_new":1}}"#;
+        let out = s.push(ev("message_start", start)).unwrap();
+        assert_eq!((out.events[0].name.as_deref(), out.events[0].data.as_str()), (Some("message_start"), start));
+        let u = out.usage.unwrap();
+        assert_eq!((u.input_tokens, u.cached_input_tokens, u.output_tokens), (7, Some(2), 1));
+        let thinking = r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hm"}}"#;
+        assert_eq!(s.push(ev("content_block_delta", thinking)).unwrap().data(), [thinking]);
+        let out =
+            s.push(ev("message_delta", r#"{"type":"message_delta","delta":{},"usage":{"output_tokens":9}}"#)).unwrap();
+        assert_eq!(out.usage.unwrap().output_tokens, 9);
+        assert!(s.finish().is_err(), "no message_stop yet");
+        let out = s.push(ev("message_stop", r#"{"type":"message_stop"}"#)).unwrap();
+        assert!(out.done);
+        assert_eq!(s.finish().unwrap().usage.unwrap().total_tokens, 16);
+        let mut s = messages::Stream::new(&ctx(Endpoint::Messages));
+        let err = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        assert!(
+            matches!(s.push(ev("error", err)), Err(AdapterError::InvalidUpstream(m)) if m.contains("overloaded_error"))
+        );
+    }
+
+    #[test]
+    fn messages_answers_pass_through_and_errors_are_classified() {
+        let body = r#"{"id":"msg_1","content":[{"type":"thinking","thinking":"x"}],"usage":{"input_tokens":3,"output_tokens":4}}"#;
+        let r = messages::response(UpstreamResponse { status: 200, headers: vec![], body: body.into() }).unwrap();
+        assert_eq!((r.status, r.body.as_str(), r.usage.unwrap().total_tokens), (200, body, 7));
+        let err = r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 3 > 2"}}"#;
+        let r = messages::response(UpstreamResponse { status: 400, headers: vec![], body: err.into() }).unwrap();
+        assert_eq!(r.body, err);
+        assert!(matches!(r.error_class, Some(ErrorClass::ContextLengthExceeded)));
+        assert!(messages::response(UpstreamResponse { status: 200, headers: vec![], body: "nope".into() }).is_err());
+    }
+}
