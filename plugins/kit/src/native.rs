@@ -43,6 +43,9 @@ pub struct Seen {
     pub usage: Option<Usage>,
     /// The vendor's terminal event.
     pub done: bool,
+    /// The event cannot be read (why): it is left out and reported as skipped, and the
+    /// host's `malformed_events` decides whether the stream goes on.
+    pub skip: Option<String>,
 }
 
 /// Reads a native stream's events for the host; the events themselves pass unchanged.
@@ -69,6 +72,9 @@ impl<R: EventReader> StreamAdapter for Passthrough<R> {
 
     fn push(&mut self, event: StreamEvent) -> Result<StreamOutput, AdapterError> {
         let seen = self.reader.read(event.event.as_deref(), &event.data)?;
+        if let Some(why) = seen.skip {
+            return Ok(StreamOutput::skip(why));
+        }
         if seen.usage.is_some() {
             self.usage = seen.usage;
         }
@@ -77,7 +83,7 @@ impl<R: EventReader> StreamAdapter for Passthrough<R> {
         // whitespace.
         let data = if event.data.contains(['\n', '\r']) { event.data.replace(['\n', '\r'], " ") } else { event.data };
         let out = OutputEvent { name: event.event, data };
-        Ok(StreamOutput { events: vec![out], done: seen.done, usage: seen.usage })
+        Ok(StreamOutput { events: vec![out], done: seen.done, usage: seen.usage, skipped: vec![] })
     }
 
     fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
@@ -249,6 +255,14 @@ pub mod messages {
         usage: Option<WireUsage>,
         #[serde(default)]
         error: Option<VendorError>,
+        #[serde(default)]
+        delta: Option<MessageDelta>,
+    }
+
+    #[derive(Deserialize)]
+    struct MessageDelta {
+        #[serde(default)]
+        stop_reason: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -258,32 +272,47 @@ pub mod messages {
     }
 
     /// Reads a Messages stream: usage from `message_start` and `message_delta`, the end at
-    /// `message_stop`, an `error` event as the stream's error.
+    /// `message_stop` (or, when the vendor leaves it out, a `message_delta` that carried the
+    /// `stop_reason`), an `error` event as the stream's error; an event that is not JSON is
+    /// skipped (the vendor's own `error` event stays an error).
     #[derive(Default)]
     pub struct Reader {
         tokens: Tokens,
+        ending: crate::ending::Ending,
     }
 
     impl EventReader for Reader {
         fn read(&mut self, name: Option<&str>, data: &str) -> Result<Seen, AdapterError> {
-            let ev: Event = serde_json::from_str(data).map_err(|e| {
-                let name = name.unwrap_or("(unnamed)");
-                AdapterError::InvalidUpstream(format!("the vendor's '{name}' stream event is not readable: {e}"))
-            })?;
+            let ev: Event = match serde_json::from_str(data) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    let why = format!("the vendor's '{}' stream event is not readable: {e}", name.unwrap_or("(unnamed)"));
+                    if name == Some("error") {
+                        return Err(AdapterError::InvalidUpstream(why));
+                    }
+                    return Ok(Seen { skip: Some(why), ..Seen::default() });
+                }
+            };
             match ev.kind.as_str() {
                 "message_start" => {
                     if let Some(u) = ev.message.and_then(|m| m.usage) {
                         self.tokens.update(&u);
                     }
-                    Ok(Seen { usage: Some(self.tokens.usage()), done: false })
+                    Ok(Seen { usage: Some(self.tokens.usage()), ..Seen::default() })
                 }
                 "message_delta" => {
                     if let Some(u) = &ev.usage {
                         self.tokens.update(u);
                     }
-                    Ok(Seen { usage: Some(self.tokens.usage()), done: false })
+                    if ev.delta.is_some_and(|d| d.stop_reason.is_some()) {
+                        self.ending.finish_reason();
+                    }
+                    Ok(Seen { usage: Some(self.tokens.usage()), ..Seen::default() })
                 }
-                "message_stop" => Ok(Seen { usage: Some(self.tokens.usage()), done: true }),
+                "message_stop" => {
+                    self.ending.terminal();
+                    Ok(Seen { usage: Some(self.tokens.usage()), done: true, skip: None })
+                }
                 "error" => {
                     let e = ev.error.unwrap_or(VendorError { kind: None, message: String::new() });
                     let kind = e.kind.as_deref().unwrap_or("error");
@@ -298,10 +327,9 @@ pub mod messages {
 
         fn finish(&mut self, done: bool) -> Result<(), AdapterError> {
             if done {
-                Ok(())
-            } else {
-                Err(AdapterError::InvalidUpstream("the vendor's stream ended before message_stop".into()))
+                return Ok(());
             }
+            self.ending.check("message_stop")
         }
     }
 
@@ -355,6 +383,23 @@ mod tests {
         assert!(
             matches!(s.push(ev("error", err)), Err(AdapterError::InvalidUpstream(m)) if m.contains("overloaded_error"))
         );
+    }
+
+    #[test]
+    fn a_native_messages_stream_ends_by_the_stream_end_rules() {
+        // Complete without message_stop once a message_delta carried the stop_reason.
+        let mut s = messages::Stream::new(&ctx(Endpoint::Messages));
+        let delta = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hi"}}"#;
+        s.push(ev("content_block_delta", delta)).unwrap();
+        assert!(s.finish().is_err(), "cut before the stop_reason");
+        let stop = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}"#;
+        s.push(ev("message_delta", stop)).unwrap();
+        assert_eq!(s.finish().unwrap().usage.unwrap().output_tokens, 2);
+        // An unreadable event is skipped, with the reason; the vendor's own error event is not.
+        let out = s.push(ev("content_block_delta", "{not json")).unwrap();
+        assert!(out.events.is_empty() && out.skipped.len() == 1, "{:?}", out.skipped);
+        assert!(out.skipped[0].contains("not readable"), "{:?}", out.skipped);
+        assert!(s.push(ev("error", "{not json")).is_err());
     }
 
     #[test]
