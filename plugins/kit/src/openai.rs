@@ -577,7 +577,12 @@ impl StreamAdapter for PassthroughStream {
         }
         // Several `data:` lines arrive joined with `\n`; in valid JSON a line break can only
         // be whitespace between tokens, and the host sends each chunk as one `data:` line.
-        let chunk = if event.data.contains(['\n', '\r']) { event.data.replace(['\n', '\r'], " ") } else { event.data };
+        // (A byte scan: a char pattern would decode every char of every chunk.)
+        let chunk = if event.data.bytes().any(|b| b == b'\n' || b == b'\r') {
+            event.data.replace(['\n', '\r'], " ")
+        } else {
+            event.data
+        };
         Ok(StreamOutput { events: vec![OutputEvent::chunk(chunk)], usage, ..StreamOutput::empty() })
     }
 
