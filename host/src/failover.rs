@@ -151,7 +151,8 @@ impl Relay {
                 log.attempts += 1;
                 ctx.settings.clone_from(&channel.settings);
                 let again = tries < r.attempts;
-                let attempt = self.attempt(channel, client, &ctx, text, &mut chat_body, limits, log, later || again).await;
+                let attempt =
+                    self.attempt(channel, client, &ctx, text, &mut chat_body, limits, log, later || again).await;
                 let retry = attempt.retry();
                 if retry == Retry::Never {
                     return commit(attempt, log);

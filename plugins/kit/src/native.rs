@@ -286,7 +286,8 @@ pub mod messages {
             let ev: Event = match serde_json::from_str(data) {
                 Ok(ev) => ev,
                 Err(e) => {
-                    let why = format!("the vendor's '{}' stream event is not readable: {e}", name.unwrap_or("(unnamed)"));
+                    let why =
+                        format!("the vendor's '{}' stream event is not readable: {e}", name.unwrap_or("(unnamed)"));
                     if name == Some("error") {
                         return Err(AdapterError::InvalidUpstream(why));
                     }
