@@ -1,6 +1,8 @@
 //! Anthropic Message and error bodies → OpenAI completion and error bodies.
 
 use relay_plugin_kit::error::{class_of_status, error_type, openai_error};
+use relay_plugin_kit::native::messages;
+pub use relay_plugin_kit::native::messages::{Tokens, WireUsage};
 use relay_plugin_kit::openai::{self, FunctionCall, ToolCall};
 use relay_plugin_kit::prelude::*;
 use serde::Deserialize;
@@ -39,69 +41,16 @@ enum Block {
     Other,
 }
 
-/// Anthropic's usage object; every field may be absent or null depending on the event.
-#[derive(Deserialize, Default, Clone, Copy)]
-pub struct WireUsage {
-    #[serde(default)]
-    input_tokens: Option<u64>,
-    #[serde(default)]
-    output_tokens: Option<u64>,
-    #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
-    #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
-}
-
-/// Token counts as the vendor reported them so far.
-#[derive(Default, Clone, Copy, Debug)]
-pub struct Tokens {
-    input: u64,
-    cache_creation: Option<u64>,
-    cache_read: Option<u64>,
-    output: u64,
-}
-
-impl Tokens {
-    /// Take what `u` reports (Anthropic's counts are cumulative, so later values replace).
-    pub fn update(&mut self, u: &WireUsage) {
-        if let Some(n) = u.input_tokens {
-            self.input = n;
+/// Add `usage.prompt_tokens_details.cached_tokens` to an OpenAI document when the vendor
+/// reported cache reads.
+pub fn with_cached(tokens: &Tokens, doc: String) -> String {
+    let Some(cached) = tokens.cache_read() else { return doc };
+    match serde_json::from_str::<Value>(&doc) {
+        Ok(mut v) if v["usage"].is_object() => {
+            v["usage"]["prompt_tokens_details"] = serde_json::json!({"cached_tokens": cached});
+            v.to_string()
         }
-        if let Some(n) = u.cache_creation_input_tokens {
-            self.cache_creation = Some(n);
-        }
-        if let Some(n) = u.cache_read_input_tokens {
-            self.cache_read = Some(n);
-        }
-        if let Some(n) = u.output_tokens {
-            self.output = n;
-        }
-    }
-
-    /// Input counts every prompt token, cached or not, as OpenAI's `prompt_tokens` does
-    /// (saturating: the vendor's counts may be anything); cache reads and writes are the
-    /// details, when Anthropic reports them.
-    pub fn usage(&self) -> Usage {
-        let prompt =
-            self.input.saturating_add(self.cache_creation.unwrap_or(0)).saturating_add(self.cache_read.unwrap_or(0));
-        Usage {
-            cached_input_tokens: self.cache_read,
-            cache_creation_input_tokens: self.cache_creation,
-            ..Usage::new(prompt, self.output)
-        }
-    }
-
-    /// Add `usage.prompt_tokens_details.cached_tokens` to an OpenAI document when the vendor
-    /// reported cache reads.
-    pub fn with_cached(&self, doc: String) -> String {
-        let Some(cached) = self.cache_read else { return doc };
-        match serde_json::from_str::<Value>(&doc) {
-            Ok(mut v) if v["usage"].is_object() => {
-                v["usage"]["prompt_tokens_details"] = serde_json::json!({"cached_tokens": cached});
-                v.to_string()
-            }
-            _ => doc,
-        }
+        _ => doc,
     }
 }
 
@@ -153,7 +102,7 @@ pub fn transform(ctx: &CallContext, resp: UpstreamResponse) -> Result<RelayRespo
         finish_reason(msg.stop_reason.as_deref()),
         usage.as_ref(),
     );
-    Ok(RelayResponse { status: resp.status, body: tokens.with_cached(body), usage, error_class: None })
+    Ok(RelayResponse { status: resp.status, body: with_cached(&tokens, body), usage, error_class: None })
 }
 
 #[derive(Deserialize)]
@@ -174,33 +123,13 @@ pub fn error_response(status: u16, body: &str) -> RelayResponse {
     let status = if status == OVERLOADED { SERVICE_UNAVAILABLE } else { status };
     let (body, error_class) = match serde_json::from_str::<ErrorEnvelope>(body) {
         Ok(ErrorEnvelope { error: e }) => {
-            let class = error_class.map(|by_status| class_of(&e).unwrap_or(by_status));
+            let class =
+                error_class.map(|by_status| messages::class_of(e.kind.as_deref(), &e.message).unwrap_or(by_status));
             (openai_error(&e.message, e.kind.as_deref().unwrap_or(error_type(status)), None), class)
         }
         Err(_) => (openai_error_body(status, body), error_class),
     };
     RelayResponse { status, body, usage: None, error_class }
-}
-
-/// What an Anthropic error's type (and, for a too-long prompt, its message) says beyond
-/// the status: Anthropic reports a prompt over the context window as an
-/// `invalid_request_error` ("prompt is too long: 210000 tokens > 200000 maximum", or "input
-/// length and `max_tokens` exceed context limit").
-fn class_of(e: &VendorError) -> Option<ErrorClass> {
-    match e.kind.as_deref()? {
-        "overloaded_error" => Some(ErrorClass::Overloaded),
-        "rate_limit_error" => Some(ErrorClass::RateLimited),
-        "authentication_error" => Some(ErrorClass::Authentication),
-        "permission_error" => Some(ErrorClass::Permission),
-        "not_found_error" => Some(ErrorClass::NotFound),
-        "api_error" => Some(ErrorClass::ServerError),
-        "invalid_request_error" => {
-            let m = e.message.to_ascii_lowercase();
-            let too_long = m.contains("prompt is too long") || m.contains("exceed context limit");
-            Some(if too_long { ErrorClass::ContextLengthExceeded } else { ErrorClass::InvalidRequest })
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]

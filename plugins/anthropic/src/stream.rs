@@ -6,7 +6,7 @@ use relay_plugin_kit::openai::{self, ChunkBuilder};
 use relay_plugin_kit::prelude::*;
 use serde::Deserialize;
 
-use crate::response::{Tokens, VendorError, WireUsage, finish_reason};
+use crate::response::{Tokens, VendorError, WireUsage, finish_reason, with_cached};
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -213,7 +213,8 @@ impl StreamAdapter for Stream {
     fn finish(&mut self) -> Result<StreamEnd, AdapterError> {
         self.ending.check("message_stop")?;
         let usage = self.tokens.usage();
-        let chunks = if self.include_usage { vec![self.tokens.with_cached(self.chunks.usage(&usage))] } else { vec![] };
+        let chunks =
+            if self.include_usage { vec![with_cached(&self.tokens, self.chunks.usage(&usage))] } else { vec![] };
         Ok(StreamEnd::chunks(chunks, Some(usage)))
     }
 }

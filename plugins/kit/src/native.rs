@@ -157,6 +157,11 @@ pub mod messages {
     }
 
     impl Tokens {
+        /// Cache reads, when the vendor reported them.
+        pub fn cache_read(&self) -> Option<u64> {
+            self.cache_read
+        }
+
         pub fn update(&mut self, u: &WireUsage) {
             if let Some(n) = u.input_tokens {
                 self.input = n;
