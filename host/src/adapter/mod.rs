@@ -23,8 +23,8 @@ use crate::metrics::{Metrics, OwnedGaugeGuard};
 pub use bindings::Contract;
 
 use crate::model::{
-    AdapterError, AdapterInfo, CallContext, Endpoint, RelayResponse, StreamEnd, StreamEvent, StreamOutput,
-    UpstreamRequest, UpstreamResponse,
+    AdapterError, AdapterInfo, CallContext, RelayResponse, StreamEnd, StreamEvent, StreamOutput, UpstreamRequest,
+    UpstreamResponse,
 };
 use bindings::{Instance, Pre};
 use engine::AdapterState;
@@ -147,11 +147,6 @@ impl Adapter {
     /// The contract version the adapter was built against.
     pub fn contract(&self) -> Contract {
         self.pre.contract()
-    }
-
-    /// An endpoint the adapter maps or speaks natively.
-    pub fn supports(&self, endpoint: Endpoint) -> bool {
-        self.info.endpoints.contains(&endpoint) || self.info.native.contains(&endpoint)
     }
 
     /// A fresh, isolated instance: nothing from another request can be seen in it.
