@@ -17,14 +17,6 @@ async fn mock() -> Mock {
     Mock::start(Options::default()).await.unwrap()
 }
 
-async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let end = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// A chat body of exactly `len` bytes of JSON.
 fn body_of_len(model: &str, len: usize) -> String {
     let base = chat_body(model, "", false).to_string().len();

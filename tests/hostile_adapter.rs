@@ -110,14 +110,6 @@ fn traps(m: &Metrics) -> f64 {
     m.value("relay_plugin_traps_total", &[("plugin", "misbehave")])
 }
 
-async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let end = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sleeping_transform_is_cut_within_its_bound_and_the_relay_serves_on() {
     let m = Mock::start(Options::default()).await.unwrap();

@@ -23,14 +23,6 @@ fn tag_of(json: &str) -> String {
     v["system_fingerprint"].as_str().unwrap_or("?").to_string()
 }
 
-async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let end = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 async fn served_tag(relay: &TestRelay) -> String {
     let a = relay.chat(&chat_body("t", "which version?", false)).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());

@@ -723,3 +723,12 @@ fn run_ok(cmd: &mut Command, what: &str) -> Result<(), String> {
 fn has_requests(python: &Path) -> bool {
     Command::new(python).args(["-c", "import requests"]).output().is_ok_and(|o| o.status.success())
 }
+
+/// Poll `check` every 25 ms until it holds; panics naming `what` after `within`.
+pub async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
