@@ -6,10 +6,8 @@
 //! mocks check what each vendor received. The SDK's venv is made as for tests/sdk.rs (set
 //! `RELAY_SKIP_SDK=1` to skip on a machine without Python; never honoured under CI).
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::{Once, OnceLock};
 
 use demo_upstream::{Received, Vendor};
 use relay_tests::*;
@@ -21,29 +19,8 @@ const REPLY: &str = "Hello from the demo upstream! You said: Hello there";
 const VENDOR_CALLS: usize = 7;
 /// The calls among them that carry a tool result.
 const TOOL_RESULT_CALLS: [usize; 2] = [3, 5];
-const SKIP_VAR: &str = "RELAY_SKIP_SDK";
-
 fn python() -> Option<PathBuf> {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    static NOTICE: Once = Once::new();
-    let skip = std::env::var(SKIP_VAR).is_ok_and(|v| v == "1");
-    if skip && std::env::var_os("CI").is_some() {
-        panic!("{SKIP_VAR}=1 is not honoured when CI is set: CI runs the SDK checks");
-    }
-    if skip {
-        NOTICE.call_once(|| {
-            let bar = "!".repeat(100);
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n{bar}\nSKIPPED ({SKIP_VAR}=1): the Anthropic SDK checks did not run; nothing here is tested.\n{bar}\n"
-            );
-        });
-        return None;
-    }
-    match PYTHON.get_or_init(prepare_venv) {
-        Ok(python) => Some(python.clone()),
-        Err(why) => panic!("the Anthropic SDK checks need python3 (with pip) and PyPI to make target/sdk-venv:\n{why}"),
-    }
+    sdk_python("Anthropic SDK")
 }
 
 struct Case<'a> {

@@ -8,10 +8,8 @@
 //! someone without Python can set `RELAY_SKIP_SDK=1` to skip them with a loud notice (not
 //! honoured when `CI` is set: CI always runs them).
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::{Once, OnceLock};
 
 use demo_upstream::{Received, Vendor};
 use relay_tests::*;
@@ -28,38 +26,8 @@ const TOOL_RESULT_REQUESTS: [usize; 2] = [3, 5];
 /// vendor got.
 const TOOL_RESULT_FIELD: &str = "temp_c";
 
-/// Set to `1` to skip these checks on a machine without Python; CI never sets it.
-const SKIP_VAR: &str = "RELAY_SKIP_SDK";
-
-/// The SDK's interpreter, set up once for all tests of this binary; `None` only when the
-/// checks are skipped on purpose (`RELAY_SKIP_SDK=1`, outside CI). Anything else that keeps
-/// them from running fails the test, saying why.
 fn python() -> Option<PathBuf> {
-    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    static NOTICE: Once = Once::new();
-    let skip = std::env::var(SKIP_VAR).is_ok_and(|v| v == "1");
-    if skip && std::env::var_os("CI").is_some() {
-        panic!("{SKIP_VAR}=1 is not honoured when CI is set: CI runs the OpenAI SDK checks");
-    }
-    if skip {
-        // Straight to stderr: the test harness keeps what `eprintln!` says from passing tests.
-        NOTICE.call_once(|| {
-            let bar = "!".repeat(100);
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n{bar}\nSKIPPED ({SKIP_VAR}=1): the OpenAI SDK checks did not run; nothing here is tested.\n{bar}\n"
-            );
-        });
-        return None;
-    }
-    match PYTHON.get_or_init(prepare_venv) {
-        Ok(python) => Some(python.clone()),
-        Err(why) => panic!(
-            "the OpenAI SDK checks need python3 (with pip) and PyPI to make target/sdk-venv:\n{why}\n\
-             Install python3 and python3-pip (apt-get install python3 python3-pip python3-venv), \
-             or set {SKIP_VAR}=1 to skip these checks on purpose."
-        ),
-    }
+    sdk_python("OpenAI SDK")
 }
 
 /// One adapter behind the relay, with the mock of its vendor.

@@ -621,6 +621,43 @@ pub async fn warm_baseline(relay: &TestRelay, warm_models: &[&str]) -> Gauges {
     baseline
 }
 
+/// Set to `1` to skip the SDK checks on a machine without Python; CI never sets it.
+pub const SKIP_SDK_VAR: &str = "RELAY_SKIP_SDK";
+
+/// The SDK checks' interpreter (`prepare_venv`), set up once per test binary; `None` only
+/// when the checks are skipped on purpose (`RELAY_SKIP_SDK=1`, outside CI). Anything else
+/// that keeps them from running fails the test, saying why. `sdk` names the checks ("OpenAI
+/// SDK", "Anthropic SDK") in the messages.
+pub fn sdk_python(sdk: &str) -> Option<PathBuf> {
+    use std::io::Write;
+    use std::sync::{Once, OnceLock};
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    static NOTICE: Once = Once::new();
+    let skip = std::env::var(SKIP_SDK_VAR).is_ok_and(|v| v == "1");
+    if skip && std::env::var_os("CI").is_some() {
+        panic!("{SKIP_SDK_VAR}=1 is not honoured when CI is set: CI runs the {sdk} checks");
+    }
+    if skip {
+        // Straight to stderr: the test harness keeps what `eprintln!` says from passing tests.
+        NOTICE.call_once(|| {
+            let bar = "!".repeat(100);
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n{bar}\nSKIPPED ({SKIP_SDK_VAR}=1): the {sdk} checks did not run; nothing here is tested.\n{bar}\n"
+            );
+        });
+        return None;
+    }
+    match PYTHON.get_or_init(prepare_venv) {
+        Ok(python) => Some(python.clone()),
+        Err(why) => panic!(
+            "the {sdk} checks need python3 (with pip) and PyPI to make target/sdk-venv:\n{why}\n\
+             Install python3 and python3-pip (apt-get install python3 python3-pip python3-venv), \
+             or set {SKIP_SDK_VAR}=1 to skip these checks on purpose."
+        ),
+    }
+}
+
 /// The Python clients' virtualenv (target/sdk-venv, from tests/sdk/requirements.txt: the
 /// pinned OpenAI SDK, `requests`): its interpreter once it has them, or why it cannot have them.
 /// Made or repaired on first use; shared by the SDK checks and the docs check.
