@@ -104,7 +104,7 @@ impl Relay {
         log: &mut RequestLog,
     ) -> Result<Answer, RelayError> {
         log.token = token.name.clone();
-        let Checked { model, stream, include_usage } = checked;
+        let Checked { model, stream, include_usage, response: _ } = checked;
         log.stream = stream;
         Self::admit(token, &model, snap)?;
         // Only an admitted model becomes a log field and a metrics label; refused ones count as "-".

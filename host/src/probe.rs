@@ -17,6 +17,8 @@ pub struct Checked {
     pub model: String,
     pub stream: bool,
     pub include_usage: bool,
+    /// A Responses call's id and the conversation it continues; `None` for other APIs.
+    pub response: Option<std::sync::Arc<crate::bridge::responses::Meta>>,
 }
 
 #[derive(Deserialize)]
@@ -117,7 +119,8 @@ impl Relay {
         let streams = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages);
         let stream = streams && probe.stream.unwrap_or(false);
         let include_usage = probe.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-        Ok(Checked { model, stream, include_usage })
+        let response = (endpoint == Endpoint::Responses).then(crate::bridge::responses::Meta::new);
+        Ok(Checked { model, stream, include_usage, response })
     }
 
     pub(crate) fn admit(token: &Token, model: &str, snap: &Snapshot) -> Result<(), RelayError> {

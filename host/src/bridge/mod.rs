@@ -11,6 +11,7 @@
 
 pub mod chat;
 pub mod messages;
+pub mod responses;
 
 use crate::answer::{Batch, Whole};
 use crate::error::RelayError;

@@ -258,7 +258,7 @@ mod tests {
             owner: owner.into(),
             endpoint: Endpoint::ChatCompletions,
             body: Bytes::from_static(body),
-            checked: crate::probe::Checked { model: "m".into(), stream: true, include_usage: true },
+            checked: crate::probe::Checked { model: "m".into(), stream: true, include_usage: true, response: None },
             request_id: "r".into(),
             _share: crate::metrics::BodyPermit::empty(jobs.relay.metrics.clone()),
         };
