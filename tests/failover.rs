@@ -42,24 +42,9 @@ async fn embed_as(relay: &TestRelay, id: &str, model: &str) -> Answer {
     relay.request_with(Method::POST, "/v1/embeddings", Some(CLIENT_KEY), &[("x-request-id", id)], &body).await
 }
 
-/// The access line of request `id`, once logged (log lines arrive through a pipe, a moment
-/// after the answer; a warn line of the same request may come first).
-async fn access_line(relay: &TestRelay, id: &str) -> String {
-    let needle = format!("request_id={id} ");
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let logs = relay.logs();
-        if let Some(line) = logs.lines().find(|l| l.contains("relay::access") && l.contains(&needle)) {
-            return line.to_string();
-        }
-        assert!(Instant::now() < end, "no access line for {id} within 10 s in:\n{logs}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Assert the access line's routing fields: who answered, after how many attempts.
 async fn assert_access(relay: &TestRelay, id: &str, channel: &str, attempts: u32, status: u16) -> String {
-    let line = access_line(relay, id).await;
+    let line = relay.access_line(&format!("request_id={id} ")).await;
     for want in [format!(" channel=\"{channel}\""), format!(" attempts={attempts} "), format!(" status={status} ")] {
         assert!(line.contains(&want), "{id}: expected `{}` in the access line: {line}", want.trim());
     }
@@ -69,11 +54,7 @@ async fn assert_access(relay: &TestRelay, id: &str, channel: &str, attempts: u32
 /// The relay's gauges and file descriptors back where they were before the test's traffic.
 async fn settle(relay: &TestRelay, baseline: Gauges, fds: usize) {
     relay.assert_back_to(baseline, Duration::from_secs(10)).await;
-    let end = Instant::now() + Duration::from_secs(10);
-    while relay.open_fds() > fds {
-        assert!(Instant::now() < end, "file descriptors: {} now, {fds} at baseline", relay.open_fds());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    relay.assert_fds_back(fds, Duration::from_secs(10)).await;
 }
 
 /// A relay on `config` (plus a `warm` channel on `warm`, for the baseline) and its baseline.

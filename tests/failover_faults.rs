@@ -30,24 +30,10 @@ async fn chat_as(relay: &TestRelay, id: &str, model: &str, stream: bool) -> Answ
     relay.request_with(Method::POST, "/v1/chat/completions", Some(CLIENT_KEY), &[("x-request-id", id)], &body).await
 }
 
-/// The access line of request `id`, once logged.
-async fn access_line(relay: &TestRelay, id: &str) -> String {
-    let needle = format!("request_id={id} ");
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let logs = relay.logs();
-        if let Some(line) = logs.lines().find(|l| l.contains("relay::access") && l.contains(&needle)) {
-            return line.to_string();
-        }
-        assert!(Instant::now() < end, "no access line for {id} within 10 s in:\n{logs}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Assert the access line: who answered, after how many attempts, with what status, and
 /// the attempts that were not the answer (`tried`).
 async fn assert_access(relay: &TestRelay, id: &str, channel: &str, attempts: u32, status: u16, tried: &str) {
-    let line = access_line(relay, id).await;
+    let line = relay.access_line(&format!("request_id={id} ")).await;
     for want in [
         format!(" channel=\"{channel}\""),
         format!(" attempts={attempts} "),
@@ -60,11 +46,7 @@ async fn assert_access(relay: &TestRelay, id: &str, channel: &str, attempts: u32
 
 async fn settle(relay: &TestRelay, baseline: Gauges, fds: usize) {
     relay.assert_back_to(baseline, Duration::from_secs(10)).await;
-    let end = Instant::now() + Duration::from_secs(10);
-    while relay.open_fds() > fds {
-        assert!(Instant::now() < end, "file descriptors: {} now, {fds} at baseline", relay.open_fds());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    relay.assert_fds_back(fds, Duration::from_secs(10)).await;
 }
 
 async fn relay_on(config: &str, warm: &Mock) -> (TestRelay, Gauges, usize) {

@@ -14,20 +14,6 @@ async fn mock() -> Mock {
     Mock::start(Options::default()).await.expect("mock starts")
 }
 
-/// Wait until the relay's descriptors are back to `baseline` (with a little slack for the
-/// scrape's own socket), or fail.
-async fn assert_fds_back(relay: &TestRelay, baseline: usize, within: Duration) {
-    let end = Instant::now() + within;
-    loop {
-        let now = relay.open_fds();
-        if now <= baseline + 2 {
-            return;
-        }
-        assert!(Instant::now() < end, "relay descriptors did not return to {baseline}: {now}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Send raw bytes and read what comes back until the peer closes (or `within` passes).
 async fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8], within: Duration) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -92,7 +78,7 @@ async fn idle_connections_are_closed_by_the_first_request_deadline() {
         "{}",
         m.value("relay_timeouts_total", &[("stage", "client_header")])
     );
-    assert_fds_back(&relay, fds, Duration::from_secs(10)).await;
+    relay.assert_fds_back(fds + 2, Duration::from_secs(10)).await;
     relay.assert_back_to(baseline, Duration::from_secs(10)).await;
 }
 
@@ -108,8 +94,9 @@ async fn at_max_connections_new_clients_get_503_and_healthz_answers() {
     for _ in 0..20 {
         idle.push(TcpStream::connect(relay.addr).await.unwrap());
     }
-    // Let the accept loop take all 20 before the first scrape needs a slot.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Let the accept loop take all 20 (a descriptor each) before the first scrape needs a slot.
+    wait_until("the relay to accept the 20 connections", Duration::from_secs(5), async || relay.open_fds() >= fds + 20)
+        .await;
     let m = relay.wait_metrics(Duration::from_secs(5), |m| m.gauge("relay_connections_open") >= 20.0).await;
     assert_eq!(m.gauge("relay_connections_open"), 20.0, "/metrics itself came through the reserve");
 
@@ -143,7 +130,7 @@ async fn at_max_connections_new_clients_get_503_and_healthz_answers() {
     // Below the cap again: requests are served.
     let a = relay.chat(&chat_body("ok", "hi", false)).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    assert_fds_back(&relay, fds, Duration::from_secs(10)).await;
+    relay.assert_fds_back(fds + 2, Duration::from_secs(10)).await;
     relay.assert_back_to(baseline, Duration::from_secs(10)).await;
 }
 
@@ -193,7 +180,7 @@ async fn a_client_that_stops_reading_is_cut_at_the_write_bound() {
     assert_eq!(m.gauge("relay_active_streams"), 0.0);
     assert_eq!(m.gauge("relay_upstream_connections_open"), 0.0, "the vendor connection was released");
     drop(s);
-    assert_fds_back(&relay, fds, Duration::from_secs(10)).await;
+    relay.assert_fds_back(fds + 2, Duration::from_secs(10)).await;
     relay.assert_back_to(baseline, Duration::from_secs(10)).await;
 }
 
@@ -305,7 +292,7 @@ async fn a_refused_50_mb_upload_reads_its_413() {
     let text = String::from_utf8_lossy(&out);
     assert!(read.is_ok() && text.starts_with("HTTP/1.1 401"), "{read:?} {text}");
     let _ = writer.await;
-    assert_fds_back(&relay, fds, Duration::from_secs(10)).await;
+    relay.assert_fds_back(fds + 2, Duration::from_secs(10)).await;
     relay.assert_back_to(baseline, Duration::from_secs(10)).await;
 }
 

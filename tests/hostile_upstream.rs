@@ -162,11 +162,7 @@ async fn relay_for(vendor: &RawVendor, raw_extra: &str, limits: &str) -> (TestRe
 async fn assert_clean(relay: &TestRelay, baseline: Gauges, fd_baseline: usize, vendor: &RawVendor) {
     vendor.assert_all_closed().await;
     relay.assert_back_to(baseline, Duration::from_secs(10)).await;
-    let end = Instant::now() + Duration::from_secs(10);
-    while relay.open_fds() > fd_baseline {
-        assert!(Instant::now() < end, "file descriptors: {} now, {fd_baseline} at baseline", relay.open_fds());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    relay.assert_fds_back(fd_baseline, Duration::from_secs(10)).await;
 }
 
 fn stream_error(a: &Answer) -> String {
@@ -516,11 +512,7 @@ async fn host_names_resolve_through_a_cached_bounded_dns_stage() {
             continue;
         }
         relay.assert_back_to(baseline, Duration::from_secs(10)).await;
-        let end = Instant::now() + Duration::from_secs(10);
-        while relay.open_fds() > fd0 {
-            assert!(Instant::now() < end, "file descriptors: {} now, {fd0} before", relay.open_fds());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        relay.assert_fds_back(fd0, Duration::from_secs(10)).await;
     }
     task.abort();
 }

@@ -87,12 +87,7 @@ async fn baseline(relay: &TestRelay) -> (Gauges, usize) {
 /// included) beyond `extra`.
 async fn back_to(relay: &TestRelay, (g, fd): (Gauges, usize), extra: usize) {
     relay.assert_back_to(g, Duration::from_secs(10)).await;
-    let fd = fd + extra;
-    let end = Instant::now() + Duration::from_secs(10);
-    while relay.open_fds() > fd {
-        assert!(Instant::now() < end, "fds: {} now, {fd} at the baseline", relay.open_fds());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    relay.assert_fds_back(fd + extra, Duration::from_secs(10)).await;
 }
 
 async fn wait_store_up(relay: &TestRelay, within: Duration) {

@@ -81,19 +81,6 @@ async fn stream(relay: &TestRelay, model: &str) -> Answer {
 }
 
 /// The request's access line, once logged (the stream's record is logged when it ends).
-async fn access_line(relay: &TestRelay, channel: &str) -> String {
-    let needle = format!("channel=\"{channel}\"");
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let logs = relay.logs();
-        if let Some(line) = logs.lines().find(|l| l.contains("relay::access") && l.contains(&needle)) {
-            return line.to_string();
-        }
-        assert!(Instant::now() < end, "no access line for {channel} in\n{logs}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn skipped(m: &Metrics, channel: &str) -> f64 {
     m.value("relay_stream_events_skipped_total", &[("channel", channel)])
 }
@@ -139,7 +126,7 @@ async fn a_complete_stream_without_its_terminator_is_complete() {
         let channel = format!("{prefix}-noterm");
         let a = stream(&s.relay, &model(prefix, "noterm")).await;
         assert_whole(&channel, &a, &clean);
-        let line = access_line(&s.relay, &channel).await;
+        let line = s.relay.access_line(&format!("channel=\"{channel}\"")).await;
         assert!(line.contains("status=200") && line.contains("error=\"\""), "{line}");
         assert!(!line.contains("completion_tokens=0 "), "usage counted: {line}");
     }
@@ -167,7 +154,7 @@ async fn one_malformed_event_is_skipped_and_counted() {
         let channel = format!("{prefix}-garbage");
         let a = stream(&s.relay, &model(prefix, "garbage")).await;
         assert_whole(&channel, &a, &clean);
-        let line = access_line(&s.relay, &channel).await;
+        let line = s.relay.access_line(&format!("channel=\"{channel}\"")).await;
         assert!(line.contains("status=200") && line.contains("skipped_events=1"), "{line}");
         assert_eq!(skipped(&s.relay.metrics().await, &channel), 1.0, "{channel}");
     }
@@ -186,7 +173,7 @@ async fn with_fail_a_malformed_event_ends_the_stream() {
         let channel = format!("{prefix}-garbage-fail");
         let a = stream(&s.relay, &model(prefix, "garbage-fail")).await;
         assert_error_event(&channel, &a, needle);
-        let line = access_line(&s.relay, &channel).await;
+        let line = s.relay.access_line(&format!("channel=\"{channel}\"")).await;
         assert!(line.contains("status=502") && line.contains("skipped_events=0"), "{line}");
         assert_eq!(skipped(&s.relay.metrics().await, &channel), 0.0, "{channel}: nothing was skipped");
     }
@@ -202,7 +189,7 @@ async fn a_stream_cut_before_its_finish_reason_ends_with_an_error_event() {
         let a = stream(&s.relay, &model(prefix, "cut")).await;
         assert_error_event(&channel, &a, needle);
         assert!(!a.text().contains("\"finish_reason\":\"stop\""), "{channel}: cut before it: {}", a.text());
-        let line = access_line(&s.relay, &channel).await;
+        let line = s.relay.access_line(&format!("channel=\"{channel}\"")).await;
         assert!(line.contains("status=502"), "{line}");
     }
     s.relay.assert_back_to(s.baseline, Duration::from_secs(10)).await;

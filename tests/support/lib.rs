@@ -192,6 +192,33 @@ impl TestRelay {
         logs
     }
 
+    /// Wait until the relay holds no more than `fds` file descriptors, or fail after `within`.
+    pub async fn assert_fds_back(&self, fds: usize, within: Duration) {
+        let end = Instant::now() + within;
+        loop {
+            let now = self.open_fds();
+            if now <= fds {
+                return;
+            }
+            assert!(Instant::now() < end, "file descriptors: {now} now, {fds} at the baseline");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The first access-log line holding `needle` (e.g. `request_id=req_1 `); fails the
+    /// test, showing the log, if none comes within 10 s.
+    pub async fn access_line(&self, needle: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if let Some(line) = logs.lines().find(|l| l.contains("relay::access") && l.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(Instant::now() < end, "no access line with {needle:?} within 10 s in:\n{logs}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stop the process and hand back its folder (plugins, data dir) for a restart.
     pub fn stop(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
