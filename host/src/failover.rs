@@ -240,7 +240,7 @@ impl Relay {
         // Per attempt: the client's API as sent to an adapter that speaks it, or bridged
         // through the adapter's chat completions (failover may cross from one to the other).
         let client_api = ctx.endpoint;
-        let route = Route::of(client_api, &plugin.info);
+        let route = Route::of(client_api, &plugin.info, channel.native.as_ref().map(|n| n.apis.as_slice()));
         let bridged_ctx;
         let (ctx, body) = match route {
             Route::Unsupported => {

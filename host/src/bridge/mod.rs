@@ -4,8 +4,8 @@
 //! what they share here and in `chat` (the chat wire types, read and written typed).
 //!
 //! The choice is made per channel attempt (`Route::of`): an adapter that lists the client
-//! API in `native` receives the body as the client sent it; any other adapter that maps
-//! chat completions is bridged. A stream is converted inside the typed stream
+//! API in `native` receives the body as the client sent it, unless the channel's `native`
+//! key leaves the API out; any other adapter that maps chat completions is bridged. A stream is converted inside the typed stream
 //! (`stream::Translation` holds a `StreamBridge`), so every consumer sees the client API's
 //! events.
 
@@ -30,8 +30,11 @@ pub enum Route {
 }
 
 impl Route {
-    pub fn of(endpoint: Endpoint, info: &AdapterInfo) -> Route {
-        if info.endpoints.contains(&endpoint) || info.native.contains(&endpoint) {
+    /// `channel_native` is the channel's `native` key: it narrows the adapter's own list
+    /// (`native = []` bridges every client API); unset, the adapter's list stands.
+    pub fn of(endpoint: Endpoint, info: &AdapterInfo, channel_native: Option<&[Endpoint]>) -> Route {
+        let native = info.native.contains(&endpoint) && channel_native.is_none_or(|n| n.contains(&endpoint));
+        if info.endpoints.contains(&endpoint) || native {
             Route::Direct
         } else if bridged(endpoint) && info.endpoints.contains(&Endpoint::ChatCompletions) {
             Route::Chat
@@ -78,4 +81,34 @@ pub trait StreamBridge: Send {
     /// Convert `batch` in place; an error is a chunk the bridge cannot read (the stream
     /// then ends with it, after the events converted before it).
     fn apply(&mut self, batch: &mut Batch) -> Result<(), String>;
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+    use crate::model::{AuthScheme, StreamFormat};
+
+    fn info(native: &[Endpoint]) -> AdapterInfo {
+        AdapterInfo {
+            name: "a".into(),
+            version: "1".into(),
+            description: String::new(),
+            endpoints: vec![Endpoint::ChatCompletions, Endpoint::Embeddings],
+            native: native.to_vec(),
+            auth: AuthScheme::Bearer,
+            stream_format: StreamFormat::Sse,
+        }
+    }
+
+    #[test]
+    fn a_channels_native_key_narrows_the_adapters_list() {
+        let both = info(&[Endpoint::Messages]);
+        assert_eq!(Route::of(Endpoint::Messages, &both, None), Route::Direct, "unset: the adapter's list");
+        assert_eq!(Route::of(Endpoint::Messages, &both, Some(&[Endpoint::Messages])), Route::Direct);
+        assert_eq!(Route::of(Endpoint::Messages, &both, Some(&[])), Route::Chat, "native = [] bridges");
+        // A channel cannot make an adapter speak what it does not.
+        assert_eq!(Route::of(Endpoint::Messages, &info(&[]), Some(&[Endpoint::Messages])), Route::Chat);
+        // Chat completions is the adapter's own API whatever `native` says.
+        assert_eq!(Route::of(Endpoint::ChatCompletions, &both, Some(&[])), Route::Direct);
+    }
 }
