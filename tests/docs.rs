@@ -63,6 +63,7 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
     ("channel", "retry", "{ attempts = 2 }"),
     ("timeouts", "first_token", "20"),
     ("channel", "malformed_events", "\"fail\""),
+    ("channel", "native", "[\"responses\"]"),
     ("token", "name", "\"docs\""),
     ("token", "key", "\"sk-docs-client\""),
     ("token", "key_env", "\"DOCS_CHECK_SECRET\""),

@@ -98,6 +98,7 @@ pub async fn serve(config_path: PathBuf) -> Result<()> {
     if report.loaded.is_empty() {
         tracing::warn!(dir = %startup.plugin_dir.display(), "no adapter loaded: every request will get 503");
     }
+    crate::config::check_native(&live.channels, |a| registry.get(a).map(|p| p.info.native.clone()))?;
     for c in &live.channels {
         if registry.get(&c.adapter).is_none() {
             tracing::warn!(channel = %c.name, adapter = %c.adapter, "channel uses an adapter that is not loaded");

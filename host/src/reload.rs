@@ -250,6 +250,13 @@ impl Reloader {
                 return;
             }
         };
+        if let Err(e) =
+            crate::config::check_native(&live.channels, |a| self.registry.get(a).map(|p| p.info.native.clone()))
+        {
+            self.metrics.config_reloads.inc(["refused"]);
+            tracing::error!(error = %format!("{e:#}"), "config reload refused; the running config stays");
+            return;
+        }
         // What is bound at start-up stays as it runs; the file's start-up part is only
         // compared, so the operator learns which edits wait for a restart.
         let kept = self.startup.changed_keys(&startup);

@@ -62,6 +62,8 @@ pub async fn dispatch(relay: Arc<Relay>, jobs: Arc<Jobs>, req: Request<Incoming>
         // Anthropic Messages; `Prefer: respond-async` is not offered on it (answered in-line).
         (&Method::POST, "/v1/messages") => relay.handle(req, Endpoint::Messages).await,
         (&Method::POST, "/v1/messages/count_tokens") => relay.count_tokens(req).await,
+        // OpenAI Responses, answered in-line.
+        (&Method::POST, "/v1/responses") => relay.handle(req, Endpoint::Responses).await,
         (&Method::GET, "/v1/jobs") => jobs.list(req.headers(), req.uri().query()),
         (&Method::GET, p) if p.starts_with("/v1/jobs/") && p.ends_with("/events") => {
             let id = p.trim_start_matches("/v1/jobs/").trim_end_matches("/events");
@@ -84,7 +86,7 @@ pub async fn dispatch(relay: Arc<Relay>, jobs: Arc<Jobs>, req: Request<Incoming>
             &RelayError::method_not_allowed(format!("{} is not allowed here; use POST", req.method())),
             None,
         ),
-        (_, "/v1/chat/completions" | "/v1/embeddings") => error_response(
+        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/responses") => error_response(
             &RelayError::method_not_allowed(format!("{} is not allowed here; use POST", req.method())),
             None,
         ),
@@ -98,6 +100,7 @@ fn route_name(method: &Method, path: &str) -> &'static str {
         "/v1/chat/completions" if method == Method::POST => "chat_completions",
         "/v1/embeddings" if method == Method::POST => "embeddings",
         "/v1/messages" | "/v1/messages/count_tokens" if method == Method::POST => "messages",
+        p if p == "/v1/responses" || p.starts_with("/v1/responses/") => "responses",
         p if p == "/v1/jobs" || p.starts_with("/v1/jobs/") => "jobs",
         p if p == "/v1/models" || p.starts_with("/v1/models/") => "models",
         p if p.starts_with("/admin/") => "admin",
@@ -382,6 +385,8 @@ mod tests {
             (Method::GET, "/v1/chat/completions"),
             (Method::POST, "/v1/embeddings"),
             (Method::POST, "/v1/messages"),
+            (Method::POST, "/v1/responses"),
+            (Method::GET, "/v1/responses/resp_1"),
             (Method::GET, "/v1/jobs/job_1/events"),
             (Method::GET, "/v1/models"),
             (Method::GET, "/admin/plugins"),

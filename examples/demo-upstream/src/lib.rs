@@ -13,8 +13,10 @@
 //!   garbage-chunk`, whatever the vendor: `no-done` cuts a stream before its end (the event
 //!   carrying the finish reason, and all after it, are left out: a truncated answer);
 //!   `no-terminator` sends the whole answer, finish reason and usage included, and leaves
-//!   out only the vendor's terminal event (`[DONE]`, `message_stop`; Gemini has none, so its
-//!   stream is whole); `garbage-chunk` puts an unparseable event second.
+//!   out only the vendor's terminal event (`[DONE]`, `message_stop`, `response.completed`;
+//!   Gemini has none, so its stream is whole); `garbage-chunk` puts an unparseable event second.
+//! - `x-mock-fault: response-failed` (OpenAI's Responses API) ends a stream with the
+//!   vendor's own `response.failed` event where the answer's end would be;
 //! - `x-mock-fault: reset` reads the request and closes the connection without answering
 //!   (a vendor that dies after the request was sent, before its response head);
 //! - `x-mock-retry-after: V` is the `Retry-After` of an error status (seconds or an HTTP

@@ -1,11 +1,14 @@
-//! OpenAI's API: chat completions (JSON and SSE), embeddings, models.
+//! OpenAI's API: chat completions (JSON and SSE), the Responses API ([`responses`]),
+//! embeddings, models.
 //!
 //! The mock model echoes the last user message; offered tools, it calls one (the first, or
 //! the one `tool_choice` names) when the user spoke last, and it quotes the tool results
 //! that end a conversation.
 
+mod responses;
+
 use bytes::Bytes;
-use http::{Method, Response, StatusCode, header};
+use http::{HeaderMap, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{Value, json};
@@ -104,6 +107,7 @@ pub(crate) async fn handle(req: &Req<'_>) -> Response<Body> {
     }
     match (req.method, req.path) {
         (&Method::POST, "/v1/chat/completions") => chat(req),
+        (&Method::POST, "/v1/responses") => responses::create(req),
         (&Method::POST, "/v1/embeddings") => embeddings(req.body),
         (&Method::GET, "/v1/models") => json_response(
             StatusCode::OK,
@@ -357,18 +361,7 @@ fn answer(req: &Req<'_>) -> Result<Response<Body>, Box<Response<Body>>> {
             "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
             "usage": usage, "system_fingerprint": FINGERPRINT,
         });
-        if let Some(delay) = knob_ms(headers, "x-mock-body-delay-ms") {
-            // The head now, the body later: a vendor slow to finish a non-stream answer.
-            let bytes = Bytes::from(body.to_string());
-            let body = futures_util::stream::once(async move {
-                tokio::time::sleep(delay).await;
-                Ok::<_, std::io::Error>(Frame::data(bytes))
-            });
-            let mut r = Response::new(StreamBody::new(body).boxed_unsync());
-            r.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().expect("static"));
-            return Ok(r);
-        }
-        return Ok(json_response(StatusCode::OK, body.to_string()));
+        return Ok(delayed_json(headers, body.to_string()));
     }
 
     let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
@@ -411,6 +404,22 @@ fn answer(req: &Req<'_>) -> Result<Response<Body>, Box<Response<Body>>> {
     }
     events.push("data: [DONE]\n\n".into());
     Ok(event_stream(req, events, end, "text/event-stream; charset=utf-8"))
+}
+
+/// A 200 JSON answer; with `x-mock-body-delay-ms` its head goes at once and its body that
+/// much later (a vendor slow to finish a non-stream answer).
+fn delayed_json(headers: &HeaderMap, body: String) -> Response<Body> {
+    let Some(delay) = knob_ms(headers, "x-mock-body-delay-ms") else {
+        return json_response(StatusCode::OK, body);
+    };
+    let bytes = Bytes::from(body);
+    let body = futures_util::stream::once(async move {
+        tokio::time::sleep(delay).await;
+        Ok::<_, std::io::Error>(Frame::data(bytes))
+    });
+    let mut r = Response::new(StreamBody::new(body).boxed_unsync());
+    r.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().expect("static"));
+    r
 }
 
 fn embeddings(body: &Value) -> Response<Body> {

@@ -43,6 +43,10 @@ pub(super) const MIN_DURATION_SECS: f64 = 0.001;
 /// should not cost the client a whole answer (the count and the log show it).
 pub const DEFAULT_MALFORMED_EVENTS: super::MalformedEvents = super::MalformedEvents::Skip;
 
+/// Unset, a channel passes through natively every client API its adapter speaks natively
+/// (`native` in the adapter's info): a vendor that speaks an API answers it best itself.
+pub const DEFAULT_NATIVE: Option<super::Native> = None;
+
 /// Large enough for long multimodal prompts with inline images; bounded so one client
 /// cannot make the relay buffer gigabytes.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 32 * 1024 * 1024;

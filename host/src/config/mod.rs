@@ -17,6 +17,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use http::{HeaderName, HeaderValue};
 
+use crate::model::Endpoint;
+
 pub use defaults::*;
 use raw::RawConfig;
 use resolve::{
@@ -271,6 +273,41 @@ pub struct Channel {
     pub timeouts: Timeouts,
     pub retry: RetryConfig,
     pub malformed_events: MalformedEvents,
+    /// The client APIs passed through natively (`native`); unset, the adapter's own list.
+    pub native: Option<Native>,
+}
+
+/// A channel's `native` key: the client APIs it passes through to an adapter that speaks
+/// them natively; any other client API is bridged through chat completions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Native {
+    pub apis: Vec<Endpoint>,
+    /// The key's line, for the check against the adapter's own list once it is loaded.
+    pub line: usize,
+}
+
+/// The client APIs an adapter can speak natively, by their names in `native`.
+const NATIVE_APIS: [Endpoint; 2] = [Endpoint::Responses, Endpoint::Messages];
+
+/// Every channel's `native` list against its adapter's own (`declared`, by adapter name;
+/// None for an adapter that is not loaded, whose channels are checked when it is): a name
+/// the adapter does not speak natively is an error naming the key and its line.
+pub fn check_native(channels: &[Channel], declared: impl Fn(&str) -> Option<Vec<Endpoint>>) -> Result<()> {
+    for (i, c) in channels.iter().enumerate() {
+        let (Some(n), Some(declared)) = (&c.native, declared(&c.adapter)) else { continue };
+        if let Some(api) = n.apis.iter().find(|a| !declared.contains(a)) {
+            let speaks = declared.iter().map(|e| format!("\"{}\"", e.as_str())).collect::<Vec<_>>();
+            let speaks = if speaks.is_empty() { "none".to_string() } else { speaks.join(", ") };
+            bail!(
+                "channel[{i}] '{}': native (line {}): adapter '{}' does not speak \"{}\" natively (it speaks: {speaks})",
+                c.name,
+                n.line,
+                c.adapter,
+                api.as_str()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// What a stream does with a vendor event its adapter could not read (`malformed_events`).
@@ -302,6 +339,7 @@ impl std::fmt::Debug for Channel {
             .field("models", &self.models)
             .field("priority", &self.priority)
             .field("weight", &self.weight)
+            .field("native", &self.native)
             .finish_non_exhaustive()
     }
 }
@@ -551,6 +589,37 @@ impl Config {
                     ),
                 },
             };
+            let native = match &c.native {
+                None => DEFAULT_NATIVE,
+                Some(list) => {
+                    let line = at(list.span());
+                    let mut apis = Vec::with_capacity(list.get_ref().len());
+                    for name in list.get_ref() {
+                        let Some(api) = NATIVE_APIS.into_iter().find(|e| e.as_str() == name.get_ref()) else {
+                            bail!(
+                                "{}",
+                                ctx(&format!(
+                                    "native (line {}): {:?} is not a client API an adapter speaks natively (\"responses\", \"messages\")",
+                                    at(name.span()),
+                                    name.get_ref()
+                                ))
+                            )
+                        };
+                        if apis.contains(&api) {
+                            bail!(
+                                "{}",
+                                ctx(&format!(
+                                    "native (line {}): {:?} is listed twice",
+                                    at(name.span()),
+                                    name.get_ref()
+                                ))
+                            );
+                        }
+                        apis.push(api);
+                    }
+                    Some(Native { apis, line })
+                }
+            };
             channels.push(Channel {
                 name: c.name.clone(),
                 adapter: c.adapter.clone(),
@@ -564,6 +633,7 @@ impl Config {
                 timeouts,
                 retry,
                 malformed_events,
+                native,
             });
         }
 

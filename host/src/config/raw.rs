@@ -115,6 +115,7 @@ pub(super) struct RawChannel {
     #[serde(default)]
     pub(super) retry: RawRetry,
     pub(super) malformed_events: Option<Spanned<String>>,
+    pub(super) native: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]

@@ -373,3 +373,39 @@ fn malformed_events_is_skip_unless_set_per_channel() {
     let e = format!("{:#}", Config::parse(&channel("true"), Path::new("."), &env(&[])).unwrap_err());
     assert!(e.contains("malformed_events") && e.contains("line 6"), "{e}");
 }
+
+#[test]
+fn native_is_the_adapters_list_unless_a_channel_narrows_it() {
+    let c = Config::parse(GOOD, Path::new("."), &env(&[("OPENAI_KEY", "k")])).unwrap();
+    assert_eq!(c.live.channels[0].native, DEFAULT_NATIVE);
+    assert_eq!(DEFAULT_NATIVE, None);
+    let channel = |v: &str| {
+        format!(
+            "[[channel]]\nname = \"a\"\nadapter = \"openai\"\nbase_url = \"http://x\"\nmodels = [\"m\"]\nnative = {v}\n"
+        )
+    };
+    let parse = |v: &str| Config::parse(&channel(v), Path::new("."), &env(&[]));
+    let c = parse("[]").unwrap();
+    assert_eq!(c.live.channels[0].native, Some(Native { apis: vec![], line: 6 }));
+    let c = parse("[\"responses\", \"messages\"]").unwrap();
+    assert_eq!(c.live.channels[0].native.as_ref().unwrap().apis, [Endpoint::Responses, Endpoint::Messages]);
+    for (bad, says) in [
+        ("[\"chat_completions\"]", "\"chat_completions\" is not a client API an adapter speaks natively"),
+        ("[\"responses\", \"responses\"]", "\"responses\" is listed twice"),
+    ] {
+        let e = format!("{:#}", parse(bad).unwrap_err());
+        assert!(e.contains("channel[0] 'a'") && e.contains("native (line 6)") && e.contains(says), "{e}");
+    }
+    let e = format!("{:#}", parse("\"responses\"").unwrap_err());
+    assert!(e.contains("native") && e.contains("line 6"), "{e}");
+
+    // Against the adapter's own list, once it is loaded.
+    let channels = parse("[\"responses\"]").unwrap().live.channels;
+    assert!(check_native(&channels, |_| None).is_ok(), "an adapter not loaded is checked when it is");
+    assert!(check_native(&channels, |_| Some(vec![Endpoint::Responses])).is_ok());
+    let e = format!("{:#}", check_native(&channels, |_| Some(vec![Endpoint::Messages])).unwrap_err());
+    assert!(
+        e.contains("channel[0] 'a': native (line 6): adapter 'openai' does not speak \"responses\" natively (it speaks: \"messages\")"),
+        "{e}"
+    );
+}

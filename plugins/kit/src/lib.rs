@@ -76,17 +76,7 @@ pub trait Adapter: 'static {
     /// success body through (reading its usage) and keeps vendor errors in OpenAI's shape,
     /// classified from the status and OpenAI's error `code`/`type`.
     fn transform_response(_ctx: &CallContext, resp: UpstreamResponse) -> Result<RelayResponse, AdapterError> {
-        if (200..300).contains(&resp.status) {
-            let usage = openai::usage_of(&resp.body)?;
-            Ok(RelayResponse { status: resp.status, body: resp.body, usage, error_class: None })
-        } else {
-            Ok(RelayResponse {
-                status: resp.status,
-                body: error::openai_error_body(resp.status, &resp.body),
-                usage: None,
-                error_class: error::openai_error_class(resp.status, &resp.body),
-            })
-        }
+        openai::response(resp)
     }
 }
 

@@ -3,7 +3,8 @@
 //! vendor sent them, with unknown fields intact. The adapter only reads what the host needs:
 //! usage for accounting, the terminal event, a vendor error's class.
 //!
-//! [`messages`] reads Anthropic's Messages API, for any vendor that speaks it.
+//! [`messages`] reads Anthropic's Messages API, for any vendor that speaks it;
+//! [`responses`] reads OpenAI's Responses API.
 //!
 //! An adapter with a native API still maps chat completions: [`Split`] is the stream type
 //! that takes either, by the call's endpoint.
@@ -348,6 +349,165 @@ pub mod messages {
     }
 }
 
+/// OpenAI's Responses API, read for the host: usage from the Response object (a whole
+/// answer, or the `response` of a stream's terminal event), the terminal events, the
+/// vendor's error events, error classes (OpenAI's codes).
+pub mod responses {
+    use serde_json::Value;
+
+    use super::*;
+
+    /// The Responses `usage` object; the details are read leniently, as chat's are.
+    #[derive(Deserialize, Default)]
+    pub struct WireUsage {
+        #[serde(default)]
+        pub input_tokens: u64,
+        #[serde(default)]
+        pub output_tokens: u64,
+        #[serde(default)]
+        pub total_tokens: Option<u64>,
+        #[serde(default)]
+        pub input_tokens_details: Option<Value>,
+        #[serde(default)]
+        pub output_tokens_details: Option<Value>,
+    }
+
+    fn detail(details: &Option<Value>, key: &str) -> Option<u64> {
+        details.as_ref()?.get(key)?.as_u64()
+    }
+
+    impl From<WireUsage> for Usage {
+        /// `input_tokens` count the cached ones and `output_tokens` the reasoning ones, as
+        /// the contract counts them; a missing total is their (saturating) sum.
+        fn from(u: WireUsage) -> Usage {
+            let base = Usage::new(u.input_tokens, u.output_tokens);
+            Usage {
+                total_tokens: u.total_tokens.unwrap_or(base.total_tokens),
+                cached_input_tokens: detail(&u.input_tokens_details, "cached_tokens"),
+                reasoning_tokens: detail(&u.output_tokens_details, "reasoning_tokens"),
+                ..base
+            }
+        }
+    }
+
+    /// The part of a Response object the host needs.
+    #[derive(Deserialize)]
+    struct ResponseProbe {
+        #[serde(default)]
+        usage: Option<WireUsage>,
+        #[serde(default)]
+        error: Option<Value>,
+    }
+
+    /// The usage of a Response body, checking that it is JSON.
+    pub fn usage_of(body: &str) -> Result<Option<Usage>, AdapterError> {
+        let p: ResponseProbe = serde_json::from_str(body)
+            .map_err(|e| AdapterError::InvalidUpstream(format!("the vendor's answer is not JSON: {e}")))?;
+        Ok(p.usage.map(Into::into))
+    }
+
+    /// A Responses answer passed through: a success as sent (usage read), an error kept
+    /// in OpenAI's shape and classified by its `code` and the status.
+    pub fn response(resp: UpstreamResponse) -> Result<RelayResponse, AdapterError> {
+        if (200..300).contains(&resp.status) {
+            return super::response(resp, usage_of, |_, _| None);
+        }
+        let error_class = crate::error::openai_error_class(resp.status, &resp.body);
+        let body = crate::error::openai_error_body(resp.status, &resp.body);
+        Ok(RelayResponse { status: resp.status, body, usage: None, error_class })
+    }
+
+    /// The fields of a stream event the host needs; the rest passes through unread.
+    #[derive(Deserialize)]
+    struct Event {
+        #[serde(rename = "type", default)]
+        kind: String,
+        #[serde(default)]
+        response: Option<ResponseProbe>,
+        /// An `error` event's own fields.
+        #[serde(default)]
+        code: Option<Value>,
+        #[serde(default)]
+        message: Option<Value>,
+    }
+
+    /// A JSON value as text for a message: a string without its quotes.
+    fn text(v: Option<&Value>) -> String {
+        match v {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        }
+    }
+
+    /// The vendor's own failure event (its Response has `status: "failed"` and `error`).
+    const FAILED: &str = "response.failed";
+
+    /// Reads a Responses stream: usage from any event that carries a Response with usage
+    /// (the terminal one does), the end at `response.completed` / `response.incomplete`;
+    /// `response.failed` and `error` end the stream with the vendor's error (the host then
+    /// sends the client its own `response.failed`, with the relay's id). An event that is
+    /// not JSON is skipped (one named `error` or `response.failed` stays an error).
+    #[derive(Default)]
+    pub struct Reader {
+        usage: Option<Usage>,
+        ending: crate::ending::Ending,
+    }
+
+    impl EventReader for Reader {
+        fn read(&mut self, name: Option<&str>, data: &str) -> Result<Seen, AdapterError> {
+            let ev: Event = match serde_json::from_str(data) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    let name = name.unwrap_or("(unnamed)");
+                    let why = format!("the vendor's '{name}' stream event is not readable: {e}");
+                    if name == "error" || name == FAILED {
+                        return Err(AdapterError::InvalidUpstream(why));
+                    }
+                    return Ok(Seen { skip: Some(why), ..Seen::default() });
+                }
+            };
+            let (usage, error) = match ev.response {
+                Some(r) => (r.usage.map(Usage::from), r.error),
+                None => (None, None),
+            };
+            if usage.is_some() {
+                self.usage = usage;
+            }
+            match ev.kind.as_str() {
+                "response.completed" | "response.incomplete" => {
+                    self.ending.terminal();
+                    Ok(Seen { usage: self.usage, done: true, skip: None })
+                }
+                FAILED => {
+                    let e = error.unwrap_or(Value::Null);
+                    Err(AdapterError::InvalidUpstream(format!(
+                        "the vendor ended the stream with {FAILED} ({}): {}",
+                        text(e.get("code")),
+                        text(e.get("message"))
+                    )))
+                }
+                "error" => Err(AdapterError::InvalidUpstream(format!(
+                    "the vendor ended the stream with an error event ({}): {}",
+                    text(ev.code.as_ref()),
+                    text(ev.message.as_ref())
+                ))),
+                _ => Ok(Seen { usage, ..Seen::default() }),
+            }
+        }
+
+        fn finish(&mut self, done: bool) -> Result<(), AdapterError> {
+            if done {
+                return Ok(());
+            }
+            self.ending.check("response.completed")
+        }
+    }
+
+    /// A Responses stream passed through.
+    pub type Stream = Passthrough<Reader>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,5 +578,85 @@ mod tests {
         assert_eq!(r.body, err);
         assert!(matches!(r.error_class, Some(ErrorClass::ContextLengthExceeded)));
         assert!(messages::response(UpstreamResponse { status: 200, headers: vec![], body: "nope".into() }).is_err());
+    }
+
+    #[test]
+    fn responses_events_pass_through_with_names_and_usage_from_the_terminal_event() {
+        let mut s = responses::Stream::new(&ctx(Endpoint::Responses));
+        let created = r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_v","status":"in_progress","usage":null,"x_new":1}}"#;
+        let out = s.push(ev("response.created", created)).unwrap();
+        assert_eq!((out.events[0].name.as_deref(), out.events[0].data.as_str()), (Some("response.created"), created));
+        assert!(out.usage.is_none() && !out.done);
+        // Vendor events the relay never heard of pass as sent, names included.
+        let reasoning = r#"{"type":"response.reasoning_summary_text.delta","sequence_number":1,"item_id":"rs_1","delta":"hm","x":[1]}"#;
+        let out = s.push(ev("response.reasoning_summary_text.delta", reasoning)).unwrap();
+        assert_eq!(out.events[0].name.as_deref(), Some("response.reasoning_summary_text.delta"));
+        assert_eq!(out.data(), [reasoning]);
+        assert!(s.finish().is_err(), "no terminal event yet");
+        let done = r#"{"type":"response.completed","sequence_number":2,"response":{"id":"resp_v","status":"completed",
+            "usage":{"input_tokens":30,"input_tokens_details":{"cached_tokens":20},"output_tokens":50,
+            "output_tokens_details":{"reasoning_tokens":40},"total_tokens":80}}}"#;
+        let out = s.push(ev("response.completed", done)).unwrap();
+        assert!(out.done);
+        assert!(!out.events[0].data.contains('\n'), "one data line");
+        let u = out.usage.unwrap();
+        assert_eq!((u.input_tokens, u.output_tokens, u.total_tokens), (30, 50, 80));
+        assert_eq!((u.cached_input_tokens, u.reasoning_tokens), (Some(20), Some(40)));
+        assert_eq!(s.finish().unwrap().usage.unwrap().total_tokens, 80);
+        // `response.incomplete` is a normal end too.
+        let mut s = responses::Stream::new(&ctx(Endpoint::Responses));
+        let inc = r#"{"type":"response.incomplete","sequence_number":5,"response":{"status":"incomplete","usage":{"input_tokens":1,"output_tokens":2}}}"#;
+        assert!(s.push(ev("response.incomplete", inc)).unwrap().done);
+        assert_eq!(s.finish().unwrap().usage.unwrap().total_tokens, 3);
+    }
+
+    #[test]
+    fn a_native_responses_stream_fails_on_the_vendors_failure_and_on_a_cut() {
+        let failed = r#"{"type":"response.failed","sequence_number":3,"response":{"status":"failed","error":{"code":"server_error","message":"boom"}}}"#;
+        let mut s = responses::Stream::new(&ctx(Endpoint::Responses));
+        let err = s.push(ev("response.failed", failed));
+        assert!(
+            matches!(&err, Err(AdapterError::InvalidUpstream(m)) if m.contains("response.failed (server_error): boom")),
+            "{err:?}"
+        );
+        let error =
+            r#"{"type":"error","sequence_number":1,"code":"rate_limit_exceeded","message":"slow down","param":null}"#;
+        let err = s.push(ev("error", error));
+        assert!(
+            matches!(&err, Err(AdapterError::InvalidUpstream(m)) if m.contains("(rate_limit_exceeded): slow down")),
+            "{err:?}"
+        );
+        // Text done, item done: without response.completed the answer was cut.
+        let mut s = responses::Stream::new(&ctx(Endpoint::Responses));
+        let delta = r#"{"type":"response.output_text.done","sequence_number":4,"item_id":"msg_1","text":"hi"}"#;
+        s.push(ev("response.output_text.done", delta)).unwrap();
+        let err = s.finish();
+        assert!(
+            matches!(&err, Err(AdapterError::InvalidUpstream(m)) if m.contains("ended before response.completed")),
+            "{err:?}"
+        );
+        // An unreadable event is skipped with the reason; an unreadable failure is an error.
+        let out = s.push(ev("response.output_text.delta", "{not json")).unwrap();
+        assert!(out.events.is_empty() && out.skipped.len() == 1, "{:?}", out.skipped);
+        assert!(out.skipped[0].contains("not readable"), "{:?}", out.skipped);
+        assert!(s.push(ev("response.failed", "{not json")).is_err());
+        assert!(s.push(ev("error", "{not json")).is_err());
+    }
+
+    #[test]
+    fn responses_answers_pass_through_and_errors_are_classified() {
+        let body = r#"{"id":"resp_v","object":"response","status":"completed","output":[{"type":"reasoning","id":"rs_1","summary":[]}],"usage":{"input_tokens":3,"output_tokens":4,"total_tokens":7},"x_new":true}"#;
+        let r = responses::response(UpstreamResponse { status: 200, headers: vec![], body: body.into() }).unwrap();
+        assert_eq!((r.status, r.body.as_str(), r.usage.unwrap().total_tokens), (200, body, 7));
+        assert!(r.error_class.is_none());
+        let err =
+            r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+        let r = responses::response(UpstreamResponse { status: 429, headers: vec![], body: err.into() }).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (429, err));
+        assert!(matches!(r.error_class, Some(ErrorClass::RateLimited)));
+        let r = responses::response(UpstreamResponse { status: 502, headers: vec![], body: "<html>".into() }).unwrap();
+        assert!(r.body.contains("\"error\"") && r.body.contains("<html>"), "{}", r.body);
+        assert!(matches!(r.error_class, Some(ErrorClass::ServerError)));
+        assert!(responses::response(UpstreamResponse { status: 200, headers: vec![], body: "nope".into() }).is_err());
     }
 }

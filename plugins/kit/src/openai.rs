@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::{AdapterError, Usage};
+use crate::{AdapterError, RelayResponse, UpstreamResponse, Usage};
 use crate::{CallContext, OutputEvent, StreamAdapter, StreamEnd, StreamEvent, StreamOutput};
 
 /// A chat completions request as clients send it. Fields no adapter needs to read stay in
@@ -212,6 +212,23 @@ pub fn usage_of(body: &str) -> Result<Option<Usage>, AdapterError> {
     let p: Probe = serde_json::from_str(body)
         .map_err(|e| AdapterError::InvalidUpstream(format!("the vendor's answer is not JSON: {e}")))?;
     Ok(p.usage.map(Into::into))
+}
+
+/// An OpenAI-shaped answer (the `Adapter::transform_response` default): a success passes
+/// through with its usage read, a vendor error is kept in OpenAI's shape and classified from
+/// the status and OpenAI's error `code`/`type`.
+pub fn response(resp: UpstreamResponse) -> Result<RelayResponse, AdapterError> {
+    if (200..300).contains(&resp.status) {
+        let usage = usage_of(&resp.body)?;
+        Ok(RelayResponse { status: resp.status, body: resp.body, usage, error_class: None })
+    } else {
+        Ok(RelayResponse {
+            status: resp.status,
+            body: crate::error::openai_error_body(resp.status, &resp.body),
+            usage: None,
+            error_class: crate::error::openai_error_class(resp.status, &resp.body),
+        })
+    }
 }
 
 /// OpenAI's `usage` object. The details are read leniently: a vendor whose details are

@@ -4,21 +4,30 @@
 //! Requests pass through unchanged (the client already speaks this API); responses are
 //! checked, usage is read for accounting, and vendor errors are kept in OpenAI's shape.
 //!
+//! The Responses API passes through natively (`native: [responses]`): the body goes to
+//! `{base_url}/responses` as the client sent it and the answer and stream events come back
+//! as the vendor sent them, usage read for accounting (`relay_plugin_kit::native::responses`).
+//! A channel whose OpenAI-compatible vendor has no `/responses` sets `native = []`, and the
+//! host bridges Responses through chat completions.
+//!
 //! Channel settings: `organization` (OpenAI-Organization header), `project`
 //! (OpenAI-Project header).
 
+use relay_plugin_kit::native;
 use relay_plugin_kit::prelude::*;
 
 pub struct OpenAi;
 
 impl Adapter for OpenAi {
-    // Chunks are already OpenAI chunks: the kit checks them, reads usage and forwards them.
-    type Stream = openai::PassthroughStream;
+    // Chunks are already OpenAI chunks: the kit checks them, reads usage and forwards them;
+    // Responses events pass through, read for usage and their end.
+    type Stream = native::Split<openai::PassthroughStream, native::responses::Stream>;
 
     fn info() -> PluginInfo {
-        // No native client API yet: the host serves Responses and Messages through chat.
+        // Messages is served by the host through chat.
         PluginInfo {
             endpoints: vec![Endpoint::ChatCompletions, Endpoint::Embeddings],
+            native: vec![Endpoint::Responses],
             ..PluginInfo::new(
                 "openai",
                 env!("CARGO_PKG_VERSION"),
@@ -31,6 +40,7 @@ impl Adapter for OpenAi {
         let path = match ctx.endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Responses => "/responses",
             other => return Err(relay_plugin_kit::not_mapped(other)),
         };
         let mut headers = Vec::new();
@@ -42,10 +52,17 @@ impl Adapter for OpenAi {
         if ctx.stream {
             headers.push(Header { name: "accept".into(), value: "text/event-stream".into() });
         }
-        Ok(UpstreamRequest { method: "POST".into(), path: path.into(), headers, body: body.into() })
+        Ok(native::request(path, headers, body))
     }
-    // transform_response: the kit's default (pass success through, keep errors OpenAI-shaped,
-    // classify them by OpenAI's code and the status).
+
+    fn transform_response(ctx: &CallContext, resp: UpstreamResponse) -> Result<RelayResponse, AdapterError> {
+        match ctx.endpoint {
+            Endpoint::Responses => native::responses::response(resp),
+            // Pass success through, keep errors OpenAI-shaped, classify them by OpenAI's
+            // code and the status.
+            _ => openai::response(resp),
+        }
+    }
 }
 
 relay_plugin_kit::export_adapter!(OpenAi);
@@ -151,14 +168,38 @@ mod tests {
     }
 
     #[test]
-    fn info_has_no_native_api_and_other_apis_are_refused() {
+    fn info_has_native_responses_and_messages_is_refused() {
         let i = OpenAi::info();
-        assert!(i.native.is_empty());
+        assert!(matches!(i.native.as_slice(), [Endpoint::Responses]));
         assert!(matches!(i.endpoints.as_slice(), [Endpoint::ChatCompletions, Endpoint::Embeddings]));
         assert!(matches!((i.auth, i.stream_format), (AuthScheme::Bearer, StreamFormat::Sse)));
-        for e in [Endpoint::Responses, Endpoint::Messages] {
-            assert!(matches!(OpenAi::transform_request(&ctx(e, false, &[]), "{}"), Err(AdapterError::Unsupported(_))));
-        }
+        assert!(matches!(
+            OpenAi::transform_request(&ctx(Endpoint::Messages, false, &[]), "{}"),
+            Err(AdapterError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn a_responses_request_passes_through_unchanged_with_its_headers() {
+        let c = ctx(Endpoint::Responses, true, &[("organization", "org-1"), ("project", "proj-1")]);
+        let body = r#"{"model":"gpt-5","input":"hi","stream":true,"reasoning":{"effort":"high"},"include":["reasoning.encrypted_content"],"new_param":{"x":1}}"#;
+        let r = OpenAi::transform_request(&c, body).unwrap();
+        assert_eq!((r.method.as_str(), r.path.as_str(), r.body.as_str()), ("POST", "/responses", body));
+        let h: Vec<(&str, &str)> = r.headers.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect();
+        assert_eq!(
+            h,
+            [("openai-organization", "org-1"), ("openai-project", "proj-1"), ("accept", "text/event-stream")]
+        );
+        // The answer and the stream are the Responses API's, read for usage.
+        let ok = r#"{"id":"resp_1","object":"response","status":"completed","usage":{"input_tokens":2,"output_tokens":3,"total_tokens":5}}"#;
+        let a =
+            OpenAi::transform_response(&c, UpstreamResponse { status: 200, headers: vec![], body: ok.into() }).unwrap();
+        assert_eq!((a.body.as_str(), a.usage.unwrap().total_tokens), (ok, 5));
+        let mut t = <OpenAi as Adapter>::Stream::new(&c);
+        let done = r#"{"type":"response.completed","sequence_number":0,"response":{"usage":{"input_tokens":1,"output_tokens":1,"total_tokens":2}}}"#;
+        let o = t.push(StreamEvent { event: Some("response.completed".into()), data: done.into() }).unwrap();
+        assert!(o.done && o.events[0].name.as_deref() == Some("response.completed"));
+        assert_eq!(t.finish().unwrap().usage.unwrap().total_tokens, 2);
     }
 
     #[test]
