@@ -95,6 +95,35 @@ print("read", len(data["objects"]), "responses and", len(data["events"]), "event
     );
 }
 
+/// The SDK's own client: `responses.create`, and `responses.stream` whose reader checks the
+/// sequence (it begins with `response.created`, every `response` has one id) and builds the
+/// final Response from the events.
+async fn sdk_client(python: PathBuf, relay: &TestRelay, model: &str) {
+    let script = r#"
+import sys
+from openai import OpenAI
+base, key, model, reply = sys.argv[1:5]
+client = OpenAI(base_url=base, api_key=key, max_retries=0)
+r = client.responses.create(model=model, input="Hello there")
+assert r.output_text == reply, r
+with client.responses.stream(model=model, input="Hello there") as stream:
+    final = stream.get_final_response()
+assert final.output_text == reply, final
+assert final.id.startswith("resp_") and final.status == "completed", final
+print("the SDK client read", r.id, "and", final.id)
+"#;
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", script, &relay.url("/v1"), CLIENT_KEY, model, REPLY]);
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.expect("join").expect("python starts");
+    assert!(
+        out.status.success(),
+        "the SDK client failed:\n{}{}\nrelay log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        relay.logs()
+    );
+}
+
 struct Case<'a> {
     vendor: Vendor,
     adapter: &'a str,
@@ -222,10 +251,12 @@ async fn bridged_flow(case: Case<'_>) -> Vec<Received> {
 
     if let Some(python) = python() {
         sdk_reads(&python, &objects, &all_events);
+        sdk_client(python, &relay, model).await;
     }
     relay.assert_back_to(baseline, Duration::from_secs(5)).await;
     let received = mock.stats.received();
-    assert_eq!(received.len(), 6, "one vendor call per create");
+    // Six creates, and the SDK client's two when the SDK checks run.
+    assert!(matches!(received.len(), 6 | 8), "one vendor call per create: {}", received.len());
     for i in [4, 5] {
         let body = received[i].body.to_string();
         assert!(body.contains("temp_c"), "call {i} did not carry the tool result: {body}");

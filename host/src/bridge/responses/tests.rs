@@ -448,3 +448,36 @@ fn native_events_get_the_relays_id_and_a_cut_gets_response_failed() {
     assert_eq!(names(&out), ["response.created", "response.failed"]);
     assert_eq!(out[0].1["response"]["model"], "m");
 }
+
+/// The per-event cost of the stream conversion, printed (not asserted): run with
+/// `cargo test --release -p relay --lib bridge::responses::tests::per_event_cost -- --nocapture`.
+#[test]
+fn per_event_cost() {
+    let text = |t: &str| {
+        chunk(json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": {"content": t}, "finish_reason": null}]}))
+    };
+    let chunks: Vec<OutputEvent> = (0..20).map(|i| text(&format!("word{i} "))).collect();
+    let rounds = 2_000;
+    let call = call_of(json!({"model": "gpt-4o", "stream": true}));
+    // The input is made before the clock starts: only the conversion is timed.
+    let mut inputs: Vec<Vec<OutputEvent>> = (0..rounds).map(|_| chunks.clone()).collect();
+    // CPU time of this thread: on a loaded machine wall time mostly measures the others.
+    let cpu = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    };
+    let started = cpu();
+    let mut events = 0;
+    for input in &mut inputs {
+        let mut s = Stream::new(call.clone(), "gpt-4o");
+        let mut batch = Batch { events: std::mem::take(input), end: Some(End::Done { usage: None }) };
+        s.apply(&mut batch).unwrap();
+        events += batch.events.len();
+    }
+    let per_chunk = (cpu() - started).as_nanos() as f64 / (rounds * chunks.len()) as f64;
+    println!(
+        "responses bridge: {per_chunk:.0} ns of CPU per chat chunk ({events} events out of {} chunks)",
+        rounds * chunks.len()
+    );
+}
