@@ -31,8 +31,18 @@ pub const UPSTREAM_OUTCOMES: [&str; 7] =
 
 /// The `endpoint` labels of `relay_errors_total`: the relayed APIs (what the access record
 /// names) and, for a panic caught at the server edge, the route it came from.
-pub const ERROR_ENDPOINTS: [&str; 9] =
-    ["chat_completions", "embeddings", "messages", "jobs", "models", "admin", "metrics", "healthz", "other"];
+pub const ERROR_ENDPOINTS: [&str; 10] = [
+    "chat_completions",
+    "embeddings",
+    "messages",
+    "responses",
+    "jobs",
+    "models",
+    "admin",
+    "metrics",
+    "healthz",
+    "other",
+];
 
 /// The `reason` labels of `relay_plugin_traps_total` (see `adapter::engine::trap_reason`).
 pub const PLUGIN_TRAP_REASONS: [&str; 8] =
