@@ -83,6 +83,44 @@ impl StreamEncoder for Messages {
     }
 }
 
+/// OpenAI Responses: `event: <type>` and `data: <json>` per event, no `[DONE]`. The stream
+/// itself ends with its terminal event: `response.completed` / `.incomplete`, or on a cut
+/// `response.failed` (added by the stream's bridge, `StreamBridge::failed`). Only a cut
+/// stream without that event (none should be) gets Responses' `error` event here.
+#[derive(Default)]
+pub struct Responses {
+    /// Events written: the next `sequence_number`.
+    written: u64,
+    /// The last event written was `response.failed`.
+    failed: bool,
+}
+
+impl StreamEncoder for Responses {
+    fn event(&mut self, out: &mut Vec<u8>, event: &OutputEvent) {
+        Messages.event(out, event);
+        self.written += 1;
+        self.failed = event.name.as_deref() == Some("response.failed");
+    }
+
+    fn done(&mut self, _out: &mut Vec<u8>, _usage: Option<&Usage>) {}
+
+    fn error(&mut self, out: &mut Vec<u8>, error: &RelayError, _sent: bool) {
+        if self.failed {
+            return;
+        }
+        let data = serde_json::json!({
+            "type": "error",
+            "code": crate::error::openai::code(error.kind),
+            "message": error.message,
+            "param": error.param,
+            "sequence_number": self.written,
+        });
+        out.extend_from_slice(b"event: error\ndata: ");
+        out.extend_from_slice(data.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+}
+
 /// A chat stream's error event: the one place its bytes are made.
 fn error_event(e: &RelayError) -> Bytes {
     e.sse_event()
@@ -91,10 +129,10 @@ fn error_event(e: &RelayError) -> Bytes {
 /// The stream encoder of a client API.
 pub fn stream_encoder(endpoint: Endpoint) -> Box<dyn StreamEncoder> {
     match endpoint {
-        // Embeddings never stream; their answers are whole. Responses is not served yet;
-        // its encoder comes with its route.
-        Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Responses => Box::new(Chat),
+        // Embeddings never stream; their answers are whole.
+        Endpoint::ChatCompletions | Endpoint::Embeddings => Box::new(Chat),
         Endpoint::Messages => Box::new(Messages),
+        Endpoint::Responses => Box::new(Responses::default()),
     }
 }
 
@@ -206,5 +244,24 @@ mod tests {
         let expected =
             "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"cut\"}}\n\n";
         assert_eq!(String::from_utf8_lossy(&encode(&mut m, &batch)), expected);
+    }
+
+    #[test]
+    fn responses_frames_typed_events_and_adds_nothing_after_response_failed() {
+        let mut r = Responses::default();
+        let ev = |name: &str| OutputEvent { name: Some(name.into()), data: format!("{{\"type\":\"{name}\"}}") };
+        let cut = || Some(End::Failed { error: RelayError::bad_upstream("cut"), sent: true });
+        let batch = Batch { events: vec![ev("response.created"), ev("response.failed")], end: cut() };
+        let expected = "event: response.created\ndata: {\"type\":\"response.created\"}\n\n\
+                        event: response.failed\ndata: {\"type\":\"response.failed\"}\n\n";
+        assert_eq!(String::from_utf8_lossy(&encode(&mut r, &batch)), expected);
+        // A clean end adds nothing: the terminal event is the stream's own.
+        let batch = Batch { events: vec![ev("response.completed")], end: Some(End::Done { usage: None }) };
+        assert!(!String::from_utf8_lossy(&encode(&mut Responses::default(), &batch)).contains("[DONE]"));
+        // A cut without `response.failed` still ends with an error event the SDK reads.
+        let mut r = Responses::default();
+        let batch = Batch { events: vec![ev("response.created")], end: cut() };
+        let text = String::from_utf8_lossy(&encode(&mut r, &batch)).into_owned();
+        assert!(text.ends_with("event: error\ndata: {\"code\":\"bad_upstream_response\",\"message\":\"cut\",\"param\":null,\"sequence_number\":1,\"type\":\"error\"}\n\n"), "{text}");
     }
 }

@@ -26,6 +26,13 @@ use crate::stream::{Bounds, Primed, Redactor, Translation};
 use crate::upstream::{ConnectError, HttpClient, connect_error};
 use crate::vendor_request::{adapter_may_read, build_request, refused_answer};
 
+/// What the attempts of one request share for the bridges: the chat body, made once for
+/// every bridged channel, and a Responses call's id and echo.
+struct Bridged<'a> {
+    chat_body: &'a mut Option<String>,
+    call: Option<&'a std::sync::Arc<bridge::responses::Call>>,
+}
+
 /// What one channel attempt came to. What follows it is the retry policy's decision
 /// (`error::policy`), carried by both outcomes with the failure it judged.
 enum Attempt {
@@ -104,7 +111,7 @@ impl Relay {
         log: &mut RequestLog,
     ) -> Result<Answer, RelayError> {
         log.token = token.name.clone();
-        let Checked { model, stream, include_usage, response: _ } = checked;
+        let Checked { model, stream, include_usage, response } = checked;
         log.stream = stream;
         Self::admit(token, &model, snap)?;
         // Only an admitted model becomes a log field and a metrics label; refused ones count as "-".
@@ -112,6 +119,11 @@ impl Relay {
         // `probe` proved the body is UTF-8.
         let text = std::str::from_utf8(body).unwrap_or_default();
         let limits = &snap.config.limits;
+        // A Responses call: its id and the parameters every Response object echoes.
+        let call = match response {
+            Some(meta) => Some(std::sync::Arc::new(bridge::responses::Call::new(meta, text)?)),
+            None => None,
+        };
         let candidates = snap.candidates(&model);
 
         // A bridged channel's chat body, made once for every channel that needs it.
@@ -151,8 +163,8 @@ impl Relay {
                 log.attempts += 1;
                 ctx.settings.clone_from(&channel.settings);
                 let again = tries < r.attempts;
-                let attempt =
-                    self.attempt(channel, client, &ctx, text, &mut chat_body, limits, log, later || again).await;
+                let bridged = Bridged { chat_body: &mut chat_body, call: call.as_ref() };
+                let attempt = self.attempt(channel, client, &ctx, text, bridged, limits, log, later || again).await;
                 let retry = attempt.retry();
                 if retry == Retry::Never {
                     return commit(attempt, log);
@@ -226,7 +238,7 @@ impl Relay {
         client: &HttpClient,
         ctx: &CallContext,
         body: &str,
-        chat_body: &mut Option<String>,
+        bridged: Bridged<'_>,
         limits: &Limits,
         log: &mut RequestLog,
         can_move_on: bool,
@@ -240,6 +252,7 @@ impl Relay {
         // Per attempt: the client's API as sent to an adapter that speaks it, or bridged
         // through the adapter's chat completions (failover may cross from one to the other).
         let client_api = ctx.endpoint;
+        let Bridged { chat_body, call } = bridged;
         let route = Route::of(client_api, &plugin.info);
         let bridged_ctx;
         let (ctx, body) = match route {
@@ -347,9 +360,7 @@ impl Relay {
                 self.shutdown_signal(),
                 redactor,
             );
-            if route == Route::Chat
-                && let Some(b) = bridge::stream(client_api, &ctx.model)
-            {
+            if let Some(b) = bridge::stream(client_api, route, &ctx.model, call) {
                 translation.set_bridge(b);
             }
             if can_move_on || first_token_at.is_some() {
@@ -446,7 +457,7 @@ impl Relay {
             usage: answer.usage,
             retry_after: parts.headers.get(header::RETRY_AFTER).cloned(),
         };
-        let whole = if route == Route::Chat { bridge::response(client_api, whole, &ctx.model) } else { whole };
+        let whole = bridge::response(client_api, route, whole, &ctx.model, call.map(|c| &**c));
         if upstream_status.is_client_error() || upstream_status.is_server_error() {
             log.vendor_error(format!("vendor answered {upstream_status}"));
         }

@@ -25,11 +25,58 @@ pub struct Checked {
 struct ChatProbe {
     model: Option<serde_json::Value>,
     messages: Option<Vec<IgnoredAny>>,
-    input: Option<IgnoredAny>,
+    input: Option<Shape>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     /// Messages: required (Anthropic answers 400 without it).
     max_tokens: Option<serde_json::Value>,
+}
+
+/// What kind of JSON value a field holds, read without keeping it.
+#[derive(Debug, PartialEq, Eq)]
+enum Shape {
+    String,
+    Array,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shape, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Shape;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
+                Ok(Shape::String)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Shape::Array)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Shape::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -113,10 +160,17 @@ impl Relay {
                     _ => {}
                 }
             }
-            // Not routed yet: its checks come with its route.
-            Endpoint::Responses => {}
+            // `input` may be left out (a prompt template, a continued conversation); when
+            // given it is text or a list of items.
+            Endpoint::Responses => match &probe.input {
+                None | Some(Shape::String | Shape::Array) => {}
+                Some(Shape::Other) => {
+                    return Err(RelayError::bad_request("'input' must be a string or an array of input items")
+                        .with_param("input"));
+                }
+            },
         }
-        let streams = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages);
+        let streams = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses);
         let stream = streams && probe.stream.unwrap_or(false);
         let include_usage = probe.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
         let response = (endpoint == Endpoint::Responses).then(crate::bridge::responses::Meta::new);
@@ -186,5 +240,23 @@ mod tests {
         assert!(e.message.len() < 100, "{}", e.message);
         let odd = serde_json::json!({"model": "a\nb", "messages": [{"role": "user", "content": "hi"}]});
         assert!(Relay::probe(Endpoint::ChatCompletions, odd.to_string().as_bytes()).is_err());
+    }
+
+    #[test]
+    fn probe_checks_a_responses_body_and_names_the_response() {
+        let probe = |body: serde_json::Value| Relay::probe(Endpoint::Responses, body.to_string().as_bytes());
+        for input in [serde_json::json!("hi"), serde_json::json!([{"role": "user", "content": "hi"}])] {
+            let c = probe(serde_json::json!({"model": "m", "input": input, "stream": true})).unwrap();
+            let meta = c.response.expect("a Responses call is named");
+            assert!(meta.id.starts_with("resp_") && meta.id.len() == 53, "{}", meta.id);
+            assert!(c.stream);
+        }
+        assert!(probe(serde_json::json!({"model": "m"})).is_ok(), "input may be left out");
+        for input in [serde_json::json!(3), serde_json::json!({"role": "user"})] {
+            let e = probe(serde_json::json!({"model": "m", "input": input})).unwrap_err();
+            assert_eq!((e.status(), e.param.as_deref()), (StatusCode::BAD_REQUEST, Some("input")), "{input}");
+        }
+        let e = probe(serde_json::json!({"input": "hi"})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("model"));
     }
 }

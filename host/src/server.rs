@@ -100,7 +100,7 @@ pub async fn dispatch(relay: Arc<Relay>, jobs: Arc<Jobs>, req: Request<Incoming>
             &RelayError::method_not_allowed(format!("{} is not allowed here; use POST", req.method())),
             None,
         ),
-        (_, "/v1/chat/completions" | "/v1/embeddings") => error_response(
+        (_, "/v1/chat/completions" | "/v1/embeddings" | "/v1/responses") => error_response(
             &RelayError::method_not_allowed(format!("{} is not allowed here; use POST", req.method())),
             None,
         ),
@@ -399,8 +399,9 @@ mod tests {
             (Method::GET, "/v1/chat/completions"),
             (Method::POST, "/v1/embeddings"),
             (Method::POST, "/v1/messages"),
-            (Method::GET, "/v1/jobs/job_1/events"),
             (Method::POST, "/v1/responses"),
+            (Method::GET, "/v1/responses/resp_1"),
+            (Method::GET, "/v1/jobs/job_1/events"),
             (Method::GET, "/v1/responses/resp_1/input_items"),
             (Method::GET, "/v1/models"),
             (Method::GET, "/admin/plugins"),

@@ -237,6 +237,10 @@ impl Translation {
             ));
             batch = self.fail(events, e);
         }
+        // A cut stream's closing events in the client's API, for every consumer alike.
+        if let (Some(bridge), Some(End::Failed { error, .. })) = (self.bridge.as_mut(), &batch.end) {
+            bridge.failed(error, &mut batch.events);
+        }
         self.sent |= !batch.events.is_empty();
         Some(batch)
     }

@@ -33,6 +33,9 @@ pub struct Request<'a> {
     pub stream: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
+    /// Structured output (`json_object`, `json_schema`), as the client API asked for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -97,6 +100,8 @@ pub struct Function<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<&'a str>,
     pub parameters: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -170,6 +175,14 @@ pub struct Usage {
     pub completion_tokens: u64,
     #[serde(default)]
     pub prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Deserialize, Clone, Copy, Default, Debug)]
+pub struct CompletionDetails {
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
 }
 
 #[derive(Deserialize, Clone, Copy, Default, Debug)]
@@ -181,6 +194,10 @@ pub struct PromptDetails {
 impl Usage {
     pub fn cached(&self) -> Option<u64> {
         self.prompt_tokens_details.and_then(|d| d.cached_tokens)
+    }
+
+    pub fn reasoning(&self) -> Option<u64> {
+        self.completion_tokens_details.and_then(|d| d.reasoning_tokens)
     }
 }
 

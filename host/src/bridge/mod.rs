@@ -1,6 +1,6 @@
 //! Client APIs served through an adapter's chat completions: the host converts the request
 //! to chat, and the chat answer (whole, or a stream of chunks) back, so no adapter author
-//! writes cross-API mapping. One module per client API (`messages`; `responses` next), over
+//! writes cross-API mapping. One module per client API (`messages`, `responses`), over
 //! what they share here and in `chat` (the chat wire types, read and written typed).
 //!
 //! The choice is made per channel attempt (`Route::of`): an adapter that lists the client
@@ -13,9 +13,11 @@ pub mod chat;
 pub mod messages;
 pub mod responses;
 
+use std::sync::Arc;
+
 use crate::answer::{Batch, Whole};
 use crate::error::RelayError;
-use crate::model::{AdapterInfo, Endpoint};
+use crate::model::{AdapterInfo, Endpoint, OutputEvent};
 
 /// How one channel attempt serves the client's API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,30 +45,42 @@ impl Route {
 
 /// The client APIs the host can convert through chat completions.
 fn bridged(endpoint: Endpoint) -> bool {
-    matches!(endpoint, Endpoint::Messages)
+    matches!(endpoint, Endpoint::Messages | Endpoint::Responses)
 }
 
 /// The chat completions request for a client body in `endpoint`'s API.
 pub fn request(endpoint: Endpoint, body: &str) -> Result<String, RelayError> {
     match endpoint {
         Endpoint::Messages => messages::request(body),
+        Endpoint::Responses => responses::request(body),
         _ => Err(RelayError::bad_request("this API is not served through chat completions")),
     }
 }
 
-/// A whole chat answer (success or a vendor error the adapter mapped to OpenAI's shape) in
-/// `endpoint`'s API.
-pub fn response(endpoint: Endpoint, whole: Whole, model: &str) -> Whole {
-    match endpoint {
-        Endpoint::Messages => messages::response(whole, model),
+/// A whole answer of `route` in `endpoint`'s API: a bridged chat answer (success or a vendor
+/// error the adapter mapped to OpenAI's shape) converted; a native Responses answer renamed
+/// to the relay's id. `call` is the Responses call (`None` for other APIs).
+pub fn response(endpoint: Endpoint, route: Route, whole: Whole, model: &str, call: Option<&responses::Call>) -> Whole {
+    match (endpoint, route, call) {
+        (Endpoint::Messages, Route::Chat, _) => messages::response(whole, model),
+        (Endpoint::Responses, Route::Chat, Some(call)) => responses::response(whole, call, model),
+        (Endpoint::Responses, Route::Direct, Some(call)) => responses::native_response(whole, call),
         _ => whole,
     }
 }
 
-/// The per-stream state that turns chat chunks into `endpoint`'s events.
-pub fn stream(endpoint: Endpoint, model: &str) -> Option<Box<dyn StreamBridge>> {
-    match endpoint {
-        Endpoint::Messages => Some(Box::new(messages::Stream::new(model))),
+/// The per-stream state that turns `route`'s stream into `endpoint`'s events: chat chunks
+/// converted, or a native Responses stream renamed; `None` when it passes as it is.
+pub fn stream(
+    endpoint: Endpoint,
+    route: Route,
+    model: &str,
+    call: Option<&Arc<responses::Call>>,
+) -> Option<Box<dyn StreamBridge>> {
+    match (endpoint, route, call) {
+        (Endpoint::Messages, Route::Chat, _) => Some(Box::new(messages::Stream::new(model))),
+        (Endpoint::Responses, Route::Chat, Some(call)) => Some(Box::new(responses::Stream::new(call.clone(), model))),
+        (Endpoint::Responses, Route::Direct, Some(call)) => Some(Box::new(responses::Native::new(call.clone()))),
         _ => None,
     }
 }
@@ -78,4 +92,9 @@ pub trait StreamBridge: Send {
     /// Convert `batch` in place; an error is a chunk the bridge cannot read (the stream
     /// then ends with it, after the events converted before it).
     fn apply(&mut self, batch: &mut Batch) -> Result<(), String>;
+
+    /// The stream was cut (after `apply`, or by it): the API's own closing events for a cut
+    /// stream, when it has them (Responses' `response.failed`), go to `out`. By default
+    /// none: the encoder writes the API's error event.
+    fn failed(&mut self, _error: &RelayError, _out: &mut Vec<OutputEvent>) {}
 }

@@ -202,6 +202,7 @@ pub fn request(body: &str) -> Result<String, RelayError> {
         user: req.metadata.as_ref().and_then(|m| m.user_id.as_deref()),
         stream: stream.then_some(true),
         stream_options: stream.then_some(chat::StreamOptions { include_usage: true }),
+        response_format: None,
     };
     serde_json::to_string(&out).map_err(|e| RelayError::plugin(format!("the chat request could not be written: {e}")))
 }
@@ -340,7 +341,7 @@ fn tool(i: usize, t: &InTool) -> Result<chat::Tool<'_>, RelayError> {
     };
     Ok(chat::Tool {
         kind: "function",
-        function: chat::Function { name: &t.name, description: t.description.as_deref(), parameters },
+        function: chat::Function { name: &t.name, description: t.description.as_deref(), parameters, strict: None },
     })
 }
 
