@@ -52,6 +52,8 @@ const REPORTED_MAX: usize = 10_000;
 struct Accounts {
     owners: HashMap<String, u64>,
     bytes: u64,
+    /// What the detached puts not yet committed will add.
+    pending: u64,
 }
 
 /// The part of the store the writer and the readers share.
@@ -62,6 +64,10 @@ struct Shared {
     health: Mutex<Result<(), Cause>>,
     accounts: Mutex<Accounts>,
     reported: Mutex<HashSet<String>>,
+    /// Records sent by `put_detached` and not yet committed (or refused): reads see them at
+    /// once, so a response is there for the next request as soon as its answer has ended.
+    /// At most `WRITE_QUEUE` (each is a queued command).
+    pending: Mutex<HashMap<String, Record>>,
     metrics: Arc<Metrics>,
     /// For logs only.
     place: String,
@@ -80,6 +86,10 @@ impl Shared {
     fn set_health(&self, h: Result<(), Cause>) {
         *self.health.lock().unwrap_or_else(|e| e.into_inner()) = h;
         self.metrics.job_store_up.set(i64::from(h.is_ok()));
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Record>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn accounts(&self) -> std::sync::MutexGuard<'_, Accounts> {
@@ -156,6 +166,7 @@ impl Store {
             health: Mutex::new(Err(Cause::Closed)),
             accounts: Mutex::new(Accounts::default()),
             reported: Mutex::new(HashSet::new()),
+            pending: Mutex::new(HashMap::new()),
             metrics,
             place,
         });
@@ -236,11 +247,19 @@ impl Store {
     /// Store a finished record without waiting, for an answer already on its way to the
     /// client; `false` when the write queue is full or the store is down (it is not stored).
     pub fn put_detached(&self, r: Record) -> bool {
-        if self.shared.health().is_err() {
+        let Some(tx) = self.tx.as_ref().filter(|_| self.shared.health().is_ok()) else { return false };
+        let id = r.id.clone();
+        // In the map (and its bytes counted) before the writer can take it out.
+        let cost = r.summary().cost();
+        self.shared.pending().insert(id.clone(), r.clone());
+        self.shared.accounts().pending += cost;
+        if tx.try_send(Cmd { op: Op::Put(Box::new(r)), reply: None }).is_err() {
+            self.shared.pending().remove(&id);
+            let mut a = self.shared.accounts();
+            a.pending = a.pending.saturating_sub(cost);
             return false;
         }
-        let cmd = Cmd { op: Op::Put(Box::new(r)), reply: None };
-        self.tx.as_ref().is_some_and(|tx| tx.try_send(cmd).is_ok())
+        true
     }
 
     /// Count a job for `owner` if it has fewer than `max`; the caller stores it or calls
@@ -265,9 +284,10 @@ impl Store {
         }
     }
 
-    /// Estimated bytes the store holds.
+    /// Estimated bytes the store holds, with the detached puts on their way.
     pub fn bytes(&self) -> u64 {
-        self.shared.accounts().bytes
+        let a = self.shared.accounts();
+        a.bytes + a.pending
     }
 
     /// A read on the blocking pool. An I/O error also tells the writer to check the file.
@@ -301,11 +321,17 @@ impl Store {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        if let Some(r) = self.shared.pending().get(id) {
+            return Ok(Some(r.clone()));
+        }
         let id = id.to_string();
         self.read(move |s, db| get(s, db, &id)).await
     }
 
     pub fn get_now(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        if let Some(r) = self.shared.pending().get(id) {
+            return Ok(Some(r.clone()));
+        }
         self.read_now(|s, db| get(s, db, id))
     }
 

@@ -143,6 +143,7 @@ impl Writer {
             match self.rx.try_recv() {
                 Ok(cmd) => {
                     self.keep_for_replay(&cmd.op);
+                    settled(&self.shared, &cmd);
                     if let Some(r) = cmd.reply {
                         let _ = r.send(Err(StoreError(cause)));
                     }
@@ -245,7 +246,11 @@ impl Writer {
         let (purges, writes): (Vec<Cmd>, Vec<Cmd>) =
             batch.into_iter().partition(|c| matches!(c.op, Op::Purge { .. } | Op::Delete { .. } | Op::Check));
         if !writes.is_empty() {
-            match commit_group(&self.shared, &db, &writes) {
+            let result = commit_group(&self.shared, &db, &writes);
+            for c in &writes {
+                settled(&self.shared, c);
+            }
+            match result {
                 Ok(added) => {
                     self.shared.add_bytes(added as i64);
                     let events: u64 = writes
@@ -302,6 +307,17 @@ impl Writer {
                 let _ = r.send(res);
             }
         }
+    }
+}
+
+/// A detached put is committed or refused: readers find it in the database from now on, or
+/// not at all.
+fn settled(s: &Shared, cmd: &Cmd) {
+    if let (Op::Put(r), None) = (&cmd.op, &cmd.reply)
+        && s.pending().remove(&r.id).is_some()
+    {
+        let mut a = s.accounts();
+        a.pending = a.pending.saturating_sub(r.summary().cost());
     }
 }
 
