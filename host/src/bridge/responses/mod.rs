@@ -256,6 +256,8 @@ pub struct OutUsage {
 #[derive(Serialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InputDetails {
     pub cached_tokens: u64,
+    /// Tokens written to the vendor's prompt cache (Anthropic's cache creation).
+    pub cache_write_tokens: u64,
 }
 
 #[derive(Serialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,7 +269,7 @@ impl OutUsage {
     fn from_chat(u: &chat::Usage) -> OutUsage {
         OutUsage {
             input_tokens: u.prompt_tokens,
-            input_tokens_details: InputDetails { cached_tokens: u.cached().unwrap_or(0) },
+            input_tokens_details: InputDetails { cached_tokens: u.cached().unwrap_or(0), cache_write_tokens: 0 },
             output_tokens: u.completion_tokens,
             output_tokens_details: OutputDetails { reasoning_tokens: u.reasoning().unwrap_or(0) },
             total_tokens: u.prompt_tokens + u.completion_tokens,
@@ -277,7 +279,10 @@ impl OutUsage {
     pub fn from_model(u: &Usage) -> OutUsage {
         OutUsage {
             input_tokens: u.input,
-            input_tokens_details: InputDetails { cached_tokens: u.cached_input.unwrap_or(0) },
+            input_tokens_details: InputDetails {
+                cached_tokens: u.cached_input.unwrap_or(0),
+                cache_write_tokens: u.cache_creation_input.unwrap_or(0),
+            },
             output_tokens: u.output,
             output_tokens_details: OutputDetails { reasoning_tokens: u.reasoning.unwrap_or(0) },
             total_tokens: if u.total > 0 { u.total } else { u.input + u.output },

@@ -209,7 +209,7 @@ fn a_chat_completion_becomes_a_response_object() {
     );
     assert_eq!(
         r["usage"],
-        json!({"input_tokens": 10, "input_tokens_details": {"cached_tokens": 4}, "output_tokens": 5,
+        json!({"input_tokens": 10, "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0}, "output_tokens": 5,
                "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 15})
     );
     // Cut by the token limit: incomplete, and why.
