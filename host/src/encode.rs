@@ -144,6 +144,14 @@ pub fn respond(answer: Answer, endpoint: Endpoint, request_id: &str) -> Response
     }
 }
 
+/// `respond` with the given stream encoder (one that also watches the events pass).
+pub fn respond_with(answer: Answer, encoder: Box<dyn StreamEncoder>, request_id: &str) -> Response<Body> {
+    match answer {
+        Answer::Whole(whole) => whole_response(whole, request_id),
+        Answer::Stream(stream) => stream_response(stream, encoder, request_id),
+    }
+}
+
 fn whole_response(w: Whole, request_id: &str) -> Response<Body> {
     let mut resp = json_response(w.status, w.body);
     let h = resp.headers_mut();

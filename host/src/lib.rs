@@ -24,6 +24,7 @@ pub mod model;
 pub mod models;
 pub mod probe;
 pub mod reload;
+pub mod responses;
 pub mod route;
 pub mod server;
 pub mod service;

@@ -23,6 +23,7 @@ use crate::http::{Body, api_error_response, error_response, json_response};
 use crate::jobs::{Jobs, wants_async};
 use crate::metrics::{Metrics, OwnedGaugeGuard};
 use crate::model::Endpoint;
+use crate::responses;
 use crate::service::Relay;
 
 /// Connections past `limits.max_connections` still accepted, to answer `/healthz` (so a
@@ -62,8 +63,21 @@ pub async fn dispatch(relay: Arc<Relay>, jobs: Arc<Jobs>, req: Request<Incoming>
         // Anthropic Messages; `Prefer: respond-async` is not offered on it (answered in-line).
         (&Method::POST, "/v1/messages") => relay.handle(req, Endpoint::Messages).await,
         (&Method::POST, "/v1/messages/count_tokens") => relay.count_tokens(req).await,
-        // OpenAI Responses, answered in-line.
-        (&Method::POST, "/v1/responses") => relay.handle(req, Endpoint::Responses).await,
+        // OpenAI Responses: `Prefer: respond-async` makes a relay job as on chat; otherwise
+        // the Responses state (stored responses, conversations, background mode) serves it.
+        (&Method::POST, "/v1/responses") if wants_async(req.headers()) => jobs.submit(req, Endpoint::Responses).await,
+        (&Method::POST, "/v1/responses") => responses::create(&jobs, req).await,
+        (method, p) if p.starts_with("/v1/responses/") => {
+            let rest = p.trim_start_matches("/v1/responses/");
+            let (query, headers) = (req.uri().query(), req.headers());
+            match (method, rest.split_once('/')) {
+                (&Method::GET, None) => responses::get(&jobs, headers, rest, query),
+                (&Method::DELETE, None) => responses::delete(&jobs, headers, rest).await,
+                (&Method::GET, Some((id, "input_items"))) => responses::input_items(&jobs, headers, id, query),
+                (&Method::POST, Some((id, "cancel"))) => responses::cancel(&jobs, headers, id).await,
+                _ => error_response(&RelayError::not_found(format!("no route for {method} {p}")), None),
+            }
+        }
         (&Method::GET, "/v1/jobs") => jobs.list(req.headers(), req.uri().query()),
         (&Method::GET, p) if p.starts_with("/v1/jobs/") && p.ends_with("/events") => {
             let id = p.trim_start_matches("/v1/jobs/").trim_end_matches("/events");
@@ -388,6 +402,7 @@ mod tests {
             (Method::POST, "/v1/responses"),
             (Method::GET, "/v1/responses/resp_1"),
             (Method::GET, "/v1/jobs/job_1/events"),
+            (Method::GET, "/v1/responses/resp_1/input_items"),
             (Method::GET, "/v1/models"),
             (Method::GET, "/admin/plugins"),
             (Method::GET, "/metrics"),

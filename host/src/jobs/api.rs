@@ -184,20 +184,36 @@ impl Jobs {
     /// has an `id:`, and `Last-Event-ID` resumes after it. The body polls the store and a
     /// watch channel; it spawns nothing and ends with the job or at shutdown.
     pub fn events(&self, headers: &HeaderMap, id: &str) -> Response<Body> {
-        if let Err(e) = self.owned(headers, id) {
-            return error_response(&e, None);
-        }
+        let record = match self.owned(headers, id) {
+            Ok(r) => r,
+            Err(e) => return error_response(&e, None),
+        };
         let cursor = headers
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
+        self.follow(id, cursor, record.endpoint == "responses")
+    }
+
+    /// The events of job `id` after stored event `cursor` as an SSE body: replay, then live,
+    /// to the end. The body polls the store and a watch channel; it spawns nothing and ends
+    /// with the job or at shutdown.
+    pub(crate) fn follow(&self, id: &str, cursor: u64, responses: bool) -> Response<Body> {
         let Some(me) = self.me.upgrade() else {
             return error_response(&RelayError::unavailable("the relay is shutting down"), None);
         };
         let live = self.lock().live.get(id).map(watch::Sender::subscribe);
-        let follow =
-            Follow { jobs: me, id: id.to_string(), cursor, live, shutdown: self.relay.shutdown_signal(), ended: false };
+        let follow = Follow {
+            jobs: me,
+            id: id.to_string(),
+            cursor,
+            live,
+            shutdown: self.relay.shutdown_signal(),
+            ended: false,
+            responses,
+            terminal: false,
+        };
         let stream = futures_util::stream::unfold(follow, |mut f| async move {
             let bytes = f.next().await?;
             Some((Ok::<_, Infallible>(Frame::data(bytes)), f))

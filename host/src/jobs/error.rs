@@ -19,7 +19,7 @@ pub(super) fn error_object(e: &RelayError) -> Value {
 
 /// A store failure as the client sees it: the cause in a phrase, no path or internals (the
 /// store logged those).
-pub(super) fn store_error(e: StoreError) -> RelayError {
+pub(crate) fn store_error(e: StoreError) -> RelayError {
     let kind = if e.0 == Cause::OverBudget { ErrorKind::JobStoreFull } else { ErrorKind::JobStoreUnavailable };
     RelayError::new(
         kind,

@@ -1,5 +1,7 @@
 //! Following a job's events: replay from the store, then live until the job ends;
-//! `Last-Event-ID` resumes.
+//! `Last-Event-ID` resumes. A Responses job's events go out as typed events
+//! (`event: <type>`), ending with the terminal one, made from the record when the run did
+//! not store it (a cut stream, a cancel, a restart).
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{RelayError, openai};
+use crate::responses::{events, view};
 
 use super::Status;
 use super::error::store_error;
@@ -25,6 +28,10 @@ pub(super) struct Follow {
     pub(super) live: Option<watch::Receiver<u64>>,
     pub(super) shutdown: CancellationToken,
     pub(super) ended: bool,
+    /// Frame the events as Responses events.
+    pub(super) responses: bool,
+    /// A terminal Responses event went out.
+    pub(super) terminal: bool,
 }
 
 impl Follow {
@@ -37,14 +44,21 @@ impl Follow {
                 Ok(e) => e,
                 Err(e) => {
                     self.ended = true;
-                    return Some(store_error(e).sse_event());
+                    return Some(self.fault(&store_error(e)));
                 }
             };
             if let Some((last, _)) = events.last() {
                 self.cursor = *last;
                 let mut out = Vec::new();
                 for (seq, data) in &events {
-                    out.extend_from_slice(format!("id: {seq}\ndata: ").as_bytes());
+                    out.extend_from_slice(format!("id: {seq}\n").as_bytes());
+                    if self.responses
+                        && let Some(kind) = events::kind_of(data)
+                    {
+                        self.terminal |= events::is_terminal(&kind);
+                        out.extend_from_slice(format!("event: {kind}\n").as_bytes());
+                    }
+                    out.extend_from_slice(b"data: ");
                     out.extend_from_slice(data.as_bytes());
                     out.extend_from_slice(b"\n\n");
                 }
@@ -57,7 +71,7 @@ impl Follow {
                         _ = self.shutdown.cancelled() => {
                             self.ended = true;
                             let e = RelayError::unavailable("the relay is shutting down; reconnect with Last-Event-ID to resume");
-                            return Some(e.sse_event());
+                            return Some(self.fault(&e));
                         }
                         r = rx.changed() => if r.is_err() { self.live = None },
                     }
@@ -66,16 +80,49 @@ impl Follow {
                     // No live sender: the job has ended and everything is stored.
                     self.ended = true;
                     return Some(match self.jobs.store.get(&self.id).await {
+                        Ok(Some(r)) if self.responses => {
+                            if self.terminal || self.stored_terminal(r.events).await {
+                                return None;
+                            }
+                            let (kind, data) = events::terminal(view::response_of(&r), r.events);
+                            Bytes::from(format!("id: {}\nevent: {kind}\ndata: {data}\n\n", r.events + 1))
+                        }
                         Ok(Some(r)) if r.status == Status::Succeeded => Bytes::from_static(b"data: [DONE]\n\n"),
                         Ok(Some(r)) => {
                             let err = r.error.unwrap_or(Value::Null);
                             openai::sse_data(&openai::wrap(err))
                         }
-                        Ok(None) => RelayError::not_found("the job was purged").sse_event(),
-                        Err(e) => store_error(e).sse_event(),
+                        Ok(None) => self.fault(&RelayError::not_found("the job was purged")),
+                        Err(e) => self.fault(&store_error(e)),
                     });
                 }
             }
         }
+    }
+
+    /// Whether the last of `count` stored events is a terminal Responses event (a reader
+    /// that resumed after it has nothing more to get).
+    async fn stored_terminal(&self, count: u64) -> bool {
+        if count == 0 {
+            return false;
+        }
+        match self.jobs.store.events_after(&self.id, count - 1, 1).await {
+            Ok(ev) => ev.first().and_then(|(_, d)| events::kind_of(d)).is_some_and(|k| events::is_terminal(&k)),
+            Err(_) => false,
+        }
+    }
+
+    /// The event that ends a stream with an error: Responses' `error` event, or an error
+    /// object as one `data:` event.
+    fn fault(&self, e: &RelayError) -> Bytes {
+        if !self.responses {
+            return e.sse_event();
+        }
+        let o = openai::object(e);
+        let data = serde_json::json!({
+            "type": "error", "code": o["code"], "message": o["message"], "param": o["param"],
+            "sequence_number": self.cursor,
+        });
+        Bytes::from(format!("event: error\ndata: {data}\n\n"))
     }
 }

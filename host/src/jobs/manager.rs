@@ -36,16 +36,16 @@ pub(super) enum Stop {
 }
 
 /// A job waiting for a run slot; its body lives only in memory.
-pub(super) struct Pending {
-    pub(super) id: String,
-    pub(super) owner: String,
-    pub(super) endpoint: Endpoint,
-    pub(super) body: Bytes,
+pub(crate) struct Pending {
+    pub(crate) id: String,
+    pub(crate) owner: String,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) body: Bytes,
     /// The submission's probe of `body`: the run does not parse the body again.
-    pub(super) checked: Checked,
-    pub(super) request_id: String,
+    pub(crate) checked: Checked,
+    pub(crate) request_id: String,
     /// The body's share of `limits.max_inflight_body_bytes`, held while it waits and runs.
-    pub(super) _share: crate::metrics::BodyPermit,
+    pub(crate) _share: crate::metrics::BodyPermit,
 }
 
 pub(super) struct Running {
@@ -71,14 +71,14 @@ pub(super) struct State {
 }
 
 pub struct Jobs {
-    pub(super) relay: Arc<Relay>,
-    pub(super) store: Store,
-    pub(super) cfg: JobsConfig,
+    pub(crate) relay: Arc<Relay>,
+    pub(crate) store: Store,
+    pub(crate) cfg: JobsConfig,
     pub(super) metrics: Arc<Metrics>,
     pub(super) state: Mutex<State>,
     /// Woken whenever a job's run ends, for `idle` to look again.
     pub(super) ended: tokio::sync::Notify,
-    pub(super) me: Weak<Jobs>,
+    pub(crate) me: Weak<Jobs>,
 }
 
 /// Why a submission is refused before it becomes a job; index into `JOB_REFUSALS`.
@@ -114,7 +114,7 @@ impl Jobs {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn moved(&self, from: Option<Status>, to: Option<Status>) {
+    pub(crate) fn moved(&self, from: Option<Status>, to: Option<Status>) {
         if let Some(s) = from {
             self.metrics.jobs[s.index()].add(-1);
         }
@@ -199,6 +199,11 @@ impl Jobs {
         let _ = tokio::time::timeout(SHUTDOWN_WAIT, futures_util::future::join_all(handles)).await;
     }
 
+    /// A foreground response answered but not stored: the store is past its size bound.
+    pub(crate) fn refused_store_full(&self) {
+        self.metrics.job_refusals[Refusal::StoreFull as usize].inc();
+    }
+
     pub(super) fn refused(&self, why: Refusal, e: RelayError) -> RelayError {
         self.metrics.job_refusals[why as usize].inc();
         e
@@ -206,7 +211,7 @@ impl Jobs {
 
     /// Check the bounds and reserve a place under the state lock, write the record outside
     /// it, then queue the job. `Err` is the refusal to send.
-    pub(super) async fn admit(&self, record: Record, pending: Pending) -> Result<(), Response<Body>> {
+    pub(crate) async fn admit(&self, record: Record, pending: Pending) -> Result<(), Response<Body>> {
         let owner = record.owner.clone();
         {
             let mut st = self.lock();
@@ -287,7 +292,7 @@ impl Jobs {
 
     /// The one way to stop a job: a queued one leaves the queue, a running one is told to
     /// stop and drops its vendor call; waits (bounded) until the end is recorded.
-    pub(super) async fn stop(&self, id: &str) {
+    pub(crate) async fn stop(&self, id: &str) {
         let (pending, mut live) = {
             let mut st = self.lock();
             let pending = st.queue.iter().position(|p| p.id == id).and_then(|i| st.queue.remove(i));

@@ -27,12 +27,14 @@ mod store;
 use sha2::{Digest, Sha256};
 
 pub use api::wants_async;
+pub(crate) use error::store_error;
 pub use manager::Jobs;
+pub(crate) use manager::Pending;
 pub use store::{Cause, Change, Record, Status, Store, StoreError, Summary};
 
 /// The owner of a job: a hash of the client key, so a job stays with its key across
 /// restarts and renames while the key itself is never stored.
-fn owner_of(key: &str) -> String {
+pub(crate) fn owner_of(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -11,6 +11,8 @@ use tokio::sync::oneshot;
 use crate::access::RequestLog;
 use crate::answer::{Answer, End};
 use crate::error::{ErrorKind, Fault, RelayError};
+use crate::model::Endpoint;
+use crate::responses::events;
 use crate::stream::Translation;
 
 use super::assemble::Assembler;
@@ -104,12 +106,19 @@ impl Jobs {
         };
         let mut sink = Sink { jobs: self, id: &job.id, bytes: 0, seq: 0, tokens: 0 };
         let whole = match answer {
+            Answer::Stream(stream) if job.endpoint == Endpoint::Responses => {
+                return consume_responses(stream, &mut sink).await;
+            }
             Answer::Stream(stream) => return consume_stream(stream, &mut sink).await,
             Answer::Whole(w) => w,
         };
         let v: Value = serde_json::from_slice(&whole.body).unwrap_or(Value::Null);
         if !whole.status.is_success() {
             return JobEnd::Failed(v.get("error").cloned().unwrap_or(v));
+        }
+        if job.endpoint == Endpoint::Responses {
+            // The Response object is the result; its readers get it as the terminal event.
+            return responses_end(v);
         }
         let text = String::from_utf8_lossy(&whole.body).into_owned();
         if let Err(o) = sink.append(vec![text], v.pointer("/usage/completion_tokens").and_then(Value::as_u64)).await {
@@ -139,6 +148,52 @@ async fn consume_stream(mut stream: Box<Translation>, sink: &mut Sink<'_>) -> Jo
     }
     // A stream hands out its end before it stops.
     JobEnd::Failed(error_object(&RelayError::bad_upstream("the stream ended without completing")))
+}
+
+/// A Responses stream: each event stored with its `sequence_number` equal to its stored
+/// position − 1 (so `starting_after` is exact); the result is the terminal event's
+/// `response`. A stream cut before its terminal event fails the job; its readers get a
+/// `response.failed` made from the record.
+async fn consume_responses(mut stream: Box<Translation>, sink: &mut Sink<'_>) -> JobEnd {
+    let mut last = None;
+    while let Some(batch) = stream.next().await {
+        let mut out = Vec::with_capacity(batch.events.len());
+        let mut tokens = None;
+        for ev in batch.events {
+            let (data, kind) = events::numbered(ev.data, sink.seq + out.len() as u64);
+            if kind.as_deref().is_some_and(events::is_terminal) {
+                last = events::response_in(&data);
+                tokens = last.as_ref().and_then(|r| r.pointer("/usage/output_tokens")).and_then(Value::as_u64);
+            }
+            out.push(data);
+        }
+        if let Err(o) = sink.append(out, tokens).await {
+            return o;
+        }
+        match batch.end {
+            None => {}
+            Some(End::Done { .. }) => {
+                return match last {
+                    Some(r) => responses_end(r),
+                    None => JobEnd::Failed(error_object(&RelayError::bad_upstream(
+                        "the response stream ended without its terminal event",
+                    ))),
+                };
+            }
+            Some(End::Failed { error, .. }) => return JobEnd::Failed(error_object(&error)),
+        }
+    }
+    JobEnd::Failed(error_object(&RelayError::bad_upstream("the stream ended without completing")))
+}
+
+/// A Response object as a job's end: a `failed` one (the vendor's own failure event) fails
+/// the job with its error.
+fn responses_end(r: Value) -> JobEnd {
+    if r.get("status").and_then(Value::as_str) == Some("failed") {
+        let e = r.get("error").cloned().filter(|e| !e.is_null());
+        return JobEnd::Failed(e.unwrap_or_else(|| error_object(&RelayError::bad_upstream("the response failed"))));
+    }
+    JobEnd::Succeeded(r)
 }
 
 /// Ends a job's run whatever ends its task. `run` sets `done` after recording the end; a
@@ -229,7 +284,6 @@ mod tests {
 
     use crate::jobs::Record;
     use crate::metrics::Metrics;
-    use crate::model::Endpoint;
     use crate::service::Relay;
 
     fn start(dir: &Path, max_running: usize) -> Arc<Jobs> {

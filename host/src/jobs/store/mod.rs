@@ -52,6 +52,8 @@ const REPORTED_MAX: usize = 10_000;
 struct Accounts {
     owners: HashMap<String, u64>,
     bytes: u64,
+    /// What the detached puts not yet committed will add.
+    pending: u64,
 }
 
 /// The part of the store the writer and the readers share.
@@ -62,6 +64,10 @@ struct Shared {
     health: Mutex<Result<(), Cause>>,
     accounts: Mutex<Accounts>,
     reported: Mutex<HashSet<String>>,
+    /// Records sent by `put_detached` and not yet committed (or refused): reads see them at
+    /// once, so a response is there for the next request as soon as its answer has ended.
+    /// At most `WRITE_QUEUE` (each is a queued command).
+    pending: Mutex<HashMap<String, Record>>,
     metrics: Arc<Metrics>,
     /// For logs only.
     place: String,
@@ -80,6 +86,10 @@ impl Shared {
     fn set_health(&self, h: Result<(), Cause>) {
         *self.health.lock().unwrap_or_else(|e| e.into_inner()) = h;
         self.metrics.job_store_up.set(i64::from(h.is_ok()));
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Record>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn accounts(&self) -> std::sync::MutexGuard<'_, Accounts> {
@@ -156,6 +166,7 @@ impl Store {
             health: Mutex::new(Err(Cause::Closed)),
             accounts: Mutex::new(Accounts::default()),
             reported: Mutex::new(HashSet::new()),
+            pending: Mutex::new(HashMap::new()),
             metrics,
             place,
         });
@@ -221,8 +232,34 @@ impl Store {
     pub async fn purge(&self, cutoff_ms: u64) -> Result<Vec<Status>, StoreError> {
         match self.send(Op::Purge { cutoff_ms }).await? {
             Reply::Purged(p) => Ok(p),
-            Reply::Done => Ok(Vec::new()),
+            Reply::Done | Reply::Deleted(_) => Ok(Vec::new()),
         }
+    }
+
+    /// Remove a record and its events; the summary of what was removed, `None` if nothing was.
+    pub async fn delete(&self, id: &str) -> Result<Option<Summary>, StoreError> {
+        match self.send(Op::Delete { id: id.to_string() }).await? {
+            Reply::Deleted(r) => Ok(r),
+            Reply::Done | Reply::Purged(_) => Ok(None),
+        }
+    }
+
+    /// Store a finished record without waiting, for an answer already on its way to the
+    /// client; `false` when the write queue is full or the store is down (it is not stored).
+    pub fn put_detached(&self, r: Record) -> bool {
+        let Some(tx) = self.tx.as_ref().filter(|_| self.shared.health().is_ok()) else { return false };
+        let id = r.id.clone();
+        // In the map (and its bytes counted) before the writer can take it out.
+        let cost = r.summary().cost();
+        self.shared.pending().insert(id.clone(), r.clone());
+        self.shared.accounts().pending += cost;
+        if tx.try_send(Cmd { op: Op::Put(Box::new(r)), reply: None }).is_err() {
+            self.shared.pending().remove(&id);
+            let mut a = self.shared.accounts();
+            a.pending = a.pending.saturating_sub(cost);
+            return false;
+        }
+        true
     }
 
     /// Count a job for `owner` if it has fewer than `max`; the caller stores it or calls
@@ -247,9 +284,10 @@ impl Store {
         }
     }
 
-    /// Estimated bytes the store holds.
+    /// Estimated bytes the store holds, with the detached puts on their way.
     pub fn bytes(&self) -> u64 {
-        self.shared.accounts().bytes
+        let a = self.shared.accounts();
+        a.bytes + a.pending
     }
 
     /// A read on the blocking pool. An I/O error also tells the writer to check the file.
@@ -283,11 +321,17 @@ impl Store {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        if let Some(r) = self.shared.pending().get(id) {
+            return Ok(Some(r.clone()));
+        }
         let id = id.to_string();
         self.read(move |s, db| get(s, db, &id)).await
     }
 
     pub fn get_now(&self, id: &str) -> Result<Option<Record>, StoreError> {
+        if let Some(r) = self.shared.pending().get(id) {
+            return Ok(Some(r.clone()));
+        }
         self.read_now(|s, db| get(s, db, id))
     }
 
@@ -307,7 +351,7 @@ impl Store {
         .await
     }
 
-    /// An owner's jobs, newest first, starting below `after`, as summaries; and whether
+    /// An owner's jobs (not its foreground responses), newest first, starting below `after`, as summaries; and whether
     /// more follow. Records that do not decode are skipped (and reported).
     pub fn list_now(&self, owner: &str, after: Option<&str>, limit: usize) -> Result<(Vec<Summary>, bool), StoreError> {
         self.read_now(|s, db| {
@@ -325,6 +369,9 @@ impl Store {
                 let id = k.value().1;
                 let Some(v) = jobs.get(id)? else { continue };
                 let Some(summary) = s.decode::<Summary>(id, v.value()) else { continue };
+                if summary.foreground {
+                    continue;
+                }
                 if out.len() == limit {
                     more = true;
                     break;
@@ -568,6 +615,39 @@ mod tests {
         assert_eq!(r.error.unwrap()["code"], "job_store_failed");
         s.append("job_1", 1, vec!["y".into()], progress(1)).await.unwrap();
         assert_eq!(s.events_after("job_1", 0, 10).await.unwrap(), vec![(1, "y".into())]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn foreground_responses_are_stored_but_not_jobs_and_delete_frees_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Arc::new(Metrics::default());
+        let s = Store::start(dir.path(), m.clone());
+        let fg = Record { foreground: true, stored_bytes: 500, ..record("resp_1", "a", Status::Succeeded) };
+        assert!(s.put_detached(fg));
+        s.put(record("job_2", "a", Status::Succeeded)).await.unwrap();
+        s.append("job_2", 1, vec!["x".into()], progress(1)).await.unwrap();
+        assert!(s.get("resp_1").await.unwrap().is_some_and(|r| r.foreground));
+        assert_eq!(s.bytes(), JOB_OVERHEAD + 500 + job_cost(1, 1));
+        assert_eq!(ids(&s.list_now("a", None, 10).unwrap().0), ["job_2"], "the job list skips responses");
+        drop(s);
+        // After a restart: counted in bytes, not in the job gauges or the owner's quota.
+        let s = Store::start(dir.path(), m.clone());
+        assert_eq!(s.bytes(), JOB_OVERHEAD + 500 + job_cost(1, 1));
+        assert_eq!(m.jobs[Status::Succeeded.index()].get(), 1);
+        assert!(s.reserve("a", 2) && !s.reserve("a", 2), "one job and one reservation fill a quota of 2");
+        s.unreserve("a");
+
+        let gone = s.delete("job_2").await.unwrap().unwrap();
+        assert_eq!((gone.id.as_str(), gone.status, gone.foreground), ("job_2", Status::Succeeded, false));
+        assert!(s.get("job_2").await.unwrap().is_none());
+        assert!(s.events_after("job_2", 0, 10).await.unwrap().is_empty());
+        assert!(s.delete("job_2").await.unwrap().is_none());
+        assert!(s.reserve("a", 1), "a deleted job frees its place");
+        s.unreserve("a");
+        // The purge takes the response and reports no job status for it.
+        assert!(s.purge(u64::MAX).await.unwrap().is_empty());
+        assert!(s.get("resp_1").await.unwrap().is_none());
+        assert_eq!(s.bytes(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,6 +66,21 @@ pub struct Record {
     pub last_event_ms: Option<u64>,
     pub result: Option<Value>,
     pub error: Option<Value>,
+    /// A stored Responses answer that never was a job (`POST /v1/responses` in the
+    /// foreground): not listed in `/v1/jobs`, not counted in the job gauges or the owner's
+    /// job quota; bounded by retention and `max_store_bytes` like every record.
+    pub foreground: bool,
+    /// Bytes stored besides the output (a Responses request's input and its response
+    /// skeleton), counted in the store's size.
+    pub stored_bytes: u64,
+    /// A Responses request's own input items (`GET /v1/responses/{id}/input_items`, and the
+    /// conversation a later `previous_response_id` continues).
+    pub input: Option<Value>,
+    /// The stored response this one continued.
+    pub previous: Option<String>,
+    /// A background response's Response object as created (status `queued`): what `GET`
+    /// answers until the job has a result.
+    pub response: Option<Value>,
 }
 
 /// A job without its result and error: what lists, counts and the purge read. Decoding
@@ -86,9 +101,16 @@ pub struct Summary {
     pub bytes: u64,
     pub completion_tokens: u64,
     pub last_event_ms: Option<u64>,
+    pub foreground: bool,
+    pub stored_bytes: u64,
 }
 
 impl Summary {
+    /// What the record costs in the store, by the estimate above.
+    pub fn cost(&self) -> u64 {
+        job_cost(self.bytes, self.events) + self.stored_bytes
+    }
+
     /// The job as lists show it: no result, no error (`GET /v1/jobs/{id}` has them).
     pub fn to_json(&self, now_ms: u64) -> Value {
         let elapsed = self.started_ms.map_or(0, |s| self.finished_ms.unwrap_or(now_ms).saturating_sub(s));
@@ -128,6 +150,8 @@ impl Record {
             bytes: self.bytes,
             completion_tokens: self.completion_tokens,
             last_event_ms: self.last_event_ms,
+            foreground: self.foreground,
+            stored_bytes: self.stored_bytes,
         }
     }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Cause, Fail, StoreError};
-use super::record::{Change, EVENT_OVERHEAD, JOB_OVERHEAD, Record, Status, Summary, job_cost};
+use super::record::{Change, EVENT_OVERHEAD, Record, Status, Summary};
 use super::{Accounts, BY_OWNER, EVENTS, FILE, JOBS, QUARANTINE, Shared};
 use crate::error::{ErrorKind, RelayError, openai};
 
@@ -62,6 +62,10 @@ pub(super) enum Op {
     Purge {
         cutoff_ms: u64,
     },
+    /// Remove one record and its events.
+    Delete {
+        id: String,
+    },
     /// Make the writer check the database (a reader saw an I/O error).
     Check,
 }
@@ -69,6 +73,7 @@ pub(super) enum Op {
 pub(super) enum Reply {
     Done,
     Purged(Vec<Status>),
+    Deleted(Option<Summary>),
 }
 
 pub(super) struct Cmd {
@@ -138,6 +143,7 @@ impl Writer {
             match self.rx.try_recv() {
                 Ok(cmd) => {
                     self.keep_for_replay(&cmd.op);
+                    settled(&self.shared, &cmd);
                     if let Some(r) = cmd.reply {
                         let _ = r.send(Err(StoreError(cause)));
                     }
@@ -238,9 +244,13 @@ impl Writer {
     fn execute(&mut self, batch: Vec<Cmd>) {
         let Some(db) = self.db.clone() else { return };
         let (purges, writes): (Vec<Cmd>, Vec<Cmd>) =
-            batch.into_iter().partition(|c| matches!(c.op, Op::Purge { .. } | Op::Check));
+            batch.into_iter().partition(|c| matches!(c.op, Op::Purge { .. } | Op::Delete { .. } | Op::Check));
         if !writes.is_empty() {
-            match commit_group(&self.shared, &db, &writes) {
+            let result = commit_group(&self.shared, &db, &writes);
+            for c in &writes {
+                settled(&self.shared, c);
+            }
+            match result {
                 Ok(added) => {
                     self.shared.add_bytes(added as i64);
                     let events: u64 = writes
@@ -275,6 +285,7 @@ impl Writer {
         for c in purges {
             let res = match (&self.db, &c.op) {
                 (Some(db), Op::Purge { cutoff_ms }) => purge(&self.shared, db, *cutoff_ms).map(Reply::Purged),
+                (Some(db), Op::Delete { id }) => delete(&self.shared, db, id).map(Reply::Deleted),
                 // An empty durable commit: writes the header, so a latched file shows itself.
                 (Some(db), _) => (|| {
                     let tx = db.begin_write()?;
@@ -296,6 +307,17 @@ impl Writer {
                 let _ = r.send(res);
             }
         }
+    }
+}
+
+/// A detached put is committed or refused: readers find it in the database from now on, or
+/// not at all.
+fn settled(s: &Shared, cmd: &Cmd) {
+    if let (Op::Put(r), None) = (&cmd.op, &cmd.reply)
+        && s.pending().remove(&r.id).is_some()
+    {
+        let mut a = s.accounts();
+        a.pending = a.pending.saturating_sub(r.summary().cost());
     }
 }
 
@@ -344,7 +366,7 @@ fn commit_group(s: &Shared, db: &Database, cmds: &[Cmd]) -> Result<u64, Fail> {
                 Op::Put(r) => {
                     jobs.insert(r.id.as_str(), encode(r)?.as_slice())?;
                     index.insert((r.owner.as_str(), r.id.as_str()), ())?;
-                    added += JOB_OVERHEAD;
+                    added += r.summary().cost();
                 }
                 Op::Change { id, change, .. } => update(s, &mut jobs, id, change)?,
                 Op::Append { id, first, events: batch, change } => {
@@ -354,7 +376,7 @@ fn commit_group(s: &Shared, db: &Database, cmds: &[Cmd]) -> Result<u64, Fail> {
                     }
                     update(s, &mut jobs, id, change)?;
                 }
-                Op::Purge { .. } | Op::Check => {}
+                Op::Purge { .. } | Op::Delete { .. } | Op::Check => {}
             }
         }
     }
@@ -380,8 +402,11 @@ fn recover(s: &Shared, db: &Database, now_ms: u64) -> Result<(), Fail> {
                 bad.push((id.to_string(), v.value().to_vec()));
                 continue;
             };
+            accounts.bytes += r.cost();
+            if r.foreground {
+                continue;
+            }
             *accounts.owners.entry(r.owner.clone()).or_insert(0) += 1;
-            accounts.bytes += job_cost(r.bytes, r.events);
             if r.status.finished() {
                 counts[r.status.index()] += 1;
             } else {
@@ -427,7 +452,45 @@ fn recover(s: &Shared, db: &Database, now_ms: u64) -> Result<(), Fail> {
     Ok(())
 }
 
-/// Delete finished jobs that ended before `cutoff_ms`, with their events. Reads summaries
+/// Remove one record, its index entry and its events; the summary of what went.
+fn delete(s: &Shared, db: &Database, id: &str) -> Result<Option<Summary>, Fail> {
+    let tx = db.begin_write()?;
+    let gone = {
+        let mut jobs = tx.open_table(JOBS)?;
+        let found = jobs.remove(id)?.and_then(|v| s.decode::<Summary>(id, v.value()));
+        if let Some(r) = &found {
+            tx.open_table(BY_OWNER)?.remove((r.owner.as_str(), id))?;
+            tx.open_table(EVENTS)?.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+        }
+        found
+    };
+    tx.commit()?;
+    if let Some(r) = &gone {
+        forget(s, std::slice::from_ref(r));
+    }
+    Ok(gone)
+}
+
+/// Take removed records out of the accounts.
+fn forget(s: &Shared, gone: &[Summary]) {
+    let mut a = s.accounts();
+    for r in gone {
+        a.bytes = a.bytes.saturating_sub(r.cost());
+        if r.foreground {
+            continue;
+        }
+        if let Some(n) = a.owners.get_mut(&r.owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                a.owners.remove(&r.owner);
+            }
+        }
+    }
+    s.metrics.job_store_bytes.set(a.bytes as i64);
+}
+
+/// Delete finished records that ended before `cutoff_ms`, with their events; the statuses of
+/// the jobs among them (foreground responses are not in the job gauges). Reads summaries
 /// only; records that do not decode are skipped.
 fn purge(s: &Shared, db: &Database, cutoff_ms: u64) -> Result<Vec<Status>, Fail> {
     let expired: Vec<Summary> = {
@@ -458,16 +521,6 @@ fn purge(s: &Shared, db: &Database, cutoff_ms: u64) -> Result<Vec<Status>, Fail>
         }
     }
     tx.commit()?;
-    let mut a = s.accounts();
-    for r in &expired {
-        a.bytes = a.bytes.saturating_sub(job_cost(r.bytes, r.events));
-        if let Some(n) = a.owners.get_mut(&r.owner) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                a.owners.remove(&r.owner);
-            }
-        }
-    }
-    s.metrics.job_store_bytes.set(a.bytes as i64);
-    Ok(expired.iter().map(|r| r.status).collect())
+    forget(s, &expired);
+    Ok(expired.iter().filter(|r| !r.foreground).map(|r| r.status).collect())
 }
