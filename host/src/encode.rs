@@ -94,7 +94,7 @@ pub fn stream_encoder(endpoint: Endpoint) -> Box<dyn StreamEncoder> {
         // Embeddings never stream; their answers are whole. Responses is not served yet;
         // its encoder comes with its route.
         Endpoint::ChatCompletions | Endpoint::Embeddings | Endpoint::Responses => Box::new(Chat),
-        Endpoint::Messages => Box::new(Messages),
+        Endpoint::Messages | Endpoint::MessagesCountTokens => Box::new(Messages),
     }
 }
 
