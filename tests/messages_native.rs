@@ -126,16 +126,20 @@ async fn count_tokens_fails_over_among_counting_channels_and_skips_cooling_ones(
     let claude = Mock::start(Options { vendor: Vendor::Anthropic, ..Default::default() }).await.unwrap();
     let url = claude.root_url();
     let channels = [
-        claude_channel("down", &url, "claude-demo, claude-solo", "priority = 1\nheaders = { \"x-mock-status\" = \"500\" }"),
+        claude_channel(
+            "down",
+            &url,
+            "claude-demo, claude-solo",
+            "priority = 1\nheaders = { \"x-mock-status\" = \"500\" }",
+        ),
         claude_channel("up", &url, "claude-demo", ""),
         claude_channel("limited", &url, "claude-cool", "headers = { \"x-mock-status\" = \"429\" }"),
     ]
     .concat();
     let (relay, baseline) = start(&channels, &["claude-demo"]).await;
     let prompt = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
-    let moved = |m: &Metrics| {
-        m.value("relay_failovers_total", &[("from", "down"), ("to", "up"), ("reason", "status_5xx")])
-    };
+    let moved =
+        |m: &Metrics| m.value("relay_failovers_total", &[("from", "down"), ("to", "up"), ("reason", "status_5xx")]);
     let before = moved(&relay.metrics().await);
 
     // The first channel fails: the next one that counts answers.
@@ -171,9 +175,7 @@ async fn anthropic_beta_and_version_cross_to_a_native_channel_only_and_are_check
     let beta = "interleaved-thinking-2025-05-14, fine-grained-tool-streaming-2025-05-14";
     let joined = "interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14";
     let client = [("anthropic-beta", beta), ("anthropic-version", "2024-10-22")];
-    let ask = |model: &str, stream: bool| {
-        json!({"model": model, "max_tokens": 32, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
-    };
+    let ask = |model: &str, stream: bool| json!({"model": model, "max_tokens": 32, "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
 
     // Native: plain, streamed and counted, the vendor gets the client's headers.
     let warm_up = claude.stats.received().len();
@@ -181,7 +183,13 @@ async fn anthropic_beta_and_version_cross_to_a_native_channel_only_and_are_check
         let a = post(&relay, "/v1/messages", &client, &ask("claude-demo", stream)).await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     }
-    let a = post(&relay, "/v1/messages/count_tokens", &client, &json!({"model": "claude-demo", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let a = post(
+        &relay,
+        "/v1/messages/count_tokens",
+        &client,
+        &json!({"model": "claude-demo", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!((a.status, counted_by(&a)), (StatusCode::OK, "exact"), "{}", a.text());
     let got = claude.stats.received();
     let native: Vec<&Received> = got[warm_up..].iter().collect();
@@ -219,11 +227,18 @@ async fn anthropic_beta_and_version_cross_to_a_native_channel_only_and_are_check
         for (path, body) in [
             ("/v1/messages", ask("claude-demo", false)),
             ("/v1/messages", ask("demo-gpt", true)),
-            ("/v1/messages/count_tokens", json!({"model": "claude-demo", "messages": [{"role": "user", "content": "hi"}]})),
+            (
+                "/v1/messages/count_tokens",
+                json!({"model": "claude-demo", "messages": [{"role": "user", "content": "hi"}]}),
+            ),
         ] {
             let a = post(&relay, path, &[(name, value)], &body).await;
             let (status, ty, msg) = anthropic_error(&a);
-            assert_eq!((status, ty.as_str()), (StatusCode::BAD_REQUEST, "invalid_request_error"), "{path} {name}: {msg}");
+            assert_eq!(
+                (status, ty.as_str()),
+                (StatusCode::BAD_REQUEST, "invalid_request_error"),
+                "{path} {name}: {msg}"
+            );
             assert!(msg.starts_with(&format!("{name}: header")), "{path} {name}: {msg}");
         }
     }

@@ -121,7 +121,8 @@ impl Relay {
     fn counts_natively(&self, model: &str, snap: &Snapshot) -> bool {
         let now = tokio::time::Instant::now();
         snap.candidates(model).into_iter().any(|(channel, _)| {
-            self.speaks(channel, Endpoint::MessagesCountTokens) && self.cooldowns.remaining(&channel.name, now).is_none()
+            self.speaks(channel, Endpoint::MessagesCountTokens)
+                && self.cooldowns.remaining(&channel.name, now).is_none()
         })
     }
 
