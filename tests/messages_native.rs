@@ -2,7 +2,8 @@
 //! by the vendor when a channel of the model speaks it (the anthropic adapter), the relay's
 //! estimate otherwise, told apart by `x-relay-token-count`; failover and cooldowns among the
 //! counting channels; the client's `anthropic-beta` and `anthropic-version` crossing to a
-//! native channel (checked, and never to a bridged one). The mocks record what they got.
+//! native channel (checked, and never to a bridged one), and the bridged stream's `ping`.
+//! The mocks record what they got.
 
 use std::time::Duration;
 
@@ -206,13 +207,22 @@ async fn anthropic_beta_and_version_cross_to_a_native_channel_only_and_are_check
     let last = got.last().expect("a call");
     assert_eq!((header(last, "anthropic-version"), header(last, "anthropic-beta")), (Some("2099-01-01"), None));
 
-    // Bridged: an OpenAI vendor never sees them.
-    let a = post(&relay, "/v1/messages", &client, &ask("demo-gpt", false)).await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    let got = gpt.stats.received();
-    let last = got.last().expect("a call");
-    assert_eq!(last.path, "/v1/chat/completions");
-    assert!(last.headers.keys().all(|k| !k.as_str().starts_with("anthropic-")), "{:?}", last.headers);
+    // Bridged: an OpenAI vendor never sees them. The bridged stream pings after its start,
+    // as Anthropic's does.
+    for stream in [false, true] {
+        let a = post(&relay, "/v1/messages", &client, &ask("demo-gpt", stream)).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        let got = gpt.stats.received();
+        let last = got.last().expect("a call");
+        assert_eq!(last.path, "/v1/chat/completions");
+        assert!(last.headers.keys().all(|k| !k.as_str().starts_with("anthropic-")), "{:?}", last.headers);
+        if stream {
+            let text = a.text();
+            let names: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+            assert_eq!(names[..2], ["message_start", "ping"], "{text}");
+            assert_eq!(names.last(), Some(&"message_stop"), "{text}");
+        }
+    }
 
     // Bad headers: 400 naming the header, on every Messages route, and no vendor call.
     let calls = (claude.stats.received().len(), gpt.stats.received().len());
