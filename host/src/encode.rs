@@ -131,7 +131,7 @@ pub fn stream_encoder(endpoint: Endpoint) -> Box<dyn StreamEncoder> {
     match endpoint {
         // Embeddings never stream; their answers are whole.
         Endpoint::ChatCompletions | Endpoint::Embeddings => Box::new(Chat),
-        Endpoint::Messages => Box::new(Messages),
+        Endpoint::Messages | Endpoint::MessagesCountTokens => Box::new(Messages),
         Endpoint::Responses => Box::new(Responses::default()),
     }
 }

@@ -90,13 +90,26 @@ impl Relay {
         snap: &Snapshot,
         log: &mut RequestLog,
     ) -> Result<Answer, RelayError> {
+        self.serve_body_with(token, endpoint, body, snap, log, &[]).await
+    }
+
+    /// `serve_body` with client headers that cross to a native channel (`forward`).
+    pub async fn serve_body_with(
+        &self,
+        token: &Token,
+        endpoint: Endpoint,
+        body: &[u8],
+        snap: &Snapshot,
+        log: &mut RequestLog,
+        forward: &[Header],
+    ) -> Result<Answer, RelayError> {
         log.token = token.name.clone();
         let checked = Self::probe(endpoint, body).inspect_err(|e| {
             if e.kind == ErrorKind::InvalidModel {
                 self.metrics.models_refused.inc();
             }
         })?;
-        self.serve_checked(token, endpoint, checked, body, snap, log).await
+        self.serve_checked_with(token, endpoint, checked, body, snap, log, forward).await
     }
 
     /// `serve_body` for a body `probe` has already read (a job's, at submission): the body
@@ -109,6 +122,22 @@ impl Relay {
         body: &[u8],
         snap: &Snapshot,
         log: &mut RequestLog,
+    ) -> Result<Answer, RelayError> {
+        self.serve_checked_with(token, endpoint, checked, body, snap, log, &[]).await
+    }
+
+    /// `serve_checked` with client headers that cross to a channel whose adapter speaks the
+    /// client's API natively (`forward::anthropic`); a bridged channel never gets them.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn serve_checked_with(
+        &self,
+        token: &Token,
+        endpoint: Endpoint,
+        checked: Checked,
+        body: &[u8],
+        snap: &Snapshot,
+        log: &mut RequestLog,
+        forward: &[Header],
     ) -> Result<Answer, RelayError> {
         log.token = token.name.clone();
         let Checked { model, stream, include_usage, response } = checked;
@@ -143,6 +172,10 @@ impl Relay {
         let mut waited = Duration::ZERO;
         let mut soonest_cool: Option<Duration> = None;
         for (i, (channel, client)) in candidates.into_iter().enumerate() {
+            // An API no channel may bridge (count_tokens) goes only to those that speak it.
+            if endpoint == Endpoint::MessagesCountTokens && !self.speaks(channel, endpoint) {
+                continue;
+            }
             if let Some(left) = self.cooldowns.remaining(&channel.name, Instant::now()) {
                 soonest_cool = Some(soonest_cool.map_or(left, |s| s.min(left)));
                 log.tried.push(format!("{}:cooling", channel.name));
@@ -164,7 +197,7 @@ impl Relay {
                 ctx.settings.clone_from(&channel.settings);
                 let again = tries < r.attempts;
                 let bridged = Bridged { chat_body: &mut chat_body, call: call.as_ref() };
-                let attempt = self.attempt(channel, client, &ctx, text, bridged, limits, log, later || again).await;
+                let attempt = self.attempt(channel, client, &ctx, text, bridged, limits, log, later || again, forward).await;
                 let retry = attempt.retry();
                 if retry == Retry::Never {
                     return commit(attempt, log);
@@ -206,6 +239,11 @@ impl Relay {
         }
     }
 
+    /// Whether `channel`'s adapter is loaded and speaks `endpoint` natively.
+    pub(crate) fn speaks(&self, channel: &Channel, endpoint: Endpoint) -> bool {
+        self.registry.get(&channel.adapter).is_some_and(|p| p.info.native.contains(&endpoint))
+    }
+
     /// A failed attempt that is not the answer: its traces leave the request's record (which
     /// keeps the attempt count and `tried`), and it is logged at the level its fault calls for.
     fn absorb(&self, attempt: Attempt, log: &mut RequestLog, channel: &str, reason: &'static str, same: bool) {
@@ -242,6 +280,7 @@ impl Relay {
         limits: &Limits,
         log: &mut RequestLog,
         can_move_on: bool,
+        forward: &[Header],
     ) -> Attempt {
         let Some(plugin) = self.registry.get(&channel.adapter) else {
             return Attempt::failed(RelayError::new(
@@ -279,10 +318,13 @@ impl Relay {
         // `timeouts.first_token` counts from the attempt's start: no token comes before the head either.
         let first_token_at = t.first_token.filter(|_| ctx.stream).map(|ft| Instant::now() + ft);
 
-        let ureq = match plugin.transform_request(ctx, body).await {
+        let mut ureq = match plugin.transform_request(ctx, body).await {
             Ok(r) => r,
             Err(e) => return Attempt::failed(e.into_relay(plugin.name())),
         };
+        if route == Route::Direct {
+            crate::forward::merge(&mut ureq.headers, forward);
+        }
         let request = match build_request(channel, &plugin, ureq, &self.metrics) {
             Ok(r) => r,
             Err(e) => return Attempt::failed(e),

@@ -34,7 +34,7 @@ pub fn error_response(e: &RelayError, request_id: Option<&str>) -> Response<Body
 /// An error in the shape of the client API that was called (Anthropic's for Messages,
 /// OpenAI's for every other route).
 pub fn api_error_response(endpoint: Endpoint, e: &RelayError, request_id: Option<&str>) -> Response<Body> {
-    if endpoint != Endpoint::Messages {
+    if !matches!(endpoint, Endpoint::Messages | Endpoint::MessagesCountTokens) {
         return error_response(e, request_id);
     }
     let mut resp = json_response(e.status(), crate::error::anthropic::body(e));

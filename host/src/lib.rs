@@ -17,6 +17,7 @@ pub mod cooldown;
 pub mod encode;
 pub mod error;
 pub mod failover;
+pub mod forward;
 pub mod http;
 pub mod jobs;
 pub mod metrics;

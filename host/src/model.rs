@@ -15,6 +15,8 @@ pub enum Endpoint {
     Responses,
     /// Anthropic Messages `POST /v1/messages`.
     Messages,
+    /// Anthropic `POST /v1/messages/count_tokens`, sent only to adapters that speak it natively.
+    MessagesCountTokens,
 }
 
 impl Endpoint {
@@ -25,6 +27,7 @@ impl Endpoint {
             Endpoint::Embeddings => "embeddings",
             Endpoint::Responses => "responses",
             Endpoint::Messages => "messages",
+            Endpoint::MessagesCountTokens => "messages_count_tokens",
         }
     }
 }

@@ -140,7 +140,7 @@ impl Relay {
                     return Err(RelayError::bad_request("'input' is a required property").with_param("input"));
                 }
             }
-            Endpoint::Messages => {
+            Endpoint::Messages | Endpoint::MessagesCountTokens => {
                 match &probe.messages {
                     None => return Err(RelayError::bad_request("messages: Field required").with_param("messages")),
                     Some(m) if m.is_empty() => {

@@ -20,6 +20,7 @@ use crate::error::RelayError;
 use crate::http::{Body, BodyBudget, api_error_response, json_response, read_client_body, request_id};
 use crate::metrics::{BodyPermit, Metrics};
 use crate::model::Endpoint;
+use crate::probe::Checked;
 use crate::route::Snapshot;
 
 pub struct Relay {
@@ -77,8 +78,10 @@ impl Relay {
         }
     }
 
-    /// `POST /v1/messages/count_tokens`: the prompt's tokens, estimated by the host (see
-    /// `bridge::messages::estimate_tokens`); the model must be one the token may use.
+    /// `POST /v1/messages/count_tokens`: the vendor's own count when a channel of the model
+    /// speaks it natively (tried in failover order, cooling ones skipped, failing over among
+    /// them as any call does), else the host's estimate (`bridge::messages::estimate_tokens`).
+    /// `x-relay-token-count` says which answered. The model must be one the token may use.
     pub async fn count_tokens(&self, req: Request<Incoming>) -> Response<Body> {
         let endpoint = Endpoint::Messages;
         let mut log = RequestLog::new(self.metrics.clone(), request_id(req.headers()), endpoint.as_str());
@@ -86,22 +89,41 @@ impl Relay {
         let counted = async {
             let token = authenticate_anthropic(req.headers(), &snap)?;
             log.token = token.name.clone();
+            let forward = crate::forward::anthropic(req.headers())?;
             let (body, _share) = self.read_body_held(req, &snap).await?;
-            let checked = Self::probe_count(&body)?;
-            Self::admit(token, &checked, &snap)?;
-            log.model = checked;
-            crate::bridge::messages::estimate_tokens(&body)
+            let model = Self::probe_count(&body)?;
+            Self::admit(token, &model, &snap)?;
+            log.model = model.clone();
+            if self.counts_natively(&model, &snap) {
+                let checked = Checked { model, stream: false, include_usage: false, response: None };
+                let exact = Endpoint::MessagesCountTokens;
+                let answer = self.serve_checked_with(token, exact, checked, &body, &snap, &mut log, &forward).await?;
+                return Ok(Counted::Exact(answer));
+            }
+            crate::bridge::messages::estimate_tokens(&body).map(Counted::Estimate)
         };
-        match counted.await {
-            Ok(n) => {
+        let (mut resp, how) = match counted.await {
+            Ok(Counted::Exact(answer)) => (respond(answer, endpoint, &log.request_id), TOKEN_COUNT_EXACT),
+            Ok(Counted::Estimate(n)) => {
                 log.finish(200);
                 log.first_byte();
                 let mut resp = json_response(http::StatusCode::OK, format!("{{\"input_tokens\":{n}}}"));
                 crate::http::set_request_id(resp.headers_mut(), &log.request_id);
-                resp
+                (resp, TOKEN_COUNT_ESTIMATE)
             }
-            Err(e) => fail(&mut log, e, endpoint),
-        }
+            Err(e) => return fail(&mut log, e, endpoint),
+        };
+        resp.headers_mut().insert(TOKEN_COUNT_HEADER, http::HeaderValue::from_static(how));
+        resp
+    }
+
+    /// Whether a channel of `model` that is not cooling down counts tokens itself.
+    fn counts_natively(&self, model: &str, snap: &Snapshot) -> bool {
+        let now = tokio::time::Instant::now();
+        snap.candidates(model).into_iter().any(|(channel, _)| {
+            self.speaks(channel, Endpoint::MessagesCountTokens)
+                && self.cooldowns.remaining(&channel.name, now).is_none()
+        })
     }
 
     async fn serve(
@@ -116,11 +138,16 @@ impl Relay {
             _ => authenticate(req.headers(), snap)?,
         };
         log.token = token.name.clone();
+        // Client headers a native channel receives, checked before the body is read.
+        let forward = match endpoint {
+            Endpoint::Messages => crate::forward::anthropic(req.headers())?,
+            _ => Vec::new(),
+        };
         // The body's share of the in-flight budget is held until the answer is made.
         let (body, _share) = self.read_body_held(req, snap).await?;
         // A stream's record moves into the stream: keep the id for the response head.
         let request_id = log.request_id.clone();
-        let answer = self.serve_body(token, endpoint, &body, snap, log).await?;
+        let answer = self.serve_body_with(token, endpoint, &body, snap, log, &forward).await?;
         Ok(respond(answer, endpoint, &request_id))
     }
 
@@ -140,6 +167,17 @@ impl Relay {
         let budget = BodyBudget { max: limits.max_inflight_body_bytes, metrics: &self.metrics };
         read_client_body(req, limits.max_request_body, snap.config.timeouts.client_body, budget).await
     }
+}
+
+/// Which counter answered a `count_tokens`: the vendor's (`exact`) or the relay's (`estimate`).
+pub const TOKEN_COUNT_HEADER: &str = "x-relay-token-count";
+const TOKEN_COUNT_EXACT: &str = "exact";
+const TOKEN_COUNT_ESTIMATE: &str = "estimate";
+
+/// A `count_tokens` answer: the channel's (its count, or its error), or the host's estimate.
+enum Counted {
+    Exact(crate::answer::Answer),
+    Estimate(u64),
 }
 
 /// A configuration goes into service: zero samples for its channels, its pools' idle bound.

@@ -5,6 +5,10 @@
 //!
 //! Besides the shared knobs, `x-mock-fault: overloaded-mid-stream` sends an `error` event
 //! (overloaded_error) after `message_start`, as Anthropic does under load.
+//!
+//! `POST /v1/messages/count_tokens` validates its body as Anthropic does (no `max_tokens`,
+//! no `stream`) and counts deterministically, so a test can tell its answer from the
+//! relay's estimate: [`count_tokens`].
 
 use http::{Method, Response, StatusCode, header};
 use serde_json::{Value, json};
@@ -28,6 +32,8 @@ const MESSAGE_PARAMS: &[&str] = &[
     "thinking",
     "service_tier",
 ];
+/// The top-level fields `count_tokens` accepts (a Messages body without the output ones).
+const COUNT_PARAMS: &[&str] = &["model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"];
 const BAD_TOOL_CHOICE: &str =
     "tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', 'tool', 'none'";
 const IMAGE_TYPES: &[&str] = &["image/jpeg", "image/png", "image/gif", "image/webp"];
@@ -80,6 +86,7 @@ pub(crate) async fn handle(req: &Req<'_>) -> Response<Body> {
     }
     match (req.method, req.path) {
         (&Method::POST, "/v1/messages") => messages(req),
+        (&Method::POST, "/v1/messages/count_tokens") => count_tokens(req),
         _ => error(StatusCode::NOT_FOUND, "Not Found"),
     }
 }
@@ -175,6 +182,44 @@ fn messages(req: &Req<'_>) -> Response<Body> {
     ));
     events.push(event("message_stop", json!({"type": "message_stop"})));
     event_stream(req, events, end, "text/event-stream; charset=utf-8")
+}
+
+/// `{"input_tokens": N}`: the whitespace-separated words of every string in `system`,
+/// `messages` and `tools` (names, descriptions, schemas) plus 3 per message, then doubled
+/// plus 1 (odd, so it never equals a count that happens to be even, and far from the
+/// relay's estimate of a quarter of the bytes).
+fn count_tokens(req: &Req<'_>) -> Response<Body> {
+    if req.header("anthropic-version").is_none() {
+        return invalid("anthropic-version: header is required");
+    }
+    let Some(obj) = req.body.as_object() else { return invalid("The request body is not valid JSON.") };
+    if let Some(k) = obj.keys().find(|k| !COUNT_PARAMS.contains(&k.as_str())) {
+        return invalid(format!("{k}: Extra inputs are not permitted"));
+    }
+    match obj.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => {}
+        Some(_) => return invalid("model: Input should be a valid string"),
+        None => return invalid("model: Field required"),
+    }
+    let checked = validate_system(obj.get("system"))
+        .and_then(|()| validate_tools(obj.get("tools")))
+        .and_then(|tools| validate_tool_choice(obj.get("tool_choice"), &tools))
+        .and_then(|_| validate_messages(obj.get("messages")));
+    if let Err(message) = checked {
+        return invalid(message);
+    }
+    fn words_in(v: &Value) -> u64 {
+        match v {
+            Value::String(s) => s.split_whitespace().count() as u64,
+            Value::Array(a) => a.iter().map(words_in).sum(),
+            Value::Object(o) => o.iter().map(|(k, v)| if k == "type" { 0 } else { words_in(v) }).sum(),
+            _ => 0,
+        }
+    }
+    let messages = obj.get("messages").and_then(Value::as_array).map_or(0, Vec::len) as u64;
+    let words: u64 = ["system", "messages", "tools"].iter().filter_map(|k| obj.get(*k)).map(words_in).sum();
+    let n = (words + 3 * messages) * 2 + 1;
+    json_response(StatusCode::OK, json!({"input_tokens": n}).to_string())
 }
 
 /// The content blocks and stop reason of the answer.

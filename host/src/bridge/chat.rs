@@ -141,6 +141,12 @@ pub struct Choice {
     pub message: AnswerMessage,
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// vLLM's name for the stop string that ended the text (see [`matched_stop`]).
+    #[serde(default, deserialize_with = "stop_text")]
+    pub stop_reason: Option<String>,
+    /// SGLang's name for it.
+    #[serde(default, deserialize_with = "stop_text")]
+    pub matched_stop: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +226,12 @@ pub struct ChunkChoice<'a> {
     pub delta: Option<Delta<'a>>,
     #[serde(borrow, default)]
     pub finish_reason: Option<Cow<'a, str>>,
+    /// vLLM's name for the stop string that ended the text (see [`matched_stop`]).
+    #[serde(default, deserialize_with = "stop_text")]
+    pub stop_reason: Option<String>,
+    /// SGLang's name for it.
+    #[serde(default, deserialize_with = "stop_text")]
+    pub matched_stop: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -272,4 +284,25 @@ pub fn error_message(body: &[u8]) -> String {
             if cut.is_empty() { "the vendor answered an error".to_string() } else { cut }
         }
     }
+}
+
+/// The stop string that ended a choice's text. OpenAI does not say; vLLM (`stop_reason`) and
+/// SGLang (`matched_stop`) do, as a string for a stop string and a number for a stop token
+/// (no stop sequence, so read as none).
+pub fn matched_stop<'a>(stop_reason: &'a Option<String>, matched_stop: &'a Option<String>) -> Option<&'a str> {
+    stop_reason.as_deref().or(matched_stop.as_deref()).filter(|s| !s.is_empty())
+}
+
+/// A string, or nothing for any other JSON value (a stop token's number, null).
+fn stop_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Str(String),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Option::<Text>::deserialize(d)? {
+        Some(Text::Str(s)) => Some(s),
+        _ => None,
+    })
 }

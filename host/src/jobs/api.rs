@@ -39,6 +39,7 @@ fn endpoint_name(e: Endpoint) -> &'static str {
         Endpoint::Embeddings => "embeddings",
         Endpoint::Responses => "responses",
         Endpoint::Messages => "messages",
+        Endpoint::MessagesCountTokens => "messages.count_tokens",
     }
 }
 
@@ -72,7 +73,7 @@ impl Jobs {
                 (checked.stream, checked.include_usage) = (true, true);
                 stream_body(&body)?
             }
-            Endpoint::Embeddings | Endpoint::Responses | Endpoint::Messages => body,
+            Endpoint::Embeddings | Endpoint::Responses | Endpoint::Messages | Endpoint::MessagesCountTokens => body,
         };
         let created = now_ms();
         let id = format!("job_{:016x}{:08x}", created * 1000, rand::random::<u32>());

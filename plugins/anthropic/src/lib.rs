@@ -1,10 +1,11 @@
 //! The Anthropic adapter: OpenAI chat completions ↔ Anthropic's Messages API
 //! (`POST /v1/messages` under the channel's `base_url`, `https://api.anthropic.com`).
 //!
-//! Anthropic Messages clients pass through natively (`native: [messages]`): the body goes
-//! to `/v1/messages` as the client sent it (unknown fields, `cache_control` and thinking
-//! blocks included) and the answer and stream events come back unchanged, usage read for
-//! accounting (`relay_plugin_kit::native::messages`).
+//! Anthropic Messages clients pass through natively (`native: [messages,
+//! messages-count-tokens]`): the body goes to `/v1/messages` (or `/v1/messages/count_tokens`)
+//! as the client sent it (unknown fields, `cache_control` and thinking blocks included) and
+//! the answer and stream events come back unchanged, usage read for accounting
+//! (`relay_plugin_kit::native::messages`).
 //!
 //! The credential goes in `x-api-key` (applied by the host). Channel settings:
 //! `anthropic_version` (the `anthropic-version` header, default
@@ -19,7 +20,7 @@ mod stream;
 use relay_plugin_kit::native;
 use relay_plugin_kit::prelude::*;
 
-pub use request::{DEFAULT_ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, PATH};
+pub use request::{COUNT_TOKENS_PATH, DEFAULT_ANTHROPIC_VERSION, DEFAULT_MAX_TOKENS, PATH};
 
 pub struct Anthropic;
 
@@ -29,7 +30,7 @@ impl Adapter for Anthropic {
     fn info() -> PluginInfo {
         PluginInfo {
             auth: AuthScheme::Header("x-api-key".into()),
-            native: vec![Endpoint::Messages],
+            native: vec![Endpoint::Messages, Endpoint::MessagesCountTokens],
             ..PluginInfo::new("anthropic", env!("CARGO_PKG_VERSION"), "Anthropic Messages API (Claude)")
         }
     }
@@ -38,13 +39,15 @@ impl Adapter for Anthropic {
         match ctx.endpoint {
             Endpoint::ChatCompletions => request::transform(ctx, body),
             Endpoint::Messages => Ok(native::request(PATH, request::headers(ctx), body)),
+            Endpoint::MessagesCountTokens => Ok(native::request(COUNT_TOKENS_PATH, request::headers(ctx), body)),
             other => Err(relay_plugin_kit::not_mapped(other)),
         }
     }
 
     fn transform_response(ctx: &CallContext, resp: UpstreamResponse) -> Result<RelayResponse, AdapterError> {
         match ctx.endpoint {
-            Endpoint::Messages => native::messages::response(resp),
+            // A count (`{"input_tokens": N}`) carries no usage: it is not billed.
+            Endpoint::Messages | Endpoint::MessagesCountTokens => native::messages::response(resp),
             _ => response::transform(ctx, resp),
         }
     }
@@ -63,7 +66,26 @@ mod tests {
         assert!(matches!(i.auth, AuthScheme::Header(ref h) if h == "x-api-key"));
         assert!(matches!(i.endpoints.as_slice(), [Endpoint::ChatCompletions]));
         assert!(matches!(i.stream_format, StreamFormat::Sse));
-        assert!(matches!(i.native.as_slice(), [Endpoint::Messages]));
+        assert!(matches!(i.native.as_slice(), [Endpoint::Messages, Endpoint::MessagesCountTokens]));
+    }
+
+    #[test]
+    fn a_count_tokens_request_passes_through_to_the_counter() {
+        let ctx = CallContext {
+            request_id: "r".into(),
+            endpoint: Endpoint::MessagesCountTokens,
+            model: "claude".into(),
+            stream: false,
+            include_usage: false,
+            settings: vec![],
+        };
+        let body = r#"{"model":"claude","messages":[{"role":"user","content":"hi"}],"thinking":{"type":"enabled","budget_tokens":1024}}"#;
+        let r = Anthropic::transform_request(&ctx, body).unwrap();
+        assert_eq!((r.path.as_str(), r.body.as_str()), (COUNT_TOKENS_PATH, body));
+        assert!(r.headers.iter().any(|h| h.name == "anthropic-version" && h.value == DEFAULT_ANTHROPIC_VERSION));
+        let answer = UpstreamResponse { status: 200, headers: vec![], body: r#"{"input_tokens":14}"#.into() };
+        let out = Anthropic::transform_response(&ctx, answer).unwrap();
+        assert_eq!((out.status, out.body.as_str(), out.usage.is_none()), (200, r#"{"input_tokens":14}"#, true));
     }
 
     #[test]

@@ -6,6 +6,8 @@ use serde_json::{Map, Value, json};
 
 /// The Messages endpoint, appended to the channel's `base_url` (`https://api.anthropic.com`).
 pub const PATH: &str = "/v1/messages";
+/// Anthropic's token counter for a Messages body (no `max_tokens`), under the same base URL.
+pub const COUNT_TOKENS_PATH: &str = "/v1/messages/count_tokens";
 /// The `anthropic-version` header when the channel sets no `anthropic_version`.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 /// `max_tokens` when neither the client nor the channel's `max_tokens` setting gives one:

@@ -276,6 +276,7 @@ pub fn endpoint_name(endpoint: Endpoint) -> &'static str {
         Endpoint::Embeddings => "embeddings",
         Endpoint::Responses => "responses",
         Endpoint::Messages => "messages",
+        Endpoint::MessagesCountTokens => "messages-count-tokens",
     }
 }
 

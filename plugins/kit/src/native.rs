@@ -104,7 +104,7 @@ impl<C: StreamAdapter, N: StreamAdapter> StreamAdapter for Split<C, N> {
     fn new(ctx: &CallContext) -> Self {
         match ctx.endpoint {
             Endpoint::ChatCompletions | Endpoint::Embeddings => Split::Chat(C::new(ctx)),
-            Endpoint::Responses | Endpoint::Messages => Split::Native(N::new(ctx)),
+            Endpoint::Responses | Endpoint::Messages | Endpoint::MessagesCountTokens => Split::Native(N::new(ctx)),
         }
     }
 

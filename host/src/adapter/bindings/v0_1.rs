@@ -30,11 +30,13 @@ fn endpoint(e: m::Endpoint) -> Result<t::Endpoint, m::AdapterError> {
     match e {
         m::Endpoint::ChatCompletions => Ok(t::Endpoint::ChatCompletions),
         m::Endpoint::Embeddings => Ok(t::Endpoint::Embeddings),
-        m::Endpoint::Responses | m::Endpoint::Messages => Err(m::AdapterError::Unsupported(format!(
-            "the adapter speaks contract {}, which has no '{}' endpoint",
-            super::Contract::V0_1.version(),
-            e.as_str()
-        ))),
+        m::Endpoint::Responses | m::Endpoint::Messages | m::Endpoint::MessagesCountTokens => {
+            Err(m::AdapterError::Unsupported(format!(
+                "the adapter speaks contract {}, which has no '{}' endpoint",
+                super::Contract::V0_1.version(),
+                e.as_str()
+            )))
+        }
     }
 }
 

@@ -20,6 +20,7 @@ impl From<t::Endpoint> for m::Endpoint {
             t::Endpoint::Embeddings => m::Endpoint::Embeddings,
             t::Endpoint::Responses => m::Endpoint::Responses,
             t::Endpoint::Messages => m::Endpoint::Messages,
+            t::Endpoint::MessagesCountTokens => m::Endpoint::MessagesCountTokens,
         }
     }
 }
@@ -31,6 +32,7 @@ impl From<m::Endpoint> for t::Endpoint {
             m::Endpoint::Embeddings => t::Endpoint::Embeddings,
             m::Endpoint::Responses => t::Endpoint::Responses,
             m::Endpoint::Messages => t::Endpoint::Messages,
+            m::Endpoint::MessagesCountTokens => t::Endpoint::MessagesCountTokens,
         }
     }
 }

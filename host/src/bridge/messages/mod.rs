@@ -397,8 +397,17 @@ impl OutUsage {
     }
 }
 
-/// Chat's `finish_reason` → Anthropic's `stop_reason`. Chat does not say whether a stop
-/// sequence ended the text, so `stop` is always `end_turn`.
+/// Chat's `finish_reason` (and the stop string, when the vendor names it) → Anthropic's
+/// `stop_reason` and `stop_sequence`: `stop` with a named stop string is `stop_sequence`;
+/// OpenAI itself does not name it, so there `stop` is `end_turn`.
+fn stop_of<'a>(finish: Option<&str>, matched: Option<&'a str>) -> (&'static str, Option<&'a str>) {
+    match (finish, matched) {
+        (Some("stop"), Some(seq)) => ("stop_sequence", Some(seq)),
+        _ => (stop_reason(finish), None),
+    }
+}
+
+/// Chat's `finish_reason` → Anthropic's `stop_reason`, without a stop string.
 fn stop_reason(finish: Option<&str>) -> &'static str {
     match finish {
         Some("length") => "max_tokens",
@@ -464,14 +473,16 @@ fn message_of(c: &chat::Completion, model: &str) -> Result<Bytes, String> {
             input: tool_input(&call.function.arguments),
         });
     }
+    let (stop_reason, stop_sequence) =
+        stop_of(choice.finish_reason.as_deref(), chat::matched_stop(&choice.stop_reason, &choice.matched_stop));
     let out = OutMessage {
         id: message_id(c.id.as_deref().unwrap_or("relay")),
         kind: "message",
         role: "assistant",
         model: c.model.as_deref().unwrap_or(model),
         content,
-        stop_reason: stop_reason(choice.finish_reason.as_deref()),
-        stop_sequence: None,
+        stop_reason,
+        stop_sequence,
         usage: c.usage.as_ref().map(OutUsage::from_chat).unwrap_or_default(),
     };
     serde_json::to_vec(&out).map(Bytes::from).map_err(|e| e.to_string())

@@ -11,8 +11,9 @@ enum Event<'a> {
     ContentBlockStart { index: u32, content_block: StartBlock<'a> },
     ContentBlockDelta { index: u32, delta: BlockDelta<'a> },
     ContentBlockStop { index: u32 },
-    MessageDelta { delta: MessageDeltaBody, usage: OutUsage },
+    MessageDelta { delta: MessageDeltaBody<'a>, usage: OutUsage },
     MessageStop,
+    Ping,
 }
 
 impl Event<'_> {
@@ -24,6 +25,7 @@ impl Event<'_> {
             Event::ContentBlockStop { .. } => "content_block_stop",
             Event::MessageDelta { .. } => "message_delta",
             Event::MessageStop => "message_stop",
+            Event::Ping => "ping",
         }
     }
 }
@@ -59,9 +61,9 @@ enum BlockDelta<'a> {
 }
 
 #[derive(Serialize)]
-struct MessageDeltaBody {
+struct MessageDeltaBody<'a> {
     stop_reason: &'static str,
-    stop_sequence: Option<&'static str>,
+    stop_sequence: Option<&'a str>,
 }
 
 /// The content block open in the stream.
@@ -84,6 +86,8 @@ pub struct Stream {
     /// The index of the open block (or of the next one, when none is open).
     index: u32,
     stop: Option<&'static str>,
+    /// The stop string that ended the text, when the vendor named it.
+    stop_sequence: Option<String>,
     usage: Option<chat::Usage>,
 }
 
@@ -96,6 +100,7 @@ impl Stream {
             open: Open::None,
             index: 0,
             stop: None,
+            stop_sequence: None,
             usage: None,
         }
     }
@@ -126,6 +131,8 @@ impl Stream {
             usage: OutUsage::default(),
         };
         Self::emit(out, &Event::MessageStart { message });
+        // As Anthropic does: a keep-alive right after the start (clients ignore it).
+        Self::emit(out, &Event::Ping);
     }
 
     fn close(&mut self, out: &mut Vec<OutputEvent>) {
@@ -187,7 +194,9 @@ impl Stream {
                 }
             }
             if let Some(reason) = choice.finish_reason.as_deref() {
-                self.stop = Some(stop_reason(Some(reason)));
+                let (stop, seq) = stop_of(Some(reason), chat::matched_stop(&choice.stop_reason, &choice.matched_stop));
+                self.stop = Some(stop);
+                self.stop_sequence = seq.map(str::to_owned);
             }
         }
         Ok(())
@@ -202,7 +211,10 @@ impl Stream {
             (None, Some(u)) => OutUsage::from_model(u),
             (None, None) => OutUsage::default(),
         };
-        let delta = MessageDeltaBody { stop_reason: self.stop.unwrap_or("end_turn"), stop_sequence: None };
+        let delta = MessageDeltaBody {
+            stop_reason: self.stop.unwrap_or("end_turn"),
+            stop_sequence: self.stop_sequence.as_deref(),
+        };
         Self::emit(out, &Event::MessageDelta { delta, usage });
         Self::emit(out, &Event::MessageStop);
     }

@@ -111,6 +111,19 @@ fn a_completion_maps_to_a_message_and_errors_to_anthropics_shape() {
         let c = json!({"choices": [{"finish_reason": finish, "message": {"content": "x"}}]});
         assert_eq!(answer(whole(200, c)).1["stop_reason"], stop);
     }
+    // A stop string the vendor names (vLLM's `stop_reason`, SGLang's `matched_stop`) is a
+    // stop sequence; a stop token's number, or none, is the end of the turn.
+    for (choice, stop, seq) in [
+        (json!({"stop_reason": "END"}), "stop_sequence", json!("END")),
+        (json!({"matched_stop": "###"}), "stop_sequence", json!("###")),
+        (json!({"stop_reason": 128009}), "end_turn", Value::Null),
+        (json!({"stop_reason": null}), "end_turn", Value::Null),
+    ] {
+        let mut c = json!({"finish_reason": "stop", "message": {"content": "x"}});
+        c.as_object_mut().unwrap().extend(choice.as_object().unwrap().clone());
+        let m = answer(whole(200, json!({"choices": [c]}))).1;
+        assert_eq!((&m["stop_reason"], &m["stop_sequence"]), (&json!(stop), &seq), "{m}");
+    }
     let (status, e) = answer(whole(429, json!({"error": {"message": "slow down", "type": "rate_limit_error"}})));
     assert_eq!(
         (status, e),
@@ -162,6 +175,7 @@ fn a_chunk_stream_becomes_messages_events() {
         names,
         [
             "message_start",
+            "ping",
             "content_block_start",
             "content_block_delta",
             "content_block_delta",
@@ -175,19 +189,20 @@ fn a_chunk_stream_becomes_messages_events() {
         ]
     );
     assert_eq!(events[0].1["message"]["id"], "msg_chatcmpl-9");
+    assert_eq!(events[1].1, json!({"type": "ping"}));
     assert_eq!(
-        events[1].1,
+        events[2].1,
         json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
     );
-    assert_eq!(events[2].1["delta"], json!({"type": "text_delta", "text": "Hel"}));
+    assert_eq!(events[3].1["delta"], json!({"type": "text_delta", "text": "Hel"}));
     assert_eq!(
-        events[5].1,
+        events[6].1,
         json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "call_1", "name": "f", "input": {}}})
     );
-    assert_eq!(events[7].1["delta"], json!({"type": "input_json_delta", "partial_json": "1}"}));
-    assert_eq!(events[8].1, json!({"type": "content_block_stop", "index": 1}));
+    assert_eq!(events[8].1["delta"], json!({"type": "input_json_delta", "partial_json": "1}"}));
+    assert_eq!(events[9].1, json!({"type": "content_block_stop", "index": 1}));
     assert_eq!(
-        events[9].1,
+        events[10].1,
         json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null},
             "usage": {"input_tokens": 7, "output_tokens": 3, "cache_creation_input_tokens": null, "cache_read_input_tokens": null}})
     );
@@ -198,7 +213,19 @@ fn a_chunk_stream_becomes_messages_events() {
     // An empty clean stream is still a whole message.
     let empty = run(vec![], End::Done { usage: None });
     let names: Vec<&str> = empty.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["message_start", "message_delta", "message_stop"]);
+    assert_eq!(names, ["message_start", "ping", "message_delta", "message_stop"]);
+    // A stream whose vendor names the stop string ends with it.
+    let stopped = run(
+        vec![
+            chunk(json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": null}]})),
+            chunk(
+                json!({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "stop_reason": "END"}]}),
+            ),
+        ],
+        End::Done { usage: None },
+    );
+    let delta = &stopped.iter().find(|(n, _)| n == "message_delta").expect("message_delta").1["delta"];
+    assert_eq!(delta, &json!({"stop_reason": "stop_sequence", "stop_sequence": "END"}));
     // What is no chunk ends the stream.
     let mut s = Stream::new("m");
     assert!(s.apply(&mut Batch { events: vec![OutputEvent { name: None, data: "[".into() }], end: None }).is_err());
