@@ -197,7 +197,8 @@ impl Relay {
                 ctx.settings.clone_from(&channel.settings);
                 let again = tries < r.attempts;
                 let bridged = Bridged { chat_body: &mut chat_body, call: call.as_ref() };
-                let attempt = self.attempt(channel, client, &ctx, text, bridged, limits, log, later || again, forward).await;
+                let attempt =
+                    self.attempt(channel, client, &ctx, text, bridged, limits, log, later || again, forward).await;
                 let retry = attempt.retry();
                 if retry == Retry::Never {
                     return commit(attempt, log);
