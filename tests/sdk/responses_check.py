@@ -30,6 +30,7 @@ from typing import Any
 
 import openai
 from openai import OpenAI
+from checks import CheckFailed, expect, expect_true
 
 TOOL_PROMPT = "What is the weather in Paris?"
 TOOL_NAME = "get_weather"
@@ -51,22 +52,6 @@ REQUEST_TIMEOUT = 30.0
 # How long a background response may take to finish before the check gives up.
 BACKGROUND_DEADLINE = 30.0
 TERMINAL = ("response.completed", "response.failed", "response.incomplete")
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def expect(what: str, got: Any, want: Any) -> None:
-    if got != want:
-        raise CheckFailed(f"{what}: expected {want!r}, got {got!r}")
-    print(f"ok  {what}")
-
-
-def expect_true(what: str, cond: bool, detail: Any) -> None:
-    if not cond:
-        raise CheckFailed(f"{what}: {detail!r}")
-    print(f"ok  {what}")
 
 
 def check_events(what: str, events: list[Any], first_seq: int) -> str:
@@ -146,6 +131,7 @@ def check_background(client: OpenAI, a: argparse.Namespace) -> None:
     s.close()
     expect_true("resume: the cut stream stopped before its end", first[-1].type not in TERMINAL, first[-1].type)
     rid = first[0].response.id
+    expect("resume: the live events say background", first[0].response.background, True)
     text = check_events("resume: before the cut", first, 0)
     last = first[-1].sequence_number
     rest = list(client.responses.retrieve(rid, stream=True, starting_after=last))

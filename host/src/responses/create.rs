@@ -89,7 +89,8 @@ async fn serve(
         let max = snap.config.limits.max_request_body;
         let input = chain::conversation::<RelayError>(prev, own.clone(), max, |link_id| link(jobs, &owner, link_id))?;
         map.insert("input".into(), Value::Array(input));
-        checked.response = Some(Arc::new(Meta { id: id.clone(), previous_response_id: Some(prev.clone()) }));
+        checked.response =
+            Some(Arc::new(Meta { id: id.clone(), previous_response_id: Some(prev.clone()), background: false }));
         rewritten = true;
     }
     let created = now_ms();
@@ -107,8 +108,11 @@ async fn serve(
     };
     if background {
         let skeleton = view::skeleton(&map, &id, previous.as_deref(), created);
-        // The job runs a plain stream: `background` is the relay's, never a vendor's.
+        // The job runs a plain stream: `background` is the relay's, never a vendor's; its
+        // Response objects still say `background: true` (`Meta`).
         map.remove("background");
+        let previous_response_id = checked.response.as_ref().and_then(|m| m.previous_response_id.clone());
+        checked.response = Some(Arc::new(Meta { id: id.clone(), previous_response_id, background: true }));
         map.insert("stream".into(), Value::Bool(true));
         checked.stream = true;
         let body = Bytes::from(Value::Object(map).to_string());

@@ -31,11 +31,14 @@ pub struct Meta {
     /// The stored response this one continues; its conversation is put before `input` by
     /// the host, so no vendor is asked for it.
     pub previous_response_id: Option<String>,
+    /// The relay runs this response in the background: the vendor is sent a plain stream
+    /// (no `background`), and every Response object still says `background: true`.
+    pub background: bool,
 }
 
 impl Meta {
     pub fn new() -> Arc<Meta> {
-        Arc::new(Meta { id: new_id(), previous_response_id: None })
+        Arc::new(Meta { id: new_id(), previous_response_id: None, background: false })
     }
 }
 
@@ -122,6 +125,7 @@ impl Call {
     pub fn new(meta: Arc<Meta>, body: &str) -> Result<Call, RelayError> {
         let mut echo: Echo = serde_json::from_str(body).map_err(not_a_request)?;
         echo.metadata.get_or_insert_with(|| Value::Object(Default::default()));
+        echo.background |= meta.background;
         Ok(Call { meta, created_at: now_secs(), echo })
     }
 
@@ -816,11 +820,15 @@ pub fn native_response(whole: Whole, call: &Call) -> Whole {
     Whole { body, ..whole }
 }
 
-/// The relay's names on a vendor's Response object.
+/// The relay's names on a vendor's Response object (and its `background`, which the relay
+/// runs itself).
 fn name_response(object: &mut serde_json::Map<String, Value>, meta: &Meta) {
     object.insert("id".into(), Value::String(meta.id.clone()));
     let previous = meta.previous_response_id.clone().map_or(Value::Null, Value::String);
     object.insert("previous_response_id".into(), previous);
+    if meta.background {
+        object.insert("background".into(), Value::Bool(true));
+    }
 }
 
 mod stream;

@@ -15,7 +15,7 @@ fn refused(req: Value) -> RelayError {
 }
 
 fn call_of(req: Value) -> Arc<Call> {
-    let meta = Arc::new(Meta { id: "resp_1".into(), previous_response_id: Some("resp_0".into()) });
+    let meta = Arc::new(Meta { id: "resp_1".into(), previous_response_id: Some("resp_0".into()), background: false });
     Arc::new(Call::new(meta, &req.to_string()).unwrap())
 }
 
