@@ -405,3 +405,37 @@ async fn timeouts_total_cuts_a_job_from_its_start() {
     let started = v["started_at"].as_u64().unwrap_or(0);
     assert!(started > v["created_at"].as_u64().unwrap_or(u64::MAX), "it did wait in the queue: {v}");
 }
+
+/// `Prefer: respond-async` on `POST /v1/messages`: the key as `x-api-key`, a 202 job whose
+/// result is the Message a synchronous request answers (bridged through chat here), the
+/// `stream` of the body dropped; refusals in Anthropic's shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_messages_job_runs_whole_and_its_result_is_the_message() {
+    let m = mock().await;
+    let relay = start(&setup_config(&m, "")).await;
+    let body = json!({"model": "demo-gpt", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "Hello async"}]});
+    let headers = [("x-api-key", CLIENT_KEY), ("prefer", "respond-async")];
+    let a = relay.request_with(Method::POST, "/v1/messages", None, &headers, &body.to_string()).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+    let id = a.json()["id"].as_str().expect("id").to_string();
+    let v = finished(&relay, &id).await;
+    assert_eq!(v["status"], "succeeded", "{v}");
+    let r = &v["result"];
+    assert_eq!((r["type"].as_str(), r["role"].as_str()), (Some("message"), Some("assistant")), "{v}");
+    assert_eq!(r["content"][0]["text"], "Hello from the demo upstream! You said: Hello async");
+    assert_eq!(r["stop_reason"], "end_turn");
+    assert!(v["progress"]["completion_tokens"].as_u64().is_some_and(|n| n > 0), "{v}");
+    let sent = m.stats.received();
+    let last = &sent.last().expect("the vendor was called").body;
+    assert_ne!(last["stream"], true, "the job ran whole: {last}");
+
+    // A wrong key: Anthropic's error, no job.
+    let wrong = [("x-api-key", "sk-wrong"), ("prefer", "respond-async")];
+    let a = relay.request_with(Method::POST, "/v1/messages", None, &wrong, &body.to_string()).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        (a.json()["type"].as_str(), a.json()["error"]["type"].as_str()),
+        (Some("error"), Some("authentication_error"))
+    );
+}

@@ -61,6 +61,7 @@ pub async fn dispatch(relay: Arc<Relay>, jobs: Arc<Jobs>, req: Request<Incoming>
         (&Method::POST, "/v1/chat/completions") => relay.handle(req, Endpoint::ChatCompletions).await,
         (&Method::POST, "/v1/embeddings") => relay.handle(req, Endpoint::Embeddings).await,
         // Anthropic Messages; `Prefer: respond-async` is not offered on it (answered in-line).
+        (&Method::POST, "/v1/messages") if wants_async(req.headers()) => jobs.submit(req, Endpoint::Messages).await,
         (&Method::POST, "/v1/messages") => relay.handle(req, Endpoint::Messages).await,
         (&Method::POST, "/v1/messages/count_tokens") => relay.count_tokens(req).await,
         // OpenAI Responses: `Prefer: respond-async` makes a relay job as on chat; otherwise

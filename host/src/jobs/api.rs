@@ -11,9 +11,9 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::auth::authenticate;
+use crate::auth::{authenticate, authenticate_anthropic};
 use crate::error::{ErrorKind, RelayError};
-use crate::http::{Body, error_response, json_response, request_id};
+use crate::http::{Body, api_error_response, error_response, json_response, request_id};
 use crate::model::Endpoint;
 use crate::service::Relay;
 
@@ -44,17 +44,21 @@ fn endpoint_name(e: Endpoint) -> &'static str {
 }
 
 impl Jobs {
-    /// `POST /v1/chat/completions` or `/v1/embeddings` with `Prefer: respond-async`.
+    /// `POST /v1/chat/completions`, `/v1/embeddings`, `/v1/responses` or `/v1/messages`
+    /// with `Prefer: respond-async`; refusals in the client API's error shape.
     pub async fn submit(&self, req: Request<Incoming>, endpoint: Endpoint) -> Response<Body> {
         match self.try_submit(req, endpoint).await {
             Ok(r) => r,
-            Err(e) => error_response(&e, None),
+            Err(e) => api_error_response(endpoint, &e, None),
         }
     }
 
     async fn try_submit(&self, req: Request<Incoming>, endpoint: Endpoint) -> Result<Response<Body>, RelayError> {
         let snap = self.relay.snapshot();
-        let token = authenticate(req.headers(), &snap)?;
+        let token = match endpoint {
+            Endpoint::Messages => authenticate_anthropic(req.headers(), &snap)?,
+            _ => authenticate(req.headers(), &snap)?,
+        };
         // Before reading the body: no need to take 32 MiB to answer 503.
         if let Err(e) = self.store.health() {
             return Err(self.refused(Refusal::StoreDown, store_error(e)));
@@ -73,7 +77,13 @@ impl Jobs {
                 (checked.stream, checked.include_usage) = (true, true);
                 stream_body(&body)?
             }
-            Endpoint::Embeddings | Endpoint::Responses | Endpoint::Messages | Endpoint::MessagesCountTokens => body,
+            Endpoint::Messages => {
+                // Run whole: the job's result is the Message (the job store's progress
+                // events are chat chunks, which a Messages stream does not make).
+                checked.stream = false;
+                whole_body(&body)?
+            }
+            Endpoint::Embeddings | Endpoint::Responses | Endpoint::MessagesCountTokens => body,
         };
         let created = now_ms();
         let id = format!("job_{:016x}{:08x}", created * 1000, rand::random::<u32>());
@@ -226,6 +236,14 @@ impl Jobs {
         h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         resp
     }
+}
+
+/// A Messages request made to answer whole (`stream` removed); everything else is kept.
+fn whole_body(body: &[u8]) -> Result<Bytes, RelayError> {
+    let mut v: serde_json::Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|e| RelayError::bad_request(format!("We could not parse the JSON body of your request: {e}")))?;
+    v.remove("stream");
+    Ok(Bytes::from(Value::Object(v).to_string()))
 }
 
 /// A chat request made to stream with usage, so the job's progress is live and its

@@ -121,7 +121,9 @@ impl Jobs {
             return responses_end(v);
         }
         let text = String::from_utf8_lossy(&whole.body).into_owned();
-        if let Err(o) = sink.append(vec![text], v.pointer("/usage/completion_tokens").and_then(Value::as_u64)).await {
+        // Chat's usage names them completion tokens, Messages' output tokens.
+        let tokens = ["/usage/completion_tokens", "/usage/output_tokens"].iter().find_map(|p| v.pointer(p)?.as_u64());
+        if let Err(o) = sink.append(vec![text], tokens).await {
             return o;
         }
         JobEnd::Succeeded(v)
