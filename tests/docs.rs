@@ -546,6 +546,8 @@ async fn the_docs_commands_run() {
         commands.extend(doc_commands(f));
     }
     let mut job_id: Option<String> = None;
+    // The last Responses id a command printed, for the commands that name one (`resp_…`).
+    let mut response_id: Option<String> = None;
     let (mut ran, mut failures) = (0, Vec::new());
     for c in commands.iter().filter(|c| matches!(program(&c.text), "relay" | "curl")) {
         if SKIP.iter().any(|(prefix, _)| c.text.starts_with(prefix)) {
@@ -565,6 +567,13 @@ async fn the_docs_commands_run() {
                 continue;
             };
             cmd = cmd.replace("job_00063f1c2a9b4e1042d1f00c", id).replace("job_…", id);
+        }
+        if cmd.contains("resp_…") {
+            let Some(id) = &response_id else {
+                failures.push(format!("{}:{}: names a response before any was created: {}", c.file, c.line, c.text));
+                continue;
+            };
+            cmd = cmd.replace("resp_…", id);
         }
         // Run from the repository's root, as the docs' relative paths are written.
         let out = Command::new("sh")
@@ -587,6 +596,9 @@ async fn the_docs_commands_run() {
                 String::from_utf8_lossy(&out.stderr)
             ));
             continue;
+        }
+        if let Some(i) = stdout.find("\"id\":\"resp_") {
+            response_id = stdout[i + 6..].split('"').next().map(str::to_string);
         }
         if let Some(i) = stdout.find("\"id\":\"job_") {
             let id = &stdout[i + 6..];
