@@ -7,7 +7,7 @@
 //! `RELAY_SKIP_SDK=1` to skip on a machine without Python; never honoured under CI).
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use demo_upstream::{Received, Vendor};
 use relay_tests::*;
@@ -54,16 +54,7 @@ async fn sdk_check(python: PathBuf, case: Case<'_>) -> Vec<Received> {
     if case.native {
         cmd.arg("--native");
     }
-    let out: Output = tokio::task::spawn_blocking(move || cmd.output()).await.expect("join").expect("script starts");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "the Anthropic SDK check failed through the {} adapter ({}):\n{stdout}{stderr}\nrelay log:\n{}",
-        case.adapter,
-        out.status,
-        relay.logs()
-    );
-    eprintln!("{stdout}");
+    run_sdk_check(cmd, &format!("the Anthropic SDK check through the {} adapter", case.adapter), &relay).await;
     let metrics = relay.metrics().await;
     assert_eq!(
         metrics.value("relay_errors_total", &[("endpoint", "messages"), ("kind", "authentication")]),

@@ -35,22 +35,10 @@ fn anthropic_error(a: &Answer) -> (StatusCode, String, String) {
     (a.status, ty.to_string(), msg.to_string())
 }
 
-/// The named events of an SSE body: `(event, data)`.
-fn events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or_default().to_string();
-            let data: String = e.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
-            (name, serde_json::from_str(&data).unwrap_or_else(|err| panic!("{err}: {e}")))
-        })
-        .collect()
-}
-
 /// A stream that was cut: it began, it ends with Anthropic's error event, no message_stop.
 fn assert_cut(a: &Answer, message_has: &str) {
     assert_eq!(a.status, StatusCode::OK);
-    let evs = events(&a.text());
+    let evs = sse_events(&a.text());
     assert_eq!(evs.first().map(|e| e.0.as_str()), Some("message_start"), "{evs:?}");
     assert!(!evs.iter().any(|e| e.0 == "message_stop"), "a cut stream must not end with message_stop: {evs:?}");
     let (name, data) = evs.last().expect("events");
@@ -134,7 +122,7 @@ async fn a_cut_stream_ends_with_event_error_never_message_stop() {
     let (relay, baseline) = openai_relay(&m, &[("stall", stall), ("drop", drop)]).await;
     // A clean one first: the bridged sequence ends with message_stop.
     let a = messages(&relay, &body("ok", true)).await;
-    let evs = events(&a.text());
+    let evs = sse_events(&a.text());
     assert_eq!(evs.last().map(|e| e.0.as_str()), Some("message_stop"), "{evs:?}");
     assert!(evs.iter().any(|e| e.0 == "content_block_delta"));
     assert_cut(&messages(&relay, &body("stall", true)).await, "upstream stream idle timeout after 0.5 s");
@@ -165,7 +153,7 @@ async fn a_native_stream_cut_by_the_vendor_ends_with_event_error() {
     let relay = TestRelay::start(Setup { config: &config, adapters: &["anthropic"], env: &[] }).await;
     let baseline = warm_baseline(&relay, &[]).await;
     let a = messages(&relay, &body("claude-ok", true)).await;
-    let evs = events(&a.text());
+    let evs = sse_events(&a.text());
     assert_eq!(evs.last().map(|e| e.0.as_str()), Some("message_stop"), "{evs:?}");
     assert!(evs.iter().any(|e| e.0 == "ping"), "the vendor's own events pass through: {evs:?}");
     assert_cut(&messages(&relay, &body("claude-drop", true)).await, "");
@@ -225,7 +213,7 @@ async fn failover_moves_from_a_native_channel_to_a_bridged_one() {
         let a = messages(&relay, &body("both", stream)).await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.text());
         let text = if stream {
-            let evs = events(&a.text());
+            let evs = sse_events(&a.text());
             assert_eq!(evs.last().map(|e| e.0.as_str()), Some("message_stop"), "{evs:?}");
             evs.iter().filter_map(|(_, d)| d["delta"]["text"].as_str().map(str::to_string)).collect::<String>()
         } else {

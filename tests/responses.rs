@@ -9,7 +9,7 @@
 //! under CI).
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use demo_upstream::{Received, Vendor};
@@ -71,16 +71,7 @@ async fn sdk_check(python: PathBuf, case: Case<'_>) -> Vec<Received> {
     if case.native {
         cmd.arg("--native");
     }
-    let out: Output = tokio::task::spawn_blocking(move || cmd.output()).await.expect("join").expect("script starts");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "the Responses SDK check failed through the {} adapter ({}):\n{stdout}{stderr}\nrelay log:\n{}",
-        case.adapter,
-        out.status,
-        relay.logs()
-    );
-    eprintln!("{stdout}");
+    run_sdk_check(cmd, &format!("the Responses SDK check through the {} adapter", case.adapter), &relay).await;
     let metrics = relay.metrics().await;
     assert_eq!(
         metrics.value("relay_errors_total", &[("endpoint", "responses"), ("kind", "authentication")]),

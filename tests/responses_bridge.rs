@@ -23,18 +23,6 @@ async fn responses(relay: &TestRelay, body: &Value) -> Answer {
     relay.request(Method::POST, "/v1/responses", Some(CLIENT_KEY), &body.to_string()).await
 }
 
-/// The named events of an SSE body: `(event, data)`.
-fn events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or_default().to_string();
-            let data: String = e.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
-            (name, serde_json::from_str(&data).unwrap_or_else(|err| panic!("{err}: {e}")))
-        })
-        .collect()
-}
-
 /// What every Responses stream keeps: each event's `type` is its SSE name, sequence numbers
 /// count from 0 by 1, `response.created` comes first, and every `response` carried is the
 /// same response (the relay's id). Returns that id.
@@ -114,14 +102,7 @@ print("the SDK client read", r.id, "and", final.id)
 "#;
     let mut cmd = Command::new(python);
     cmd.args(["-c", script, &relay.url("/v1"), CLIENT_KEY, model, REPLY]);
-    let out = tokio::task::spawn_blocking(move || cmd.output()).await.expect("join").expect("python starts");
-    assert!(
-        out.status.success(),
-        "the SDK client failed:\n{}{}\nrelay log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        relay.logs()
-    );
+    run_sdk_check(cmd, "the SDK client", relay).await;
 }
 
 struct Case<'a> {
@@ -185,7 +166,7 @@ async fn bridged_flow(case: Case<'_>) -> Vec<Received> {
     let a = responses(&relay, &json!({"model": model, "input": PROMPT, "stream": true})).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert!(!a.text().contains("[DONE]"));
-    let evs = events(&a.text());
+    let evs = sse_events(&a.text());
     well_formed(&evs);
     assert_eq!(streamed_text(&evs), REPLY, "{evs:?}");
     let names: Vec<&str> = evs.iter().map(|e| e.0.as_str()).collect();
@@ -221,7 +202,7 @@ async fn bridged_flow(case: Case<'_>) -> Vec<Received> {
     let mut streamed_ask = ask.clone();
     streamed_ask["stream"] = json!(true);
     let a = responses(&relay, &streamed_ask).await;
-    let evs = events(&a.text());
+    let evs = sse_events(&a.text());
     well_formed(&evs);
     let added = evs.iter().find(|e| e.0 == "response.output_item.added" && e.1["item"]["type"] == "function_call");
     assert!(added.is_some(), "{evs:?}");
@@ -244,7 +225,7 @@ async fn bridged_flow(case: Case<'_>) -> Vec<Received> {
     assert_eq!((r["status"].clone(), r["output"][0]["type"].clone()), (json!("completed"), json!("message")), "{r}");
     objects.push(r);
     let a = responses(&relay, &turn(true)).await;
-    let evs = events(&a.text());
+    let evs = sse_events(&a.text());
     well_formed(&evs);
     assert_eq!(evs.last().map(|e| e.0.as_str()), Some("response.completed"));
     all_events.extend(evs.into_iter().map(|e| e.1));
@@ -336,7 +317,7 @@ async fn responses_through_the_azure_adapter() {
 /// with `response.completed`.
 fn assert_failed(a: &Answer, message_has: &str) -> Value {
     assert_eq!(a.status, StatusCode::OK);
-    let evs = events(&a.text());
+    let evs = sse_events(&a.text());
     well_formed(&evs);
     assert!(!evs.iter().any(|e| e.0 == "response.completed"), "a cut stream must not complete: {evs:?}");
     let (name, data) = evs.last().expect("events");
@@ -370,7 +351,7 @@ async fn a_stream_cut_by_the_vendor_ends_with_response_failed() {
     assert!(failed[1]["response"]["output"][0]["content"][0]["text"].as_str().is_some_and(|t| !t.is_empty()));
     // A vendor event nobody can read: the stream still ends as a Responses stream.
     let a = responses(&relay, &body("garbage")).await;
-    let evs = events(&a.text());
+    let evs = sse_events(&a.text());
     well_formed(&evs);
     let last = evs.last().map(|e| e.0.as_str());
     assert!(matches!(last, Some("response.failed" | "response.completed")), "{evs:?}");

@@ -26,16 +26,11 @@ async fn responses(relay: &TestRelay, body: &str) -> Answer {
 
 /// The typed events of a Responses stream: `(event, data)`; each data's `type` is its name.
 fn events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or_default().to_string();
-            let data: String = e.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
-            let v: Value = serde_json::from_str(&data).unwrap_or_else(|err| panic!("{err}: {e}"));
-            assert_eq!(v["type"], name.as_str(), "an event's type is its name: {e}");
-            (name, v)
-        })
-        .collect()
+    let evs = sse_events(text);
+    for (name, v) in &evs {
+        assert_eq!(v["type"], name.as_str(), "an event's type is its name: {v}");
+    }
+    evs
 }
 
 /// A clean stream: numbered from 0 by one, ending `response.completed` with the reply.

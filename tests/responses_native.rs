@@ -37,20 +37,6 @@ async fn raw(mock: &Mock, headers: &[(&str, &str)], body: &Value) -> (StatusCode
     (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// An SSE body's events: (the `event:` name, the data as JSON).
-fn events(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or_default().to_string();
-            let data: Vec<&str> = e.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
-            let data =
-                serde_json::from_str(&data.join("\n")).unwrap_or_else(|e| panic!("event not JSON ({e}): {text}"));
-            (name, data)
-        })
-        .collect()
-}
-
 /// Every event named by its `type`, numbered from 0 by one.
 fn assert_well_formed(evs: &[(String, Value)]) {
     for (i, (name, data)) in evs.iter().enumerate() {
@@ -99,7 +85,7 @@ async fn mock_answers_in_openais_responses_format() {
     assert_eq!(status, StatusCode::OK);
     assert!(headers["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     assert!(!text.contains("[DONE]"), "{text}");
-    let evs = events(&text);
+    let evs = sse_events(&text);
     assert_well_formed(&evs);
     let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
@@ -127,7 +113,7 @@ async fn mock_answers_in_openais_responses_format() {
     // A function tool (flat shape) is called; its output is quoted on the next turn.
     let tools = json!([{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
     let (_, _, text) = raw(&m, &[], &json!({"model": MODEL, "input": "Paris", "tools": tools, "stream": true})).await;
-    let evs = events(&text);
+    let evs = sse_events(&text);
     assert_well_formed(&evs);
     let call = &evs.last().unwrap().1["response"]["output"][0];
     assert_eq!((call["type"].as_str(), call["name"].as_str()), (Some("function_call"), Some("get_weather")));
@@ -256,7 +242,7 @@ async fn mock_faults_on_the_responses_endpoint() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("2"))
     );
 
-    let names = |text: &str| events(text).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    let names = |text: &str| sse_events(text).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
     let (_, _, text) = raw(&m, &[("x-mock-fault", "no-terminator")], &body(true)).await;
     let n = names(&text);
     assert_eq!(n.last().map(String::as_str), Some("response.output_item.done"), "{n:?}");
@@ -264,7 +250,7 @@ async fn mock_faults_on_the_responses_endpoint() {
     let n = names(&text);
     assert_eq!(n.last().map(String::as_str), Some("response.output_text.delta"), "{n:?}");
     let (_, _, text) = raw(&m, &[("x-mock-fault", "response-failed")], &body(true)).await;
-    let evs = events(&text);
+    let evs = sse_events(&text);
     assert_well_formed(&evs);
     let (name, last) = evs.last().unwrap();
     assert_eq!((name.as_str(), last["response"]["status"].as_str()), ("response.failed", Some("failed")));
@@ -379,9 +365,9 @@ async fn the_body_and_the_answer_pass_through_intact() {
     let a = create(&relay, "native-stream", &sent).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     assert_eq!(m.stats.received().last().unwrap().body, sent);
-    let evs = events(&a.text());
+    let evs = sse_events(&a.text());
     let (_, _, direct) = raw(&m, &[("x-mock-chunks", "3")], &sent).await;
-    let direct = events(&direct);
+    let direct = sse_events(&direct);
     assert_eq!(evs.len(), direct.len(), "{}", a.text());
     let ids = response_ids(&evs);
     assert_eq!(ids.len(), 3, "created, in_progress, completed");
@@ -431,7 +417,7 @@ async fn a_cut_native_stream_ends_with_response_failed() {
         let id = format!("cut-{}", fault.replace(':', "-"));
         let a = create(&relay, &id, &json!({"model": model, "input": "Hello there", "stream": true})).await;
         assert_eq!(a.status, StatusCode::OK, "{fault}: {}", a.text());
-        let evs = events(&a.text());
+        let evs = sse_events(&a.text());
         assert_well_formed(&evs);
         let failed: Vec<_> = evs.iter().filter(|(n, _)| n == "response.failed").collect();
         assert_eq!(failed.len(), 1, "{fault}: one response.failed: {}", a.text());
@@ -482,7 +468,7 @@ async fn a_vendor_error_fails_over_to_a_bridged_channel() {
             assert_eq!(c.len(), before_claude + 1, "{id}: then the bridged one");
             assert_eq!(c.last().unwrap().path, "/v1/messages");
             let r = if stream {
-                let evs = events(&a.text());
+                let evs = sse_events(&a.text());
                 assert_well_formed(&evs);
                 assert_eq!(evs.last().unwrap().0, "response.completed", "{id}: {}", a.text());
                 evs.last().unwrap().1["response"].clone()
@@ -515,7 +501,7 @@ async fn native_empty_bridges_responses_through_chat() {
         assert_eq!(last.path, "/v1/chat/completions");
         assert_eq!(last.body["messages"][0], json!({"role": "system", "content": "Be brief."}), "{}", last.body);
         assert!(last.body.get("input").is_none(), "{}", last.body);
-        let r = if stream { events(&a.text()).last().unwrap().1["response"].clone() } else { a.json() };
+        let r = if stream { sse_events(&a.text()).last().unwrap().1["response"].clone() } else { a.json() };
         assert_relay_id(r["id"].as_str().unwrap());
         assert_eq!(r["output"][0]["content"][0]["text"], REPLY, "{r}");
     }

@@ -9,7 +9,7 @@
 //! honoured when `CI` is set: CI always runs them).
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use demo_upstream::{Received, Vendor};
 use relay_tests::*;
@@ -68,16 +68,7 @@ async fn sdk_check(python: PathBuf, case: Case<'_>) -> Vec<Received> {
         cmd.args(["--embedding-model", m]);
     }
     // The script blocks; the mock needs the runtime's workers meanwhile.
-    let out: Output = tokio::task::spawn_blocking(move || cmd.output()).await.expect("join").expect("script starts");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "the SDK check failed through the {} adapter ({}):\n{stdout}{stderr}\nrelay log:\n{}",
-        case.adapter,
-        out.status,
-        relay.logs()
-    );
-    eprintln!("{stdout}");
+    run_sdk_check(cmd, &format!("the SDK check through the {} adapter", case.adapter), &relay).await;
     mock.stats.received()
 }
 

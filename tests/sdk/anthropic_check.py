@@ -23,6 +23,7 @@ from typing import Any
 import anthropic
 from anthropic import Anthropic
 from anthropic.types import Message, TextBlock, ToolParam, ToolUseBlock
+from checks import CheckFailed, expect, expect_true
 
 TOOL_PROMPT = "What is the weather in Paris?"
 TOOL_NAME = "get_weather"
@@ -40,22 +41,6 @@ TOOLS: list[ToolParam] = [
 ]
 MAX_TOKENS = 256
 REQUEST_TIMEOUT = 30.0
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def expect(what: str, got: Any, want: Any) -> None:
-    if got != want:
-        raise CheckFailed(f"{what}: expected {want!r}, got {got!r}")
-    print(f"ok  {what}")
-
-
-def expect_true(what: str, cond: bool, detail: Any) -> None:
-    if not cond:
-        raise CheckFailed(f"{what}: {detail!r}")
-    print(f"ok  {what}")
 
 
 def text_of(m: Message) -> str:

@@ -414,6 +414,21 @@ impl Answer {
     }
 }
 
+/// The named events of an SSE body (Messages, Responses): `(event, data as JSON)`; an
+/// event whose data is not JSON fails the test, showing it.
+pub fn sse_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or_default().to_string();
+            let data: Vec<&str> = e.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            let data =
+                serde_json::from_str(&data.join("\n")).unwrap_or_else(|err| panic!("event not JSON ({err}): {e}"));
+            (name, data)
+        })
+        .collect()
+}
+
 pub fn sse_data(text: &str) -> Vec<String> {
     text.split("\n\n")
         .filter_map(|ev| {
@@ -786,6 +801,16 @@ fn run_ok(cmd: &mut Command, what: &str) -> Result<(), String> {
 /// Whether the interpreter can import `requests` (the docs' Python examples use it).
 fn has_requests(python: &Path) -> bool {
     Command::new(python).args(["-c", "import requests"]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Run an SDK check script (blocking, off the runtime's threads); fails the test with the
+/// script's output and the relay's log unless it exits 0. Returns its stdout, also printed.
+pub async fn run_sdk_check(mut cmd: Command, what: &str, relay: &TestRelay) -> String {
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.expect("join").expect("the script starts");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{what} failed ({}):\n{stdout}{stderr}\nrelay log:\n{}", out.status, relay.logs());
+    eprintln!("{stdout}");
+    stdout.into_owned()
 }
 
 /// Poll `check` every 25 ms until it holds; panics naming `what` after `within`.
