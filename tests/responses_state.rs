@@ -246,15 +246,17 @@ async fn previous_response_id_sends_the_conversation_to_the_vendor() {
     assert_eq!(second["previous_response_id"], first_id, "{second}");
     assert!(output_text(&second).contains("You said: second"), "{second}");
 
+    // The openai channel passes Responses through: the vendor gets the chain as `input` items.
     let sent = m.stats.received().last().expect("the mock was called").body.clone();
     assert!(sent.get("previous_response_id").is_none(), "{sent}");
-    let turns: Vec<(String, String)> = sent["messages"]
+    assert!(sent.get("instructions").is_none(), "instructions are not carried over: {sent}");
+    let turns: Vec<(String, String)> = sent["input"]
         .as_array()
-        .unwrap()
+        .expect("input items")
         .iter()
         .map(|m| (m["role"].as_str().unwrap_or("").to_string(), m["content"].to_string()))
         .collect();
-    assert_eq!(turns.len(), 3, "instructions are not carried over: {turns:?}");
+    assert_eq!(turns.len(), 3, "{turns:?}");
     assert_eq!(turns[0].0, "user");
     assert!(turns[0].1.contains("first"), "{turns:?}");
     assert_eq!(turns[1].0, "assistant");
@@ -266,7 +268,7 @@ async fn previous_response_id_sends_the_conversation_to_the_vendor() {
     let third = json!({"model": "demo-gpt", "input": [{"role": "user", "content": "third"}], "previous_response_id": second["id"]});
     created(&relay, &third).await;
     let sent = m.stats.received().last().unwrap().body.clone();
-    assert_eq!(sent["messages"].as_array().unwrap().len(), 5, "{sent}");
+    assert_eq!(sent["input"].as_array().map(Vec::len), Some(5), "{sent}");
     // The stored record keeps only the request's own input.
     let items =
         call(&relay, Method::GET, CLIENT_KEY, &format!("/v1/responses/{}/input_items", second["id"].as_str().unwrap()))
