@@ -1,5 +1,6 @@
 //! The plugin template, built the way authors build it, loads into the real host and
-//! serves: a non-stream answer and an NDJSON stream, against a small Ollama-like vendor.
+//! serves: a non-stream answer and an NDJSON stream, against a small Ollama-like vendor; the
+//! host bridges Messages and Responses through it.
 
 use std::convert::Infallible;
 
@@ -76,4 +77,49 @@ async fn the_template_adapter_serves_through_the_host() {
         relay.chat(&json!({"model": "llama3.2", "messages": [{"role": "user", "content": "x"}], "tools": []})).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.openai_error().0.contains("tools"));
+}
+
+/// An adapter built from the template maps chat completions only; the host bridges the
+/// other client APIs through it: Anthropic Messages and OpenAI Responses, whole and streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_adapter_serves_messages_and_responses_through_the_bridge() {
+    let addr = ollama().await;
+    let config = format!(
+        "[[channel]]\nname = \"local\"\nadapter = \"ollama-native\"\nbase_url = \"http://{addr}\"\nmodels = [\"llama3.2\"]\n{}",
+        token_block(CLIENT_KEY, "*")
+    );
+    let relay = TestRelay::start(Setup { config: &config, adapters: &["plugin-template"], env: &[] }).await;
+    let anthropic = [("x-api-key", CLIENT_KEY), ("anthropic-version", "2023-06-01")];
+    let message = |stream: bool| {
+        json!({"model": "llama3.2", "max_tokens": 64, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string()
+    };
+
+    let a = relay.request_with(Method::POST, "/v1/messages", None, &anthropic, &message(false)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let v = a.json();
+    assert_eq!((v["type"].as_str(), v["content"][0]["text"].as_str()), (Some("message"), Some("Hello")), "{v}");
+    assert_eq!((v["usage"]["input_tokens"].as_u64(), v["usage"]["output_tokens"].as_u64()), (Some(4), Some(2)));
+    let a = relay.request_with(Method::POST, "/v1/messages", None, &anthropic, &message(true)).await;
+    let evs = sse_events(&a.text());
+    let text: String = evs.iter().filter_map(|(_, d)| d["delta"]["text"].as_str()).collect();
+    assert_eq!(text, "Hello", "{evs:?}");
+    assert_eq!(evs.last().map(|e| e.0.as_str()), Some("message_stop"), "{evs:?}");
+
+    let response = |stream: bool| json!({"model": "llama3.2", "input": "hi", "stream": stream}).to_string();
+    let a = relay.request(Method::POST, "/v1/responses", Some(CLIENT_KEY), &response(false)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let v = a.json();
+    assert_eq!((v["object"].as_str(), v["status"].as_str()), (Some("response"), Some("completed")), "{v}");
+    assert_eq!(v["output"][0]["content"][0]["text"], "Hello", "{v}");
+    assert_eq!(v["usage"]["total_tokens"], 6, "{v}");
+    let a = relay.request(Method::POST, "/v1/responses", Some(CLIENT_KEY), &response(true)).await;
+    let evs = sse_events(&a.text());
+    let text: String = evs
+        .iter()
+        .filter(|(n, _)| n == "response.output_text.delta")
+        .filter_map(|(_, d)| d["delta"].as_str())
+        .collect();
+    assert_eq!(text, "Hello", "{evs:?}");
+    assert_eq!(evs.last().map(|e| e.0.as_str()), Some("response.completed"), "{evs:?}");
 }
