@@ -92,7 +92,8 @@ bench: build
 lint: toolchain
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path examples/plugin-template/Cargo.toml -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	@# The host-target crates, their tests and the e2e suites (release: the artifacts of build and test).
+	$(CARGO) clippy --release --locked --all-targets -p relay -p demo-upstream -p relay-tests -p relay-plugin-kit -- -D warnings
 	$(CARGO) clippy --locked --target $(WASM) $(foreach p,$(PLUGINS) $(FIXTURES) tagged,-p $(p)-adapter) -- -D warnings
 	$(CARGO) clippy --locked --target $(WASM) --manifest-path examples/plugin-template/Cargo.toml --target-dir target/template -- -D warnings
 

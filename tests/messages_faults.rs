@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use relay_tests::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
