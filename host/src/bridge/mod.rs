@@ -15,9 +15,9 @@ pub mod responses;
 
 use std::sync::Arc;
 
-use crate::answer::{Batch, Whole};
+use crate::answer::{Batch, End, Whole};
 use crate::error::RelayError;
-use crate::model::{AdapterInfo, Endpoint, OutputEvent};
+use crate::model::{AdapterInfo, Endpoint, OutputEvent, Usage};
 
 /// How one channel attempt serves the client's API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +100,31 @@ pub trait StreamBridge: Send {
     /// stream, when it has them (Responses' `response.failed`), go to `out`. By default
     /// none: the encoder writes the API's error event.
     fn failed(&mut self, _error: &RelayError, _out: &mut Vec<OutputEvent>) {}
+}
+
+/// The `apply` of a bridge made chunk by chunk: each chat chunk of `batch` becomes what
+/// `chunk` writes (up to `per_chunk` events each), a clean end adds what `done` writes. A
+/// chunk `chunk` cannot read ends the stream after the events made before it.
+pub(crate) fn convert<S>(
+    state: &mut S,
+    batch: &mut Batch,
+    per_chunk: usize,
+    chunk: fn(&mut S, &str, &mut Vec<OutputEvent>) -> Result<(), String>,
+    done: fn(&mut S, Option<&Usage>, &mut Vec<OutputEvent>),
+) -> Result<(), String> {
+    let chunks = std::mem::take(&mut batch.events);
+    let mut out = Vec::with_capacity(chunks.len() * per_chunk + 2);
+    for c in &chunks {
+        if let Err(e) = chunk(state, &c.data, &mut out) {
+            batch.events = out;
+            return Err(e);
+        }
+    }
+    if let Some(End::Done { usage }) = &batch.end {
+        done(state, usage.as_ref(), &mut out);
+    }
+    batch.events = out;
+    Ok(())
 }
 
 #[cfg(test)]

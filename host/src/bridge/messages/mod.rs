@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::chat;
-use crate::answer::{Batch, End, Whole};
+use crate::answer::{Batch, Whole};
 use crate::error::{RelayError, anthropic};
 use crate::model::{OutputEvent, Usage};
 

@@ -2,6 +2,7 @@ use serde_json::json;
 
 use super::stream::*;
 use super::*;
+use crate::answer::End;
 use crate::bridge::StreamBridge;
 
 fn chat_of(req: Value) -> Value {

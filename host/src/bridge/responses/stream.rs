@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::*;
-use crate::answer::{Batch, End};
+use crate::answer::Batch;
 use crate::bridge::StreamBridge;
 use crate::model::OutputEvent;
 
@@ -307,19 +307,7 @@ impl Stream {
 
 impl StreamBridge for Stream {
     fn apply(&mut self, batch: &mut Batch) -> Result<(), String> {
-        let chunks = std::mem::take(&mut batch.events);
-        let mut out = Vec::with_capacity(chunks.len() * 2 + 2);
-        for c in &chunks {
-            if let Err(e) = self.chunk(&c.data, &mut out) {
-                batch.events = out;
-                return Err(e);
-            }
-        }
-        if let Some(End::Done { usage }) = &batch.end {
-            self.done(usage.as_ref(), &mut out);
-        }
-        batch.events = out;
-        Ok(())
+        crate::bridge::convert(self, batch, 2, Self::chunk, Self::done)
     }
 
     fn failed(&mut self, error: &RelayError, out: &mut Vec<OutputEvent>) {
